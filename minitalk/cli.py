@@ -1,0 +1,237 @@
+"""The command line: ``minitalk serve`` and ``minitalk send``.
+
+Each command parses its arguments, calls one function of the server or client loop, and
+prints. Every ``MinitalkError`` is caught in one place (``_errors_to_exit_codes``), printed as
+one line on stderr and turned into the error's exit code; the codes live in
+``minitalk.errors.ExitCode``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, NoReturn, Optional
+
+import typer
+
+from minitalk import __version__
+from minitalk.client import ClientConfig, Receipt, send_message
+from minitalk.errors import (
+    ExitCode,
+    InputError,
+    MinitalkError,
+    OutputError,
+    TargetError,
+    UsageError,
+)
+from minitalk.protocol import (
+    DEFAULT_MAX_MESSAGE,
+    FRAME_TIMEOUT,
+    MAX_ATTEMPTS,
+    REPLY_TIMEOUT,
+    SESSION_TIMEOUT,
+    MessageReceived,
+)
+from minitalk.server import ServerConfig, serve
+
+app = typer.Typer(
+    name="minitalk",
+    help="Send Unicode text between processes on one Linux machine, one bit per signal "
+    "(SIGUSR1 = 0, SIGUSR2 = 1), framed, CRC-checked and acknowledged.",
+    no_args_is_help=True,
+    add_completion=True,
+    pretty_exceptions_enable=False,
+)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    print(f"minitalk: {message}", file=sys.stderr, flush=True)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def _errors_to_exit_codes() -> Iterator[None]:
+    """The one place where errors become a stderr line and an exit code."""
+    try:
+        yield
+    except MinitalkError as error:
+        _fail(str(error), error.exit_code)
+    except KeyboardInterrupt:
+        _fail("interrupted", ExitCode.INTERRUPTED)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"minitalk {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """minitalk: text over SIGUSR1/SIGUSR2. Linux only."""
+
+
+@app.command("serve")
+def serve_command(
+    max_bytes: Annotated[
+        int, typer.Option(min=0, help="Largest message accepted, in bytes; larger is refused.")
+    ] = DEFAULT_MAX_MESSAGE,
+    frame_timeout: Annotated[
+        float, typer.Option(min=0.01, help="Seconds of silence mid-frame before it is dropped.")
+    ] = FRAME_TIMEOUT,
+    session_timeout: Annotated[
+        float,
+        typer.Option(min=0.02, help="Seconds of silence before a client's session is abandoned."),
+    ] = SESSION_TIMEOUT,
+    count: Annotated[
+        Optional[int],  # noqa: UP045 - typer reads the annotation at run time
+        typer.Option(min=1, help="Exit after this many messages have been delivered."),
+    ] = None,
+) -> None:
+    """Start a server: print its PID, then every message received, each on its own line.
+
+    Example: minitalk serve > messages.log
+    """
+    config = ServerConfig(
+        max_message=max_bytes,
+        frame_timeout=frame_timeout,
+        session_timeout=session_timeout,
+        max_messages=count,
+    )
+    with _errors_to_exit_codes():
+        if frame_timeout >= session_timeout:
+            raise UsageError("--frame-timeout must be shorter than --session-timeout")
+        serve(config, on_ready=_print_pid, on_message=_print_message)
+
+
+def _print_pid(pid: int) -> None:
+    print(f"PID {pid}", flush=True)
+
+
+def _print_message(message: MessageReceived) -> None:
+    try:
+        sys.stdout.buffer.write(message.text.encode("utf-8") + b"\n")
+        sys.stdout.buffer.flush()
+    except OSError as error:
+        raise OutputError(f"cannot write a received message: {error.strerror}") from None
+
+
+@app.command("send")
+def send_command(
+    pid: Annotated[str, typer.Argument(help="The server's PID, as `minitalk serve` printed it.")],
+    text: Annotated[
+        Optional[str],  # noqa: UP045 - typer reads the annotation at run time
+        typer.Argument(help="The text to send; `-` reads standard input."),
+    ] = None,
+    file: Annotated[
+        Optional[Path],  # noqa: UP045 - typer reads the annotation at run time
+        typer.Option("--file", "-f", help="Send this file's UTF-8 text instead of TEXT."),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print no receipt.")] = False,
+    reply_timeout: Annotated[
+        float, typer.Option(min=0.01, help="Seconds to wait for each reply before resending.")
+    ] = REPLY_TIMEOUT,
+    attempts: Annotated[
+        int, typer.Option(min=1, help="Tries per frame before giving up.")
+    ] = MAX_ATTEMPTS,
+    timeout: Annotated[
+        Optional[float],  # noqa: UP045 - typer reads the annotation at run time
+        typer.Option(min=0.0, help="Give up if the whole send, queueing included, takes longer."),
+    ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Skip the check that PID blocks SIGUSR1/SIGUSR2. DANGEROUS: the first bit "
+            "kills a process that does not.",
+        ),
+    ] = False,
+) -> None:
+    """Send TEXT (or a file, or standard input) to a server; exit 0 once it acknowledged all.
+
+    Examples: minitalk send 4242 "emoji 🎉" | minitalk send 4242 --file notes.txt |
+    echo hi | minitalk send 4242 -
+    """
+    with _errors_to_exit_codes():
+        target = _parse_pid(pid)
+        message = _read_message(text, file)
+        config = ClientConfig(
+            reply_timeout=reply_timeout, max_attempts=attempts, timeout=timeout, force=force
+        )
+        receipt = send_message(target, message, config)
+        if not quiet:
+            print(_describe(receipt), flush=True)
+
+
+def _parse_pid(text: str) -> int:
+    stripped = text.strip()
+    if not stripped.lstrip("-").isdigit() or not stripped.isascii():
+        raise TargetError(f"PID must be a whole number, got {text!r}")
+    return int(stripped)
+
+
+def _read_message(text: str | None, file: Path | None) -> bytes:
+    if text is not None and file is not None:
+        raise UsageError("give TEXT or --file, not both")
+    if file is not None:
+        return _decode_check(_read_file(file), f"{file}")
+    if text is None:
+        raise UsageError("nothing to send: give TEXT, --file PATH, or - for standard input")
+    if text == "-":
+        return _decode_check(_read_stdin(), "standard input")
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as error:  # undecodable bytes in argv arrive as surrogates
+        raise InputError(f"TEXT is not valid UTF-8 (character {error.start})") from None
+
+
+def _read_file(file: Path) -> bytes:
+    try:
+        return file.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"no such file: {file}") from None
+    except IsADirectoryError:
+        raise InputError(f"{file} is a directory, not a file") from None
+    except PermissionError:
+        raise InputError(f"no permission to read {file}") from None
+    except OSError as error:
+        raise InputError(f"cannot read {file}: {error.strerror}") from None
+
+
+def _read_stdin() -> bytes:
+    if sys.stdin is None:
+        raise InputError("standard input is closed")
+    try:
+        data = sys.stdin.buffer.read()
+    except OSError as error:
+        raise InputError(f"cannot read standard input: {error.strerror}") from None
+    if not data:
+        raise InputError("standard input is empty")
+    return data
+
+
+def _decode_check(data: bytes, where: str) -> bytes:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise InputError(f"{where} is not UTF-8: bad byte at offset {error.start}") from None
+    return data
+
+
+def _describe(receipt: Receipt) -> str:
+    frames = f"{receipt.frames} frame" + ("" if receipt.frames == 1 else "s")
+    size = f"{receipt.size} byte" + ("" if receipt.size == 1 else "s")
+    resends = f", {receipt.resends} resent" if receipt.resends else ""
+    return f"delivered {size} in {frames} to PID {receipt.pid}{resends} ({receipt.seconds:.2f} s)"
+
+
+def run() -> None:
+    """Console-script entry point."""
+    app(prog_name="minitalk")

@@ -1,0 +1,141 @@
+"""The client loop: the sender state machine driven by real signals and a real clock.
+
+It checks the target before the first signal, blocks the reply signals before sending
+anything (so a fast reply cannot arrive before we wait for it), ignores signals from anyone
+but the server, and notices through the server's pidfd when the server exits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from minitalk.errors import NoAnswerError, ServerGoneError, StopRequestedError
+from minitalk.frame import split_message
+from minitalk.protocol import MAX_ATTEMPTS, QUEUE_POLL, REPLY_TIMEOUT, Sender
+from minitalk.transport import (
+    STOP,
+    Process,
+    SignalWaiter,
+    block_signals,
+    monotonic,
+    open_server,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientConfig:
+    """Timeouts and retry limits of a send (seconds)."""
+
+    reply_timeout: float = REPLY_TIMEOUT
+    queue_poll: float = QUEUE_POLL
+    max_attempts: int = MAX_ATTEMPTS
+    timeout: float | None = None  # bound on the whole send, queueing included
+    force: bool = False  # skip the is-it-a-minitalk-server check
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """What a successful send did."""
+
+    pid: int
+    size: int
+    frames: int
+    resends: int
+    seconds: float
+
+
+def send_message(
+    pid: int,
+    message: bytes,
+    config: ClientConfig = ClientConfig(),
+    *,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> Receipt:
+    """Send ``message`` to the server ``pid``; return once every frame is acknowledged.
+
+    Raises a ``MinitalkError`` subclass on any failure. ``on_progress(acked, total)`` is
+    called after each acknowledged frame.
+    """
+    block_signals()
+    server = open_server(pid, force=config.force)
+    try:
+        return _SendLoop(server, message, config, on_progress).run()
+    finally:
+        server.close()
+
+
+class _SendLoop:
+    """Feeds the sender machine the server's replies and the clock, and sends its symbols."""
+
+    def __init__(
+        self,
+        server: Process,
+        message: bytes,
+        config: ClientConfig,
+        on_progress: Callable[[int, int], None] | None,
+    ) -> None:
+        self.server = server
+        self.size = len(message)
+        self.config = config
+        self.on_progress = on_progress
+        self.sender = Sender(
+            split_message(message),
+            reply_timeout=config.reply_timeout,
+            queue_poll=config.queue_poll,
+            max_attempts=config.max_attempts,
+        )
+
+    def run(self) -> Receipt:
+        sender, server = self.sender, self.server
+        waiter = SignalWaiter()
+        started = monotonic()
+        give_up_at = None if self.config.timeout is None else started + self.config.timeout
+        sender.start(started)
+        acked = 0
+        while True:
+            self._flush_outbox()
+            if sender.finished:
+                break
+            if self.on_progress is not None and sender.bytes_acked != acked:
+                acked = sender.bytes_acked
+                self.on_progress(acked, self.size)
+            deadline = _earliest(sender.get_timer(), give_up_at)
+            got = waiter.wait(None if deadline is None else deadline - monotonic())
+            now = monotonic()
+            if got is not None:
+                if got[1] == STOP:
+                    raise StopRequestedError("interrupted; the message was not delivered")
+                if got[0] == server.pid:
+                    sender.receive(got[1], now)
+                    continue
+            if give_up_at is not None and now >= give_up_at:
+                raise NoAnswerError(f"gave up after the --timeout of {self.config.timeout:g} s")
+            if deadline is not None and now >= deadline:
+                self._check_alive()
+                sender.handle_timer(now)
+        if sender.error is not None:
+            self._check_alive()
+            raise sender.error
+        frames = len(sender.frames)
+        return Receipt(server.pid, self.size, frames, sender.resends, monotonic() - started)
+
+    def _flush_outbox(self) -> None:
+        try:
+            for symbol in self.sender.outbox:
+                self.server.send(symbol)
+        except ProcessLookupError:
+            raise ServerGoneError(f"the server (PID {self.server.pid}) exited") from None
+        self.sender.outbox.clear()
+
+    def _check_alive(self) -> None:
+        if not self.server.alive():
+            raise ServerGoneError(f"the server (PID {self.server.pid}) exited")
+
+
+def _earliest(first: float | None, second: float | None) -> float | None:
+    if first is None:
+        return second
+    if second is None:
+        return first
+    return min(first, second)

@@ -1,0 +1,121 @@
+"""The error hierarchy and the exit codes, in one place.
+
+Every failure minitalk reports is a ``MinitalkError``; the CLI catches that one root at its
+edge, prints the message as one line on stderr and exits with the error's ``exit_code``.
+Protocol errors are split by whose fault they are, in the manner of h11 and wsproto:
+``LocalProtocolError`` means this side misused a state machine (a bug here),
+``RemoteProtocolError`` means the peer sent something the protocol does not allow.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Process exit codes; the README's table is generated from the same meanings."""
+
+    OK = 0
+    FAILURE = 1  # an unexpected internal failure
+    USAGE = 2  # bad command line (typer's own code for usage errors)
+    BAD_INPUT = 3  # the text to send cannot be read or is not UTF-8
+    BAD_TARGET = 4  # the PID is not a minitalk server this user may signal
+    REFUSED = 5  # the server refused the message (too large, malformed)
+    NO_ANSWER = 6  # the server stopped answering or kept rejecting frames
+    SERVER_GONE = 7  # the server exited during the send
+    UNSUPPORTED = 8  # not Linux: the signal calls minitalk needs are missing
+    OUTPUT_FAILED = 9  # the server could not write a received message
+    INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), as shells report it
+
+
+class MinitalkError(Exception):
+    """Root of every error minitalk reports to a user."""
+
+    exit_code: ExitCode = ExitCode.FAILURE
+
+
+class ProtocolError(MinitalkError):
+    """Abstract root of the protocol errors: something broke the rules of the link."""
+
+
+class LocalProtocolError(ProtocolError):
+    """This side used a state machine wrongly (for example fed it after it finished)."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """The peer sent something the protocol does not allow."""
+
+
+class FrameError(RemoteProtocolError):
+    """A frame failed to decode; subclasses say which check it failed."""
+
+
+class HeaderError(FrameError):
+    """The header is malformed: wrong version byte, failed header check, or bad length."""
+
+
+class OversizeError(HeaderError):
+    """A well-formed header announces a message longer than the receiver accepts."""
+
+    def __init__(self, message_length: int, limit: int) -> None:
+        super().__init__(f"message of {message_length} bytes is over the limit of {limit}")
+        self.message_length = message_length
+        self.limit = limit
+
+
+class ChecksumError(FrameError):
+    """The frame's CRC-16 does not match its header and payload."""
+
+
+class InputError(MinitalkError):
+    """The text to send could not be read, or is not valid UTF-8."""
+
+    exit_code = ExitCode.BAD_INPUT
+
+
+class TargetError(MinitalkError):
+    """The PID given is not a process that minitalk may safely signal."""
+
+    exit_code = ExitCode.BAD_TARGET
+
+
+class RefusedError(MinitalkError):
+    """The server refused the message and said why."""
+
+    exit_code = ExitCode.REFUSED
+
+
+class NoAnswerError(MinitalkError):
+    """The server stopped answering, or rejected a frame more often than allowed."""
+
+    exit_code = ExitCode.NO_ANSWER
+
+
+class ServerGoneError(MinitalkError):
+    """The server process exited while we were talking to it."""
+
+    exit_code = ExitCode.SERVER_GONE
+
+
+class UnsupportedPlatformError(MinitalkError):
+    """The platform lacks the sender-aware signal calls (sigtimedwait, pidfd)."""
+
+    exit_code = ExitCode.UNSUPPORTED
+
+
+class OutputError(MinitalkError):
+    """The server could not write a received message to its output."""
+
+    exit_code = ExitCode.OUTPUT_FAILED
+
+
+class UsageError(MinitalkError):
+    """The command line does not say what to do (for example both TEXT and --file)."""
+
+    exit_code = ExitCode.USAGE
+
+
+class StopRequestedError(MinitalkError):
+    """SIGINT or SIGTERM arrived during a send."""
+
+    exit_code = ExitCode.INTERRUPTED

@@ -1,0 +1,238 @@
+"""The frame codec: message bytes to frames to bits, and bits back to checked frames.
+
+Pure code, no I/O. A message (UTF-8 bytes) is cut into frames of at most ``MAX_PAYLOAD`` bytes,
+each laid out as below and sent most significant bit first:
+
+    offset  size  field
+    0       1     VERSION (0x51): neither an all-zero nor an all-one stream can pass it, and its
+                  first bit is 0, which lets a receiver tell a frame from a repeated request (1)
+    1       1     bit 7: last-frame flag; bits 6..0: sequence number (frame index mod 128)
+    2       2     payload length in bytes (big-endian), at most MAX_PAYLOAD
+    4       4     whole message length in bytes (big-endian), so a receiver can refuse an
+                  oversized message at the first header instead of after megabytes
+    8       1     header check: CRC-8 (poly 0x07) of bytes 0..7, so a corrupt length is refused
+                  before any payload is awaited
+    9       n     payload
+    9+n     2     CRC-16/CCITT-FALSE of bytes 0..8+n (big-endian)
+
+CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF) keeps Hamming distance 4 up to 4093 covered bytes;
+a full frame covers 9 + 1024 = 1033 bytes, well inside, so every 1-, 2- and 3-bit error is caught.
+Its non-zero init means an all-zero frame does not check to zero.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import crcmod.predefined  # type: ignore[import-untyped]
+
+from minitalk.errors import (
+    ChecksumError,
+    FrameError,
+    HeaderError,
+    LocalProtocolError,
+    OversizeError,
+)
+
+VERSION = 0x51
+HEADER_LEN = 9
+CRC_LEN = 2
+OVERHEAD = HEADER_LEN + CRC_LEN
+# 1 KiB keeps a resend cheap and the frame far inside CRC-16's Hamming-distance-4 limit.
+MAX_PAYLOAD = 1024
+SEQ_MODULUS = 128  # seven bits of sequence number; stop-and-wait needs only two distinct values
+MAX_MESSAGE = 2**32 - 1  # what the 32-bit message length field can say
+_LAST_FLAG = 0x80
+_SEQ_MASK = 0x7F
+
+crc16: Callable[[bytes | bytearray], int] = crcmod.predefined.mkPredefinedCrcFun("crc-ccitt-false")
+crc8: Callable[[bytes | bytearray], int] = crcmod.predefined.mkPredefinedCrcFun("crc-8")
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    """The checked fields of a frame header."""
+
+    seq: int
+    last: bool
+    payload_length: int
+    message_length: int
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One frame: a piece of a message with its place in it."""
+
+    seq: int
+    last: bool
+    message_length: int
+    payload: bytes
+
+
+def encode_header(header: Header) -> bytes:
+    """Return the 9 header bytes, check byte included."""
+    if not 0 <= header.seq < SEQ_MODULUS:
+        raise LocalProtocolError(f"sequence number {header.seq} out of range")
+    if not 0 <= header.payload_length <= MAX_PAYLOAD:
+        raise LocalProtocolError(f"payload of {header.payload_length} bytes is over the limit")
+    if not header.payload_length <= header.message_length <= MAX_MESSAGE:
+        raise LocalProtocolError(f"message length {header.message_length} is out of range")
+    flags = (_LAST_FLAG if header.last else 0) | header.seq
+    body = bytes((VERSION, flags)) + header.payload_length.to_bytes(2, "big")
+    body += header.message_length.to_bytes(4, "big")
+    return body + bytes((crc8(body),))
+
+
+def decode_header(
+    data: bytes | bytearray, max_payload: int = MAX_PAYLOAD, max_message: int = MAX_MESSAGE
+) -> Header:
+    """Check and parse the first ``HEADER_LEN`` bytes of ``data``.
+
+    Raise ``HeaderError`` for a malformed header, and its subclass ``OversizeError`` for a
+    well-formed header that announces a message longer than ``max_message``.
+    """
+    if len(data) < HEADER_LEN:
+        raise HeaderError(f"header is {len(data)} bytes, needs {HEADER_LEN}")
+    if data[0] != VERSION:
+        raise HeaderError(f"version byte is 0x{data[0]:02x}, expected 0x{VERSION:02x}")
+    if crc8(data[: HEADER_LEN - 1]) != data[HEADER_LEN - 1]:
+        raise HeaderError("header check failed")
+    payload_length = int.from_bytes(data[2:4], "big")
+    message_length = int.from_bytes(data[4:8], "big")
+    if payload_length > max_payload:
+        raise HeaderError(f"payload length {payload_length} is over the limit of {max_payload}")
+    if payload_length > message_length:
+        raise HeaderError("payload length is larger than the message length")
+    if message_length > max_message:
+        raise OversizeError(message_length, max_message)
+    return Header(
+        seq=data[1] & _SEQ_MASK,
+        last=bool(data[1] & _LAST_FLAG),
+        payload_length=payload_length,
+        message_length=message_length,
+    )
+
+
+def encode_frame(frame: Frame) -> bytes:
+    """Return the frame's bytes: header, payload, CRC-16."""
+    header = Header(frame.seq, frame.last, len(frame.payload), frame.message_length)
+    body = encode_header(header) + frame.payload
+    return body + crc16(body).to_bytes(CRC_LEN, "big")
+
+
+def decode_frame(data: bytes, max_payload: int = MAX_PAYLOAD) -> Frame:
+    """Decode exactly one frame from ``data``; raise a ``FrameError`` subclass if it is bad."""
+    header = decode_header(data, max_payload)
+    size = OVERHEAD + header.payload_length
+    if len(data) != size:
+        raise FrameError(f"frame is {len(data)} bytes, its header says {size}")
+    if crc16(data) != 0:  # the CRC over a body with its own big-endian CRC appended is zero
+        raise ChecksumError("frame CRC-16 mismatch")
+    payload = bytes(data[HEADER_LEN : size - CRC_LEN])
+    return Frame(header.seq, header.last, header.message_length, payload)
+
+
+def split_message(message: bytes, max_payload: int = MAX_PAYLOAD) -> list[Frame]:
+    """Cut ``message`` into frames; cuts fall on UTF-8 character boundaries when they can.
+
+    A character is never split across two frames, so every frame of a valid UTF-8 message is
+    valid UTF-8 by itself. The empty message is one empty frame.
+    """
+    if len(message) > MAX_MESSAGE:
+        raise LocalProtocolError(f"message of {len(message)} bytes exceeds the frame format")
+    frames: list[Frame] = []
+    start = 0
+    while True:
+        end = min(start + max_payload, len(message))
+        if end < len(message):
+            cut = end
+            while cut > start and message[cut] & 0xC0 == 0x80:  # continuation byte
+                cut -= 1
+            if cut > start:
+                end = cut
+        last = end == len(message)
+        seq = len(frames) % SEQ_MODULUS
+        frames.append(Frame(seq, last, len(message), message[start:end]))
+        if last:
+            return frames
+        start = end
+
+
+def to_bits(data: bytes) -> list[int]:
+    """The bits of ``data``, most significant bit of each byte first."""
+    return [(byte >> shift) & 1 for byte in data for shift in range(7, -1, -1)]
+
+
+def from_bits(bits: list[int]) -> bytes:
+    """Pack bits (MSB first) into bytes; the count must be a multiple of eight."""
+    if len(bits) % 8:
+        raise LocalProtocolError(f"{len(bits)} bits do not make whole bytes")
+    out = bytearray()
+    for i in range(0, len(bits), 8):
+        byte = 0
+        for bit in bits[i : i + 8]:
+            byte = (byte << 1) | bit
+        out.append(byte)
+    return bytes(out)
+
+
+class FrameDecoder:
+    """Incremental decoder: feed one bit at a time, get a ``Frame`` when one completes.
+
+    The per-bit path only shifts a byte together; header and CRC checks run at field
+    boundaries. The header is checked as soon as its last bit arrives, so a corrupt or
+    oversized length raises ``HeaderError`` before any payload is awaited. After a frame
+    completes or an error is raised the decoder is ready for the next frame.
+    """
+
+    __slots__ = ("_buf", "_byte", "_nbits", "_need", "header", "max_message", "max_payload")
+
+    def __init__(self, max_payload: int = MAX_PAYLOAD, max_message: int = MAX_MESSAGE) -> None:
+        self.max_payload = max_payload
+        self.max_message = max_message
+        self._buf = bytearray()
+        self._byte = 0
+        self._nbits = 0
+        self._need = HEADER_LEN
+        self.header: Header | None = None
+
+    def reset(self) -> None:
+        """Drop any partial frame."""
+        self._buf = bytearray()
+        self._byte = 0
+        self._nbits = 0
+        self._need = HEADER_LEN
+        self.header = None
+
+    @property
+    def at_start(self) -> bool:
+        """True when no bit of the next frame has arrived yet."""
+        return self._nbits == 0 and not self._buf
+
+    def feed(self, bit: int) -> Frame | None:
+        """Take one bit; return the frame it completes, or None while more are needed."""
+        byte = (self._byte << 1) | bit
+        if self._nbits < 7:
+            self._byte = byte
+            self._nbits += 1
+            return None
+        self._buf.append(byte)
+        self._byte = 0
+        self._nbits = 0
+        if len(self._buf) < self._need:
+            return None
+        return self._at_boundary()
+
+    def _at_boundary(self) -> Frame | None:
+        if self.header is None:
+            try:
+                self.header = decode_header(self._buf, self.max_payload, self.max_message)
+            except HeaderError:
+                self.reset()
+                raise
+            self._need = OVERHEAD + self.header.payload_length
+            return None
+        data = bytes(self._buf)
+        self.reset()
+        return decode_frame(data, self.max_payload)

@@ -1,0 +1,574 @@
+"""The sans-I/O protocol: a sender and a receiver state machine, bits and time in, bits out.
+
+Nothing here touches a signal or reads a clock. A *symbol* is 0 or 1; the transport sends 0 as
+SIGUSR1 and 1 as SIGUSR2. Time is a float argument (seconds, any monotonic origin); each machine
+says when its next deadline is (``get_timer``) and is told when it passed (``handle_timer``).
+Output goes to an outbox the I/O loop drains; results come out as events.
+
+The link rules (docs/protocol.md has the diagrams):
+
+* Every symbol the client sends is answered by exactly one symbol from the server before the
+  client sends the next, because standard signals merge while pending.
+* Session: the client sends REQUEST (1). The server answers GRANT (0), or WAIT (1) and queues
+  the client; a queued client is later sent GRANT unprompted and re-sends REQUEST every
+  ``queue_poll`` seconds (a lost grant is then granted again). A 0 from a process that is not
+  the current peer is never data and gets no answer.
+* Frame: the client sends the frame's bits; the server answers CONTINUE (0) to each, or
+  FRAME_OVER (1) once the frame is complete or the server has stopped reading it (bad header,
+  oversized message). The client then clocks out an 8-bit verdict with 8 POLLs (0), each
+  answered by one verdict bit: a 4-bit code followed by its complement, so a garbled verdict
+  is recognised as such.
+* Verdict ACK moves to the next frame; RESEND, a garbled verdict or a silent server makes the
+  client resend the whole frame from its first bit (never a single bit: that is how slips are
+  born), at most ``max_attempts`` times. The server drops a partial frame after
+  ``frame_timeout`` of silence, which is shorter than the client's ``reply_timeout``, so both
+  sides restart the frame together.
+* A frame repeated because its ACK was lost is acknowledged again and not delivered twice
+  (sequence numbers). After the last frame's ACK the client sends BYE (1), answered by 0; the
+  server keeps the session until BYE or ``session_timeout`` so that a repeat of the last frame
+  is recognised as a repeat, never taken for a new message.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum, IntEnum, auto
+
+from minitalk.errors import (
+    FrameError,
+    LocalProtocolError,
+    MinitalkError,
+    NoAnswerError,
+    OversizeError,
+    RefusedError,
+)
+from minitalk.frame import MAX_MESSAGE, SEQ_MODULUS, Frame, FrameDecoder, encode_frame, to_bits
+
+# Symbols. Meanings depend on the state, which both sides know.
+REQUEST = 1  # client -> server: may I have the line? (also a repeat of it)
+GRANT = 0  # server -> client: the line is yours, send a frame
+WAIT = 1  # server -> client: another client has the line; you are queued
+CONTINUE = 0  # server -> client: bit received, send the next
+FRAME_OVER = 1  # server -> client: frame finished or abandoned, poll the verdict
+POLL = 0  # client -> server: send me the next verdict bit
+BYE = 1  # client -> server: I have the final ACK, the session is over
+BYE_ACK = 0  # server -> client: answer to BYE
+
+VERDICT_BITS = 8
+
+# Defaults, in seconds. The ordering frame_timeout < reply_timeout < session_timeout is what
+# keeps the two sides in step after a lost signal; docs/protocol.md gives the reasoning.
+FRAME_TIMEOUT = 0.5
+REPLY_TIMEOUT = 1.0
+QUEUE_POLL = 1.0
+SESSION_TIMEOUT = 3.0
+MAX_ATTEMPTS = 10  # per frame, the XMODEM/Kermit convention
+MAX_QUEUE = 64
+DEFAULT_MAX_MESSAGE = 16 * 1024 * 1024
+
+
+class Verdict(IntEnum):
+    """The server's answer to a frame; codes 1..15, sent as code + complement."""
+
+    ACK = 1
+    RESEND = 2
+    TOO_LARGE = 3
+    NOT_UTF8 = 4
+    OUT_OF_ORDER = 5
+
+
+VERDICT_REASONS = {
+    Verdict.TOO_LARGE: "the message is larger than the server accepts",
+    Verdict.NOT_UTF8: "the server found a frame that is not valid UTF-8",
+    Verdict.OUT_OF_ORDER: "the server received frames out of order",
+}
+
+
+def verdict_bits(verdict: Verdict) -> list[int]:
+    """The 8 bits that carry ``verdict``: its 4-bit code, then the code's complement."""
+    code = int(verdict)
+    return to_bits(bytes(((code << 4) | (~code & 0x0F),)))
+
+
+def parse_verdict(byte: int) -> Verdict | None:
+    """The verdict an 8-bit value carries, or None if it is garbled or unknown."""
+    code, check = byte >> 4, byte & 0x0F
+    if code ^ check != 0x0F:
+        return None
+    try:
+        return Verdict(code)
+    except ValueError:
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Events
+
+
+@dataclass(frozen=True, slots=True)
+class MessageReceived:
+    """A whole message arrived and checked; the server must print it before the ACK goes out."""
+
+    pid: int
+    text: str
+    size: int
+    frames: int
+    resends: int
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class SessionEnded:
+    """The server finished with a peer, delivered or not; ``reason`` says why."""
+
+    pid: int
+    delivered: bool
+    reason: str
+
+
+ReceiverEvent = MessageReceived | SessionEnded
+
+
+# ---------------------------------------------------------------------------------------------
+# Receiver (server side)
+
+
+class ReceiverState(Enum):
+    IDLE = auto()  # no peer
+    FRAME = auto()  # peer granted; reading frame bits (or the repeat request / BYE at a start)
+    VERDICT = auto()  # frame over; peer is polling the verdict bits
+
+
+@dataclass(slots=True)
+class _Session:
+    pid: int
+    started: float
+    last_activity: float
+    expected_seq: int = 0
+    frames: int = 0
+    resends: int = 0
+    message_length: int = -1
+    complete: bool = False
+    pending_verdict: list[int] | None = None
+    end_after_verdict: str = ""  # non-empty: end the session with this reason after the verdict
+    buffer: bytearray = field(default_factory=bytearray)
+
+
+class Receiver:
+    """The server's state machine: (pid, symbol, now) in; (pid, symbol) replies and events out.
+
+    It serves one peer at a time, queues the others in arrival order, and never lets a symbol
+    from anyone but the current peer count as data. Whoever drives it must print each
+    ``MessageReceived`` before sending the outbox that follows it: the ACK for a message's last
+    frame goes out only after that.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_message: int = DEFAULT_MAX_MESSAGE,
+        frame_timeout: float = FRAME_TIMEOUT,
+        session_timeout: float = SESSION_TIMEOUT,
+        max_queue: int = MAX_QUEUE,
+    ) -> None:
+        if not 0 <= max_message <= MAX_MESSAGE:
+            raise LocalProtocolError(f"max_message must be within 0..{MAX_MESSAGE}")
+        if not 0 < frame_timeout < session_timeout:
+            raise LocalProtocolError("need 0 < frame_timeout < session_timeout")
+        self.max_message = max_message
+        self.frame_timeout = frame_timeout
+        self.session_timeout = session_timeout
+        self.max_queue = max_queue
+        self.state = ReceiverState.IDLE
+        self.session: _Session | None = None
+        self.queue: deque[int] = deque()
+        self.outbox: list[tuple[int, int]] = []
+        self.events: list[ReceiverEvent] = []
+        self._decoder = FrameDecoder(max_message=max_message)
+        # The transition table: what a symbol from the current peer does in each state.
+        self._peer_transitions: dict[ReceiverState, Callable[[_Session, int], None]] = {
+            ReceiverState.FRAME: self._frame_symbol,
+            ReceiverState.VERDICT: self._verdict_symbol,
+        }
+
+    @property
+    def peer(self) -> int | None:
+        """The PID that has the line, if any."""
+        return self.session.pid if self.session else None
+
+    def receive(self, pid: int, symbol: int, now: float) -> None:
+        """One signal arrived from ``pid``: 0 for SIGUSR1, 1 for SIGUSR2."""
+        session = self.session
+        if session is not None and pid == session.pid:
+            session.last_activity = now
+            transition = self._peer_transitions.get(self.state)
+            if transition is None:
+                raise LocalProtocolError(f"no transition for a peer symbol in {self.state}")
+            transition(session, symbol)
+        elif symbol == REQUEST:
+            self._request(pid, now)
+        # A 0 from anyone but the peer is a stray or a stale repeat: never data, no answer.
+
+    def get_timer(self) -> float | None:
+        """When the receiver next needs ``handle_timer``, or None if it needs no timer."""
+        session = self.session
+        if session is None:
+            return None
+        if self.state is ReceiverState.VERDICT or not self._decoder.at_start:
+            return session.last_activity + self.frame_timeout
+        return session.last_activity + self.session_timeout
+
+    def handle_timer(self, now: float) -> None:
+        """Apply every deadline that has passed at ``now``."""
+        session = self.session
+        deadline = self.get_timer()
+        if session is None or deadline is None or now < deadline:
+            return
+        if self.state is ReceiverState.VERDICT or not self._decoder.at_start:
+            # Mid-frame silence: drop the partial frame; the client will resend it whole.
+            self._decoder.reset()
+            session.resends += 1
+            if session.end_after_verdict:
+                self._end_session(session.end_after_verdict, now)
+                return
+            session.pending_verdict = None
+            self.state = ReceiverState.FRAME
+            return
+        if session.complete:
+            self._end_session("delivered", now)
+        else:
+            self._end_session("the client went silent", now)
+
+    def peer_gone(self, pid: int, now: float) -> None:
+        """The process ``pid`` exited: end its session or take it out of the queue."""
+        session = self.session
+        if session is not None and session.pid == pid:
+            self._end_session("delivered" if session.complete else "the client exited", now)
+        elif pid in self.queue:
+            self.queue.remove(pid)
+
+    # -- transitions --------------------------------------------------------------------------
+
+    def _request(self, pid: int, now: float) -> None:
+        if self.session is None:
+            self._grant(pid, now)
+        elif pid in self.queue:
+            self.outbox.append((pid, WAIT))
+        elif len(self.queue) < self.max_queue:
+            self.queue.append(pid)
+            self.outbox.append((pid, WAIT))
+        else:
+            # Full queue: tell it to wait without queueing it; it asks again every queue_poll.
+            self.outbox.append((pid, WAIT))
+
+    def _grant(self, pid: int, now: float) -> None:
+        self.session = _Session(pid=pid, started=now, last_activity=now)
+        self._decoder.reset()
+        self.state = ReceiverState.FRAME
+        self.outbox.append((pid, GRANT))
+
+    def _end_session(self, reason: str, now: float) -> None:
+        session = self.session
+        if session is not None:
+            self.events.append(SessionEnded(session.pid, session.complete, reason))
+        self.session = None
+        self.state = ReceiverState.IDLE
+        self._decoder.reset()
+        if self.queue:
+            self._grant(self.queue.popleft(), now)
+
+    def _frame_symbol(self, session: _Session, symbol: int) -> None:
+        decoder = self._decoder
+        if symbol == REQUEST and decoder.at_start:
+            # Frames begin with a 0 bit, so a 1 here is a repeated request (its GRANT was
+            # lost) or, once the message is complete, BYE. Both are answered with a 0.
+            self.outbox.append((session.pid, GRANT))
+            if session.complete:
+                self._end_session("delivered", session.last_activity)
+            return
+        try:
+            frame = decoder.feed(symbol)
+        except OversizeError:
+            self._start_verdict(session, Verdict.TOO_LARGE, end="the message was too large")
+            return
+        except FrameError:  # a bad header or a failed CRC: ask for the whole frame again
+            session.resends += 1
+            self._start_verdict(session, Verdict.RESEND)
+            return
+        if frame is None:
+            self.outbox.append((session.pid, CONTINUE))
+            return
+        self._accept_frame(session, frame)
+
+    def _accept_frame(self, session: _Session, frame: Frame) -> None:
+        if frame.seq != session.expected_seq:
+            if session.frames and frame.seq == (session.expected_seq - 1) % SEQ_MODULUS:
+                session.resends += 1
+                self._start_verdict(session, Verdict.ACK)  # a repeat: its ACK was lost
+            else:
+                self._start_verdict(session, Verdict.OUT_OF_ORDER, end="frames out of order")
+            return
+        if session.complete:  # a new sequence number after the last frame
+            self._start_verdict(session, Verdict.OUT_OF_ORDER, end="frame after the last")
+            return
+        if session.frames == 0:
+            session.message_length = frame.message_length
+        received = len(session.buffer) + len(frame.payload)
+        if (
+            frame.message_length != session.message_length
+            or received > session.message_length
+            or frame.last != (received == session.message_length)
+        ):
+            self._start_verdict(session, Verdict.OUT_OF_ORDER, end="inconsistent lengths")
+            return
+        try:
+            frame.payload.decode("utf-8")
+        except UnicodeDecodeError:
+            self._start_verdict(session, Verdict.NOT_UTF8, end="a frame was not UTF-8")
+            return
+        session.buffer += frame.payload
+        session.frames += 1
+        session.expected_seq = (session.expected_seq + 1) % SEQ_MODULUS
+        if frame.last:
+            session.complete = True
+            text = session.buffer.decode("utf-8")
+            seconds = session.last_activity - session.started
+            self.events.append(
+                MessageReceived(
+                    session.pid,
+                    text,
+                    len(session.buffer),
+                    session.frames,
+                    session.resends,
+                    seconds,
+                )
+            )
+            session.buffer = bytearray()
+        self._start_verdict(session, Verdict.ACK)
+
+    def _start_verdict(self, session: _Session, verdict: Verdict, end: str = "") -> None:
+        session.pending_verdict = verdict_bits(verdict)
+        session.end_after_verdict = end
+        self.state = ReceiverState.VERDICT
+        self.outbox.append((session.pid, FRAME_OVER))
+
+    def _verdict_symbol(self, session: _Session, symbol: int) -> None:
+        bits = session.pending_verdict
+        if not bits:
+            raise LocalProtocolError("verdict state without a verdict")
+        self.outbox.append((session.pid, bits.pop(0)))
+        if bits:
+            return
+        session.pending_verdict = None
+        if session.end_after_verdict:
+            self._end_session(session.end_after_verdict, session.last_activity)
+        else:
+            self.state = ReceiverState.FRAME
+
+
+# ---------------------------------------------------------------------------------------------
+# Sender (client side)
+
+
+class SenderState(Enum):
+    IDLE = auto()  # not started
+    REQUESTING = auto()  # REQUEST sent, awaiting GRANT or WAIT
+    QUEUED = auto()  # told to wait; awaiting an unprompted GRANT
+    SENDING = auto()  # a frame bit is outstanding
+    VERDICT = auto()  # polling the verdict bits
+    RESYNC = auto()  # confused: silent until the server has dropped the partial frame
+    DONE = auto()  # every frame acknowledged, BYE sent
+    FAILED = auto()  # gave up; ``error`` says why
+
+
+class Sender:
+    """The client's state machine: symbols and time in, symbols to send out.
+
+    ``start(now)`` puts the first REQUEST in the outbox; feed every reply from the server to
+    ``receive`` and call ``handle_timer`` when ``get_timer`` passes. The machine ends in DONE
+    (``bytes_acked`` == the message size) or FAILED (``error`` is set).
+    """
+
+    def __init__(
+        self,
+        frames: list[Frame],
+        *,
+        reply_timeout: float = REPLY_TIMEOUT,
+        queue_poll: float = QUEUE_POLL,
+        max_attempts: int = MAX_ATTEMPTS,
+    ) -> None:
+        if not frames:
+            raise LocalProtocolError("a message has at least one frame")
+        self.frames = frames
+        self.reply_timeout = reply_timeout
+        self.queue_poll = queue_poll
+        self.max_attempts = max_attempts
+        self.state = SenderState.IDLE
+        self.outbox: list[int] = []
+        self.error: MinitalkError | None = None
+        self.frame_index = 0
+        self.bytes_acked = 0
+        self.attempts = 0  # tries of the current frame (or of the request) that failed
+        self.resends = 0  # total frame resends, for the receipt
+        self.deadline: float | None = None
+        self._bits = to_bits(encode_frame(frames[0]))
+        self._bit = 0
+        self._verdict = 0
+        self._verdict_count = 0
+        self._transitions: dict[SenderState, Callable[[int, float], None]] = {
+            SenderState.REQUESTING: self._requesting_symbol,
+            SenderState.QUEUED: self._queued_symbol,
+            SenderState.SENDING: self._sending_symbol,
+            SenderState.VERDICT: self._verdict_symbol,
+            SenderState.RESYNC: _ignore,
+            SenderState.DONE: _ignore,
+            SenderState.FAILED: _ignore,
+        }
+        self._timers: dict[SenderState, Callable[[float], None]] = {
+            SenderState.REQUESTING: self._request_timeout,
+            SenderState.QUEUED: self._send_request,
+            SenderState.SENDING: self._frame_timeout,
+            SenderState.VERDICT: self._frame_timeout,
+            SenderState.RESYNC: self._frame_timeout,
+        }
+
+    @property
+    def finished(self) -> bool:
+        return self.state in (SenderState.DONE, SenderState.FAILED)
+
+    def start(self, now: float) -> None:
+        """Ask the server for the line."""
+        if self.state is not SenderState.IDLE:
+            raise LocalProtocolError("start() called twice")
+        self._send_request(now)
+
+    def receive(self, symbol: int, now: float) -> None:
+        """One signal arrived from the server: 0 for SIGUSR1, 1 for SIGUSR2."""
+        transition = self._transitions.get(self.state)
+        if transition is None:
+            raise LocalProtocolError(f"no transition for a symbol in {self.state}")
+        transition(symbol, now)
+
+    def get_timer(self) -> float | None:
+        """When the sender next needs ``handle_timer``, or None."""
+        return self.deadline
+
+    def handle_timer(self, now: float) -> None:
+        """Apply the deadline if it has passed at ``now``."""
+        if self.deadline is None or now < self.deadline:
+            return
+        handler = self._timers.get(self.state)
+        if handler is None:
+            raise LocalProtocolError(f"a deadline in {self.state}")
+        handler(now)
+
+    # -- transitions --------------------------------------------------------------------------
+
+    def _send_request(self, now: float) -> None:
+        self.state = SenderState.REQUESTING
+        self.outbox.append(REQUEST)
+        self.deadline = now + self.reply_timeout
+
+    def _request_timeout(self, now: float) -> None:
+        self.attempts += 1
+        if self.attempts >= self.max_attempts:
+            self._fail(NoAnswerError(f"the server did not answer {self.attempts} requests"))
+        else:
+            self._send_request(now)
+
+    def _requesting_symbol(self, symbol: int, now: float) -> None:
+        self.attempts = 0
+        if symbol == GRANT:
+            self._start_frame(now)
+        else:
+            self.state = SenderState.QUEUED
+            self.deadline = now + self.queue_poll
+
+    def _queued_symbol(self, symbol: int, now: float) -> None:
+        if symbol == GRANT:
+            self._start_frame(now)
+        # a 1 is a late WAIT: keep waiting
+
+    def _start_frame(self, now: float) -> None:
+        self.state = SenderState.SENDING
+        self._bit = 0
+        self.outbox.append(self._bits[0])
+        self.deadline = now + self.reply_timeout
+
+    def _sending_symbol(self, symbol: int, now: float) -> None:
+        if symbol == CONTINUE:
+            self._bit += 1
+            if self._bit < len(self._bits):
+                self.outbox.append(self._bits[self._bit])
+                self.deadline = now + self.reply_timeout
+            else:
+                self._resync(now)  # CONTINUE after the last bit: we are out of step
+            return
+        self.state = SenderState.VERDICT
+        self._verdict = 0
+        self._verdict_count = 0
+        self.outbox.append(POLL)
+        self.deadline = now + self.reply_timeout
+
+    def _verdict_symbol(self, symbol: int, now: float) -> None:
+        self._verdict = (self._verdict << 1) | symbol
+        self._verdict_count += 1
+        if self._verdict_count < VERDICT_BITS:
+            self.outbox.append(POLL)
+            self.deadline = now + self.reply_timeout
+            return
+        verdict = parse_verdict(self._verdict)
+        if verdict is None:
+            self._resync(now)
+        elif verdict is Verdict.ACK:
+            self._frame_acknowledged(now)
+        elif verdict is Verdict.RESEND:
+            self._retry(now)
+        else:
+            reason = VERDICT_REASONS.get(verdict, f"verdict {verdict.name}")
+            self._fail(RefusedError(f"the server refused the message: {reason}"))
+
+    def _frame_acknowledged(self, now: float) -> None:
+        self.bytes_acked += len(self.frames[self.frame_index].payload)
+        self.frame_index += 1
+        self.attempts = 0
+        if self.frame_index == len(self.frames):
+            self.state = SenderState.DONE
+            self.deadline = None
+            self.outbox.append(BYE)
+            return
+        self._bits = to_bits(encode_frame(self.frames[self.frame_index]))
+        self._start_frame(now)
+
+    def _frame_timeout(self, now: float) -> None:
+        self._retry(now)
+
+    def _retry(self, now: float) -> None:
+        self.attempts += 1
+        self.resends += 1
+        if self.attempts >= self.max_attempts:
+            self._fail(
+                NoAnswerError(
+                    f"frame {self.frame_index + 1} of {len(self.frames)} failed "
+                    f"{self.attempts} times; giving up"
+                )
+            )
+            return
+        self._start_frame(now)
+
+    def _resync(self, now: float) -> None:
+        # Say nothing for a whole reply timeout: the server drops its partial frame after its
+        # (shorter) frame timeout, and any late reply still in flight arrives and is ignored.
+        self.state = SenderState.RESYNC
+        self.deadline = now + self.reply_timeout
+
+    def _fail(self, error: MinitalkError) -> None:
+        self.state = SenderState.FAILED
+        self.error = error
+        self.deadline = None
+
+
+def _ignore(symbol: int, now: float) -> None:
+    """Symbols that arrive while a machine is not listening change nothing."""

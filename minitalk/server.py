@@ -1,0 +1,135 @@
+"""The server loop: the receiver state machine driven by real signals and a real clock.
+
+It validates every process that asks for a session before answering it (a process that does
+not block SIGUSR1/SIGUSR2 would be killed by our reply), holds each peer by pidfd, and hands
+every complete message to ``on_message`` before the acknowledgement goes out. No CLI, no
+printing policy: the caller decides what to do with a message.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from minitalk.protocol import (
+    DEFAULT_MAX_MESSAGE,
+    FRAME_TIMEOUT,
+    MAX_QUEUE,
+    REQUEST,
+    SESSION_TIMEOUT,
+    MessageReceived,
+    Receiver,
+)
+from minitalk.transport import (
+    STOP,
+    Process,
+    SignalWaiter,
+    block_signals,
+    handles_both_signals,
+    monotonic,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """Limits and timeouts of a server (seconds and bytes)."""
+
+    max_message: int = DEFAULT_MAX_MESSAGE
+    frame_timeout: float = FRAME_TIMEOUT
+    session_timeout: float = SESSION_TIMEOUT
+    max_queue: int = MAX_QUEUE
+    max_messages: int | None = None  # stop after this many messages
+
+
+class _Clients:
+    """Pidfds of the peer and the queued clients, opened on their first request."""
+
+    def __init__(self) -> None:
+        self._open: dict[int, Process] = {}
+
+    def admit(self, pid: int) -> bool:
+        """Open a pidfd for a new client if it looks like one; False if it must be ignored."""
+        if pid in self._open:
+            return True
+        if pid <= 1 or pid == os.getpid() or not handles_both_signals(pid):
+            return False
+        try:
+            self._open[pid] = Process(pid)
+        except OSError:
+            return False
+        return True
+
+    def send(self, pid: int, symbol: int) -> bool:
+        """Signal a client; False if it has exited."""
+        process = self._open.get(pid)
+        if process is None:
+            return False
+        try:
+            process.send(symbol)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def keep_only(self, pids: set[int]) -> None:
+        """Close the pidfds of clients the receiver no longer knows."""
+        for pid in [pid for pid in self._open if pid not in pids]:
+            self._open.pop(pid).close()
+
+
+def serve(
+    config: ServerConfig,
+    *,
+    on_ready: Callable[[int], None],
+    on_message: Callable[[MessageReceived], None],
+) -> int:
+    """Serve until SIGINT/SIGTERM, or until ``config.max_messages`` sessions have delivered
+    their message and finished; return the number of messages delivered.
+
+    ``on_ready`` is called with our PID once the signals are blocked, so that no client can
+    signal us before we are ready. ``on_message`` must write the message durably; if it
+    raises, the message is not acknowledged and the exception propagates.
+    """
+    block_signals()
+    receiver = Receiver(
+        max_message=config.max_message,
+        frame_timeout=config.frame_timeout,
+        session_timeout=config.session_timeout,
+        max_queue=config.max_queue,
+    )
+    clients = _Clients()
+    waiter = SignalWaiter()
+    delivered = finished = 0
+    on_ready(os.getpid())
+    while config.max_messages is None or finished < config.max_messages:
+        deadline = receiver.get_timer()
+        got = waiter.wait(None if deadline is None else deadline - monotonic())
+        now = monotonic()
+        if got is not None:
+            pid, symbol = got
+            if symbol == STOP:
+                break
+            if pid == receiver.peer or symbol != REQUEST or clients.admit(pid):
+                receiver.receive(pid, symbol, now)
+        if deadline is not None and now >= deadline:
+            receiver.handle_timer(now)
+        if receiver.events:
+            for event in receiver.events:
+                if isinstance(event, MessageReceived):
+                    on_message(event)  # before its ACK is sent
+                    delivered += 1
+                elif event.delivered:
+                    finished += 1
+            receiver.events.clear()
+            clients.keep_only(set(receiver.queue) | {receiver.peer or 0})
+        _send_all(receiver, clients, now)
+    return delivered
+
+
+def _send_all(receiver: Receiver, clients: _Clients, now: float) -> None:
+    while receiver.outbox:
+        outbox = receiver.outbox[:]
+        receiver.outbox.clear()
+        for pid, symbol in outbox:
+            if not clients.send(pid, symbol):
+                receiver.peer_gone(pid, now)  # may grant the next client: loop again

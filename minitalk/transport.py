@@ -1,0 +1,177 @@
+"""The only module that touches signals: block them, wait for one with its sender, send one.
+
+Linux only. Standard signals do not queue and a Python signal handler is not told who sent a
+signal, so minitalk never installs handlers: it blocks SIGUSR1 and SIGUSR2 (and SIGINT/SIGTERM,
+so that a stop request is just one more thing ``wait`` returns) and takes them one at a time
+with ``sigtimedwait``, which reports the sender's PID. Sends go through a pidfd, so a PID that
+was recycled after its process exited is never hit. This module knows nothing of frames.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import sys
+import time
+
+from minitalk.errors import ServerGoneError, TargetError, UnsupportedPlatformError
+
+DATA_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)  # symbol 0 travels as SIGUSR1, 1 as SIGUSR2
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_WAITED = frozenset(DATA_SIGNALS + STOP_SIGNALS)
+STOP = -1  # the symbol ``wait`` reports for SIGINT/SIGTERM
+_SYMBOL: dict[int, int] = {
+    signal.SIGUSR1: 0,
+    signal.SIGUSR2: 1,
+    signal.SIGINT: STOP,
+    signal.SIGTERM: STOP,
+}
+
+# /proc/PID/status masks: bit (signum - 1) is set when that signal is blocked/ignored/caught.
+_USR_MASK = (1 << (signal.SIGUSR1 - 1)) | (1 << (signal.SIGUSR2 - 1))
+PID_MAX_LIMIT = 4_194_304  # the kernel's ceiling for pid_max on 64-bit Linux
+
+# Waiting: poll this many times before blocking, when another CPU can run the peer meanwhile.
+# A signal round trip is a few tens of microseconds; a blocked process pays a wake-up for each.
+_SPIN_POLLS = 200
+
+
+def require_linux() -> None:
+    """Raise ``UnsupportedPlatformError`` unless the sender-aware signal calls exist."""
+    needed = (
+        hasattr(signal, "sigtimedwait"),
+        hasattr(signal, "pidfd_send_signal"),
+        hasattr(os, "pidfd_open"),
+    )
+    if not sys.platform.startswith("linux") or not all(needed):
+        raise UnsupportedPlatformError(
+            f"minitalk needs Linux (sigtimedwait and pidfd); this is {sys.platform}"
+        )
+
+
+def block_signals() -> None:
+    """Block the data and stop signals in this thread; do it before anyone can signal us.
+
+    SIGUSR1/SIGUSR2 are also set to SIG_IGN. Blocked signals are still queued for
+    ``sigtimedwait`` (the kernel never ignores a blocked signal), but while a thread sleeps in
+    ``sigtimedwait`` the kernel lifts the block, so ``SigBlk`` in /proc/PID/status no longer
+    shows it; ``SigIgn`` does, and that is how a client recognises a minitalk peer.
+    """
+    require_linux()
+    signal.pthread_sigmask(signal.SIG_BLOCK, _WAITED)
+    for signum in DATA_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+
+
+def _may_spin() -> bool:
+    return len(os.sched_getaffinity(0)) > 1
+
+
+class SignalWaiter:
+    """Takes blocked signals one at a time, returning (sender PID, symbol)."""
+
+    def __init__(self, *, spin: bool | None = None) -> None:
+        self._spin = _SPIN_POLLS if (_may_spin() if spin is None else spin) else 0
+
+    def wait(self, timeout: float | None) -> tuple[int, int] | None:
+        """Wait up to ``timeout`` seconds (None: forever) for a signal; None on timeout.
+
+        The symbol is 0 (SIGUSR1), 1 (SIGUSR2) or ``STOP`` (SIGINT/SIGTERM).
+        """
+        for _ in range(self._spin if timeout is None or timeout > 0 else 0):
+            info = signal.sigtimedwait(_WAITED, 0)
+            if info is not None:
+                return info.si_pid, _SYMBOL[info.si_signo]
+        if timeout is None:
+            info = signal.sigwaitinfo(_WAITED)
+        else:
+            info = signal.sigtimedwait(_WAITED, max(timeout, 0.0))
+            if info is None:
+                return None
+        return info.si_pid, _SYMBOL[info.si_signo]
+
+
+def handles_both_signals(pid: int) -> bool:
+    """True if ``pid`` blocks, catches or ignores both SIGUSR1 and SIGUSR2.
+
+    Such a process survives our signals; any other would be killed by the first one.
+    """
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            masks = {
+                key: int(value, 16)
+                for key, _, value in (line.partition(":\t") for line in status)
+                if key in ("SigBlk", "SigIgn", "SigCgt")
+            }
+    except (OSError, ValueError):
+        return False
+    handled = masks.get("SigBlk", 0) | masks.get("SigIgn", 0) | masks.get("SigCgt", 0)
+    return handled & _USR_MASK == _USR_MASK
+
+
+class Process:
+    """A process we signal, held by pidfd so that PID reuse cannot redirect our signals."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self._fd = os.pidfd_open(pid)
+        self._poller = select.poll()
+        self._poller.register(self._fd, select.POLLIN)
+
+    def send(self, symbol: int) -> None:
+        """Send 0 as SIGUSR1, 1 as SIGUSR2. Raise ``ProcessLookupError`` if it has exited."""
+        signal.pidfd_send_signal(self._fd, DATA_SIGNALS[symbol])
+
+    def probe(self) -> None:
+        """Check that we may signal it, sending nothing (signal 0)."""
+        signal.pidfd_send_signal(self._fd, 0)
+
+    def alive(self) -> bool:
+        """False once the process has exited (its pidfd polls readable)."""
+        return not self._poller.poll(0)
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+def open_server(pid: int, *, force: bool = False) -> Process:
+    """Check that ``pid`` is a process we may safely signal as a server, and hold it.
+
+    Refuses PID 0, 1, negatives, our own PID, processes that do not exist or belong to
+    someone else, and (unless ``force``) processes that would be killed by SIGUSR1.
+    """
+    if pid <= 0:
+        raise TargetError(f"PID {pid} is not a process: 0 and negative PIDs name process groups")
+    if pid == 1:
+        raise TargetError("PID 1 is init, never a minitalk server")
+    if pid == os.getpid():
+        raise TargetError(f"PID {pid} is this client itself")
+    if pid > PID_MAX_LIMIT:
+        raise TargetError(f"PID {pid} is larger than any PID Linux can give")
+    try:
+        process = Process(pid)
+    except ProcessLookupError:
+        raise TargetError(f"no process has PID {pid}") from None
+    except OSError as error:
+        raise TargetError(f"cannot open PID {pid}: {error.strerror}") from None
+    try:
+        process.probe()
+    except PermissionError:
+        process.close()
+        raise TargetError(f"PID {pid} belongs to another user; not allowed to signal it") from None
+    except ProcessLookupError:
+        process.close()
+        raise ServerGoneError(f"PID {pid} exited") from None
+    if not force and not handles_both_signals(pid):
+        process.close()
+        raise TargetError(
+            f"PID {pid} is not a minitalk server: it does not block SIGUSR1 and SIGUSR2, "
+            "so the first bit would kill it"
+        )
+    return process
+
+
+def monotonic() -> float:
+    """The clock the loops feed to the state machines."""
+    return time.monotonic()
