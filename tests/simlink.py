@@ -1,0 +1,182 @@
+"""A simulated signal link: one receiver, many senders, Linux's pending-signal rules, a fake clock.
+
+Each process has at most one pending signal per kind (SIGUSR1 = symbol 0, SIGUSR2 = symbol 1),
+and a second signal of a kind already pending is merged into it: the first sender's PID is kept
+and the second signal is lost, as signal(7) says. On top of that the test can drop a pending
+signal, deliver one twice, inject a stranger's signal, pick which of two pending kinds is taken
+first, kill a client, and move time forward. No real signal is sent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from minitalk.frame import split_message
+from minitalk.protocol import MessageReceived, Receiver, Sender, SenderState
+
+SERVER_PID = 1000
+STRANGER_PID = 999
+
+
+@dataclass
+class SimClient:
+    pid: int
+    text: str
+    sender: Sender
+    pending: dict[int, int] = field(default_factory=dict)  # symbol -> sending PID
+    alive: bool = True
+
+    @property
+    def succeeded(self) -> bool:
+        return self.sender.state is SenderState.DONE
+
+
+class Network:
+    """Joins a ``Receiver`` and any number of ``Sender`` machines through pending-signal sets."""
+
+    def __init__(self, receiver: Receiver | None = None) -> None:
+        self.receiver = receiver if receiver is not None else Receiver()
+        self.now = 0.0
+        self.server_pending: dict[int, int] = {}
+        self.clients: dict[int, SimClient] = {}
+        self.printed: list[MessageReceived] = []
+        self.lost = 0  # signals merged into a pending one of the same kind
+
+    # -- set-up --------------------------------------------------------------------------------
+
+    def add_client(self, pid: int, text: str, **sender_options: float) -> SimClient:
+        sender = Sender(split_message(text.encode("utf-8")), **sender_options)  # type: ignore[arg-type]
+        client = SimClient(pid, text, sender)
+        self.clients[pid] = client
+        sender.start(self.now)
+        self.flush()
+        return client
+
+    # -- the kernel's part ---------------------------------------------------------------------
+
+    @staticmethod
+    def _post(pending: dict[int, int], symbol: int, from_pid: int) -> bool:
+        if symbol in pending:
+            return False  # merged: the first signal's siginfo is kept, this one is gone
+        pending[symbol] = from_pid
+        return True
+
+    def flush(self) -> None:
+        """Move every outbox into the target's pending set; handle printed messages first."""
+        receiver = self.receiver
+        while True:
+            moved = False
+            for client in self.clients.values():
+                for symbol in client.sender.outbox:
+                    moved = True
+                    if client.alive and not self._post(self.server_pending, symbol, client.pid):
+                        self.lost += 1
+                client.sender.outbox.clear()
+            for event in receiver.events:
+                if isinstance(event, MessageReceived):
+                    self.printed.append(event)
+            receiver.events.clear()
+            outbox = receiver.outbox[:]
+            receiver.outbox.clear()
+            for pid, symbol in outbox:
+                moved = True
+                target = self.clients.get(pid)
+                if target is None or not target.alive:
+                    receiver.peer_gone(pid, self.now)  # the server loop does this on ESRCH
+                elif not self._post(target.pending, symbol, SERVER_PID):
+                    self.lost += 1
+            if not moved and not receiver.outbox:
+                return
+
+    def deliver_to_server(self, symbol: int | None = None) -> bool:
+        """Let the server take a pending signal (``symbol`` picks one if both are pending)."""
+        if not self.server_pending:
+            return False
+        if symbol not in self.server_pending:
+            symbol = min(self.server_pending)
+        pid = self.server_pending.pop(symbol)
+        self.receiver.receive(pid, symbol, self.now)
+        self.flush()
+        return True
+
+    def deliver_to_client(self, pid: int, symbol: int | None = None) -> bool:
+        client = self.clients[pid]
+        if not client.pending or not client.alive:
+            return False
+        if symbol not in client.pending:
+            symbol = min(client.pending)
+        from_pid = client.pending.pop(symbol)
+        if from_pid == SERVER_PID:  # the client loop ignores anyone else
+            client.sender.receive(symbol, self.now)
+        self.flush()
+        return True
+
+    def redeliver_to_server(self, pid: int, symbol: int) -> None:
+        """A duplicated signal: the server sees the same thing twice."""
+        self.receiver.receive(pid, symbol, self.now)
+        self.flush()
+
+    def inject_to_server(self, symbol: int, from_pid: int = STRANGER_PID) -> None:
+        if not self._post(self.server_pending, symbol, from_pid):
+            self.lost += 1
+
+    def inject_to_client(self, pid: int, symbol: int, from_pid: int = STRANGER_PID) -> None:
+        if not self._post(self.clients[pid].pending, symbol, from_pid):
+            self.lost += 1
+
+    def kill(self, pid: int) -> None:
+        client = self.clients[pid]
+        client.alive = False
+        client.pending.clear()
+        self.server_pending = {s: p for s, p in self.server_pending.items() if p != pid}
+        self.receiver.peer_gone(pid, self.now)
+        self.flush()
+
+    # -- time ----------------------------------------------------------------------------------
+
+    def deadlines(self) -> list[float]:
+        found = [c.sender.get_timer() for c in self.clients.values() if c.alive]
+        found.append(self.receiver.get_timer())
+        return [d for d in found if d is not None]
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+        self.receiver.handle_timer(self.now)
+        self.flush()
+        for client in self.clients.values():
+            if client.alive:
+                client.sender.handle_timer(self.now)
+        self.flush()
+
+    def advance_to_next_deadline(self) -> bool:
+        deadlines = self.deadlines()
+        if not deadlines:
+            return False
+        self.advance(max(min(deadlines) - self.now, 0.0))
+        return True
+
+    # -- driving -------------------------------------------------------------------------------
+
+    def step(self, latency: float = 1e-5) -> bool:
+        """Deliver one pending signal (server first), else jump to the next deadline."""
+        self.now += latency
+        if self.deliver_to_server():
+            return True
+        for pid, client in self.clients.items():
+            if client.alive and client.pending:
+                return self.deliver_to_client(pid)
+        return self.advance_to_next_deadline()
+
+    def run(self, max_steps: int = 2_000_000) -> None:
+        """Run fault-free until every live client has finished and nothing is pending."""
+        for _ in range(max_steps):
+            if all(c.sender.finished or not c.alive for c in self.clients.values()) and (
+                not self.server_pending and self.receiver.session is None
+            ):
+                return
+            if not self.step():
+                return
+        raise AssertionError(f"link still busy after {max_steps} steps")
+
+    def printed_texts(self) -> list[str]:
+        return [event.text for event in self.printed]

@@ -1,0 +1,319 @@
+"""The sender and receiver machines over a simulated link: no signals, no sleeping."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from minitalk.errors import LocalProtocolError, NoAnswerError, ProtocolError, RefusedError
+from minitalk.frame import MAX_PAYLOAD, Frame, encode_frame, split_message, to_bits
+from minitalk.protocol import (
+    CONTINUE,
+    FRAME_OVER,
+    GRANT,
+    REQUEST,
+    WAIT,
+    MessageReceived,
+    Receiver,
+    ReceiverState,
+    Sender,
+    SenderState,
+    Verdict,
+    parse_verdict,
+    verdict_bits,
+)
+from tests.simlink import SERVER_PID, STRANGER_PID, Network
+
+
+def test_verdict_encoding_round_trips_and_rejects_garble() -> None:
+    for verdict in Verdict:
+        bits = verdict_bits(verdict)
+        assert len(bits) == 8
+        value = int("".join(map(str, bits)), 2)
+        assert parse_verdict(value) is verdict
+    assert parse_verdict(0x00) is None
+    assert parse_verdict(0xFF) is None
+    assert parse_verdict(0x1F) is None  # ACK's code with a wrong complement
+
+
+def test_one_client_clean_link() -> None:
+    net = Network()
+    client = net.add_client(10, "emoji 🎉 and 日本語")
+    net.run()
+    assert client.succeeded
+    assert net.printed_texts() == ["emoji 🎉 and 日本語"]
+    assert client.sender.bytes_acked == len("emoji 🎉 and 日本語".encode())
+    assert net.receiver.session is None
+
+
+def test_multi_frame_and_empty_messages() -> None:
+    net = Network()
+    long_text = "ü" * (3 * MAX_PAYLOAD)
+    first = net.add_client(10, long_text)
+    net.run()
+    second = net.add_client(11, "")
+    net.run()
+    assert first.succeeded
+    assert second.succeeded
+    assert net.printed_texts() == [long_text, ""]
+    assert net.printed[0].frames == 6
+
+
+def test_second_client_waits_and_is_served_after_the_first() -> None:
+    net = Network()
+    first = net.add_client(10, "first")
+    net.deliver_to_server()  # 10 is granted
+    second = net.add_client(11, "second")
+    net.deliver_to_server()  # 11 asks while 10 holds the line
+    assert second.pending == {WAIT: SERVER_PID}
+    assert list(net.receiver.queue) == [11]
+    net.run()
+    assert first.succeeded
+    assert second.succeeded
+    assert net.printed_texts() == ["first", "second"]
+
+
+def test_queue_keeps_arrival_order_and_deduplicates_requests() -> None:
+    receiver = Receiver()
+    receiver.receive(10, REQUEST, 0.0)
+    for pid in (12, 11, 12, 13, 11):
+        receiver.receive(pid, REQUEST, 0.0)
+    assert list(receiver.queue) == [12, 11, 13]
+    assert receiver.outbox == [(10, GRANT)] + [(pid, WAIT) for pid in (12, 11, 12, 13, 11)]
+
+
+def test_a_stranger_zero_is_never_data_and_gets_no_answer() -> None:
+    receiver = Receiver()
+    receiver.receive(10, REQUEST, 0.0)
+    receiver.outbox.clear()
+    receiver.receive(STRANGER_PID, 0, 0.0)
+    assert receiver.outbox == []
+    assert receiver.state is ReceiverState.FRAME
+    assert receiver.peer == 10
+
+
+def test_oversized_message_refused_at_the_first_header() -> None:
+    net = Network(Receiver(max_message=100))
+    client = net.add_client(10, "x" * 101)
+    net.run()
+    assert client.sender.state is SenderState.FAILED
+    assert isinstance(client.sender.error, RefusedError)
+    assert "larger than the server accepts" in str(client.sender.error)
+    assert net.printed == []
+
+
+def test_message_at_the_limit_is_accepted() -> None:
+    net = Network(Receiver(max_message=100))
+    client = net.add_client(10, "x" * 100)
+    net.run()
+    assert client.succeeded
+
+
+def test_a_lost_bit_is_recovered_by_resending_the_frame() -> None:
+    net = Network()
+    client = net.add_client(10, "hello")
+    net.deliver_to_server()  # request
+    net.deliver_to_client(10)  # grant
+    for _ in range(20):  # 20 bits through
+        net.deliver_to_server()
+        net.deliver_to_client(10)
+    net.server_pending.clear()  # the 21st bit is lost
+    net.run()
+    assert client.succeeded
+    assert client.sender.resends == 1
+    assert net.printed_texts() == ["hello"]
+
+
+def test_a_lost_final_ack_is_answered_again_and_not_printed_twice() -> None:
+    net = Network()
+    client = net.add_client(10, "once")
+    bits = len(to_bits(encode_frame(split_message(b"once")[0])))
+    net.deliver_to_server()
+    net.deliver_to_client(10)
+    for _ in range(bits + 7):  # the frame and 7 of the 8 verdict polls
+        net.deliver_to_server()
+        net.deliver_to_client(10)
+    net.deliver_to_server()  # the 8th poll; its answer is lost
+    assert net.printed_texts() == ["once"]
+    client.pending.clear()
+    net.run()
+    assert client.succeeded
+    assert net.printed_texts() == ["once"]
+
+
+def test_a_duplicated_data_signal_is_caught_and_the_frame_resent() -> None:
+    net = Network()
+    client = net.add_client(10, "duplicate me")
+    net.deliver_to_server()
+    net.deliver_to_client(10)
+    for _ in range(120):  # into the payload: bits 72.. of the frame
+        net.deliver_to_server()
+        net.deliver_to_client(10)
+    symbol, origin = next(iter(net.server_pending.items()))
+    net.redeliver_to_server(origin, symbol)  # a bit seen twice: everything after it slips
+    net.run()
+    assert client.succeeded
+    assert net.printed_texts() == ["duplicate me"]
+
+
+def test_silent_client_is_dropped_and_the_next_one_served() -> None:
+    net = Network()
+    dead = net.add_client(10, "never finished")
+    net.deliver_to_server()
+    net.deliver_to_client(10)
+    for _ in range(50):
+        net.deliver_to_server()
+        net.deliver_to_client(10)
+    dead.alive = False  # vanishes without the server being told
+    waiting = net.add_client(11, "next")
+    net.run()
+    assert waiting.succeeded
+    assert net.printed_texts() == ["next"]
+
+
+def test_killed_client_session_is_dropped_at_once() -> None:
+    net = Network()
+    net.add_client(10, "x" * 500)
+    net.deliver_to_server()
+    waiting = net.add_client(11, "next")
+    net.deliver_to_server()
+    net.kill(10)
+    assert net.receiver.peer == 11
+    net.run()
+    assert waiting.succeeded
+    assert net.printed_texts() == ["next"]
+
+
+def test_server_gone_makes_the_sender_give_up() -> None:
+    sender = Sender(split_message(b"hi"), reply_timeout=1.0, max_attempts=3)
+    sender.start(0.0)
+    now = 0.0
+    while not sender.finished:
+        now = sender.get_timer() or now
+        sender.handle_timer(now)
+    assert sender.state is SenderState.FAILED
+    assert isinstance(sender.error, NoAnswerError)
+    assert sender.outbox == [REQUEST] * 3
+
+
+def test_repeated_nak_gives_up_after_max_attempts() -> None:
+    sender = Sender(split_message(b"hi"), max_attempts=4)
+    sender.start(0.0)
+    sender.receive(GRANT, 0.0)
+    nak = verdict_bits(Verdict.RESEND)
+    for _ in range(4):
+        sender.receive(FRAME_OVER, 0.0)
+        for bit in nak:
+            sender.receive(bit, 0.0)
+    assert sender.state is SenderState.FAILED
+    assert "failed 4 times" in str(sender.error)
+
+
+def test_continue_after_the_last_bit_makes_the_sender_resync() -> None:
+    sender = Sender(split_message(b""))
+    sender.start(0.0)
+    sender.receive(GRANT, 0.0)
+    for _ in range(len(to_bits(encode_frame(Frame(0, True, 0, b""))))):
+        sender.receive(CONTINUE, 0.0)
+    assert sender.state.name == "RESYNC"
+    sender.outbox.clear()
+    sender.receive(CONTINUE, 0.5)  # ignored while resyncing
+    assert sender.outbox == []
+    sender.handle_timer(sender.get_timer() or 0.0)
+    assert sender.state.name == "SENDING"
+    assert sender.outbox == [0]  # the frame again, from its first bit
+
+
+def test_machines_refuse_misuse_with_local_protocol_error() -> None:
+    sender = Sender(split_message(b"x"))
+    with pytest.raises(LocalProtocolError):
+        sender.receive(0, 0.0)  # not started
+    sender.start(0.0)
+    with pytest.raises(LocalProtocolError):
+        sender.start(0.0)
+    with pytest.raises(LocalProtocolError):
+        Sender([])
+    with pytest.raises(LocalProtocolError):
+        Receiver(frame_timeout=5.0, session_timeout=1.0)
+
+
+# -- every state against every input -----------------------------------------------------------
+
+
+def _receiver_in(state_name: str) -> Receiver:
+    receiver = Receiver()
+    if state_name == "IDLE":
+        return receiver
+    receiver.receive(10, REQUEST, 0.0)
+    if state_name == "FRAME_START":
+        return receiver
+    bits = to_bits(encode_frame(split_message(b"abc")[0]))
+    for bit in bits[: 20 if state_name == "FRAME_MID" else len(bits)]:
+        receiver.receive(10, bit, 0.0)
+    if state_name == "COMPLETE":
+        for _ in range(8):
+            receiver.receive(10, 0, 0.0)
+    return receiver
+
+
+@given(
+    state=st.sampled_from(["IDLE", "FRAME_START", "FRAME_MID", "VERDICT", "COMPLETE"]),
+    inputs=st.lists(
+        st.tuples(st.sampled_from([10, 11, STRANGER_PID]), st.integers(0, 1), st.floats(0, 10)),
+        max_size=40,
+    ),
+)
+def test_receiver_sweep_raises_nothing_and_answers_only_askers(
+    state: str, inputs: list[tuple[int, int, float]]
+) -> None:
+    receiver = _receiver_in(state)
+    asked = {10} if state != "IDLE" else set()
+    now = 0.0
+    for pid, symbol, dt in inputs:
+        now += dt
+        receiver.handle_timer(now)
+        receiver.outbox.clear()
+        receiver.receive(pid, symbol, now)
+        if symbol == REQUEST:
+            asked.add(pid)
+        for target, _ in receiver.outbox:
+            assert target in asked  # never signals a process that did not ask
+        receiver.handle_timer(now)
+    delivered = [e for e in receiver.events if isinstance(e, MessageReceived)]
+    # Only the frame the set-up sent is a message; random bits never pass the checks.
+    assert all((e.pid, e.text) == (10, "abc") for e in delivered)
+    assert len(delivered) <= 1
+
+
+@given(
+    state=st.sampled_from(list(SenderState)),
+    inputs=st.lists(st.tuples(st.integers(0, 1), st.floats(0, 5)), max_size=60),
+)
+def test_sender_sweep_raises_nothing_but_protocol_errors(
+    state: SenderState, inputs: list[tuple[int, float]]
+) -> None:
+    sender = Sender(split_message(b"sweep"), max_attempts=3)
+    if state is not SenderState.IDLE:
+        sender.start(0.0)
+        sender.state = state  # force every state, including ones the inputs rarely reach
+    now = 0.0
+    for symbol, dt in inputs:
+        now += dt
+        try:
+            sender.receive(symbol, now)
+            sender.handle_timer(now)
+        except ProtocolError:
+            pass
+        assert all(s in (0, 1) for s in sender.outbox)
+
+
+@settings(max_examples=50)
+@given(texts=st.lists(st.text(max_size=300), min_size=1, max_size=5))
+def test_clients_in_a_row_deliver_in_order(texts: list[str]) -> None:
+    net = Network()
+    for index, text in enumerate(texts):
+        net.add_client(10 + index, text)
+    net.run()
+    assert all(c.succeeded for c in net.clients.values())
+    assert net.printed_texts() == texts
