@@ -12,9 +12,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test,lint]'
 	touch $(STAMP)
 
-## demo: start a server, send messages through it, stop it
+## demo: start a server, send three messages through it (text, file, stdin), show what it printed
 demo: $(STAMP)
-	$(BIN)/python scripts/demo.py
+	@set -eu; log=$$(mktemp); \
+	$(BIN)/minitalk serve --count 3 > "$$log" & srv=$$!; \
+	trap 'kill $$srv 2>/dev/null || true; rm -f "$$log"' EXIT; \
+	until grep -q '^PID' "$$log"; do kill -0 $$srv; sleep 0.05; done; \
+	pid=$$(awk '{print $$2; exit}' "$$log"); echo "server started: PID $$pid"; \
+	$(BIN)/minitalk send "$$pid" "emoji 🎉 and 日本語, ça marche"; \
+	$(BIN)/minitalk send "$$pid" --file README.md; \
+	echo "hello from standard input" | $(BIN)/minitalk send "$$pid" -; \
+	wait $$srv; echo "--- the server printed:"; sed 1d "$$log" | head -n 12; echo "[...]"
 
 ## test: lint, type-check and run the whole test suite
 test: $(STAMP)

@@ -113,16 +113,18 @@ def serve(
                 receiver.receive(pid, symbol, now)
         if deadline is not None and now >= deadline:
             receiver.handle_timer(now)
-        if receiver.events:
-            for event in receiver.events:
-                if isinstance(event, MessageReceived):
-                    on_message(event)  # before its ACK is sent
-                    delivered += 1
-                elif event.delivered:
-                    finished += 1
-            receiver.events.clear()
-            clients.keep_only(set(receiver.queue) | {receiver.peer or 0})
-        _send_all(receiver, clients, now)
+        if not receiver.events:
+            _send_all(receiver, clients, now)
+            continue
+        for event in receiver.events:
+            if isinstance(event, MessageReceived):
+                on_message(event)  # printed before the ACK in the outbox is sent
+                delivered += 1
+            elif event.delivered:
+                finished += 1
+        receiver.events.clear()
+        _send_all(receiver, clients, now)  # may still answer a client whose session just ended
+        clients.keep_only(set(receiver.queue) | {receiver.peer or 0})
     return delivered
 
 

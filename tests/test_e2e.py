@@ -1,0 +1,200 @@
+"""End to end: real `minitalk serve` and `minitalk send` processes, real signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from minitalk.errors import ExitCode
+from tests.conftest import HANG_GUARD, MINITALK, Processes, pending_signals, wait_for
+
+pytestmark = pytest.mark.e2e
+
+UNICODE_SAMPLES = [
+    "plain ASCII, nothing more",
+    "emoji 🎉🚀 and a heart ❤️",
+    "CJK 日本語 中文 한국어",
+    "RTL שלום עולם and مرحبا بالعالم",
+    "combining e\u0301 a\u0308 o\u0302\u0323",
+    "ZWJ family 👩\u200d👩\u200d👧\u200d👦 and technologist 🧑\u200d💻",
+    "flags 🇯🇵🇫🇷🇧🇷 and skin tone 👋🏽",
+    "astral 𝄞 𐍈 \U0010fffd",
+]
+
+
+def test_messages_of_every_script_in_a_row_through_one_server(procs: Processes) -> None:
+    server = procs.serve("--count", str(len(UNICODE_SAMPLES)))
+    for text in UNICODE_SAMPLES:
+        result = procs.send(str(server.pid), text)
+        assert result.returncode == 0, result.stderr
+        size = len(text.encode())
+        assert result.stdout.decode().startswith(f"delivered {size} bytes in 1 frame to PID")
+        assert result.stderr == b""
+    out, err, code = server.finish()
+    assert code == 0
+    assert err == b""
+    expected = "".join(f"{text}\n" for text in UNICODE_SAMPLES)
+    assert out.decode("utf-8") == expected
+
+
+def test_empty_message_and_newlines(procs: Processes) -> None:
+    server = procs.serve("--count", "2")
+    assert procs.send(str(server.pid), "").returncode == 0
+    assert procs.send(str(server.pid), "line one\nline two\n\nlast").returncode == 0
+    out, _, code = server.finish()
+    assert code == 0
+    assert out == b"\nline one\nline two\n\nlast\n"
+
+
+def test_300_kib_file(procs: Processes, tmp_path: Path) -> None:
+    line = "minitalk ✓ 300 KiB of text, cut into frames on character boundaries 🎉\n"
+    text = (line * (300 * 1024 // len(line.encode()) + 1))[: 300 * 1024 // 2]
+    text = text * 2
+    data = text.encode()
+    assert len(data) > 300 * 1024 - 4
+    path = tmp_path / "big.txt"
+    path.write_bytes(data)
+    server = procs.serve("--count", "1")
+    result = procs.send(str(server.pid), "--file", str(path), "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b""  # --quiet
+    out, _, _ = server.finish()
+    assert out == data + b"\n"
+
+
+def test_standard_input(procs: Processes) -> None:
+    server = procs.serve("--count", "1")
+    result = procs.send(str(server.pid), "-", stdin="from stdin: ½ 🎉\n".encode())
+    assert result.returncode == 0, result.stderr
+    out, _, _ = server.finish()
+    assert out == "from stdin: ½ 🎉\n\n".encode()
+
+
+def test_four_clients_at_once_all_delivered_whole(procs: Processes) -> None:
+    server = procs.serve("--count", "4")
+    texts = [f"client {n}: " + chr(0x1F600 + n) * 600 + f" end {n}" for n in range(4)]
+    clients = [
+        procs.popen([*MINITALK, "send", str(server.pid), text, "--quiet"]) for text in texts
+    ]
+    for client in clients:
+        _, err = client.communicate(timeout=HANG_GUARD)
+        assert client.returncode == 0, err
+    out, _, code = server.finish()
+    assert code == 0
+    lines = out.decode().splitlines()
+    assert sorted(lines) == sorted(texts)  # each whole, none interleaved, none twice
+
+
+def test_message_over_the_server_limit_is_refused(procs: Processes) -> None:
+    server = procs.serve("--max-bytes", "10")
+    result = procs.send(str(server.pid), "eleven byte")
+    assert result.returncode == ExitCode.REFUSED
+    assert b"larger than the server accepts" in result.stderr
+    assert procs.send(str(server.pid), "ten bytes!").returncode == 0
+    out, err, code = server.stop()
+    assert code == 0
+    assert out == b"ten bytes!\n"
+    assert err == b""
+
+
+def test_server_exits_cleanly_on_sigterm_and_sigint(procs: Processes) -> None:
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        server = procs.serve()
+        server.process.send_signal(signum)
+        out, err, code = server.finish()
+        assert code == 0
+        assert err == b""
+        assert out == b""
+        assert server.first_line == f"PID {server.pid}\n".encode()
+
+
+def test_client_notices_a_server_that_dies(procs: Processes) -> None:
+    server = procs.serve()
+    server.process.send_signal(signal.SIGSTOP)
+    client = procs.popen([*MINITALK, "send", str(server.pid), "hello", "--reply-timeout", "0.2"])
+    usr2 = 1 << (signal.SIGUSR2 - 1)
+    wait_for(lambda: pending_signals(server.pid) & usr2, "the client's request reached the server")
+    server.process.kill()
+    server.process.wait(timeout=HANG_GUARD)
+    _, err = client.communicate(timeout=HANG_GUARD)
+    assert client.returncode == ExitCode.SERVER_GONE
+    assert err.decode().count("\n") == 1
+    assert "exited" in err.decode()
+
+
+def test_send_to_a_process_that_is_not_a_server_leaves_it_alive(procs: Processes) -> None:
+    innocent = procs.popen(["sleep", "60"])
+    result = procs.send(str(innocent.pid), "hello")
+    assert result.returncode == ExitCode.BAD_TARGET
+    assert b"not a minitalk server" in result.stderr
+    assert innocent.poll() is None
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "words"),
+    [
+        (["12ab", "x"], ExitCode.BAD_TARGET, "whole number"),
+        (["0", "x"], ExitCode.BAD_TARGET, "process group"),
+        (["--", "-1", "x"], ExitCode.BAD_TARGET, "process group"),
+        (["1", "x"], ExitCode.BAD_TARGET, "init"),
+        (["99999999", "x"], ExitCode.BAD_TARGET, "larger than any PID"),
+        (["4194303", "x"], ExitCode.BAD_TARGET, "no process"),
+        (["4194303"], ExitCode.USAGE, "nothing to send"),
+    ],
+)
+def test_bad_pids_get_one_line_errors(args: list[str], code: int, words: str) -> None:
+    result = subprocess.run(
+        [*MINITALK, "send", *args], capture_output=True, timeout=HANG_GUARD, check=False
+    )
+    assert result.returncode == code
+    err = result.stderr.decode()
+    assert err.count("\n") == 1, err
+    assert words in err
+    assert "Traceback" not in err
+
+
+def test_own_pid_is_refused() -> None:
+    # The client's own PID is only known inside it; `python -c` runs the CLI in-process.
+    code = (
+        "import os, sys; from minitalk.cli import run; "
+        "sys.argv = ['minitalk', 'send', str(os.getpid()), 'x']; run()"
+    )
+    result = subprocess.run(
+        [os.sys.executable, "-c", code], capture_output=True, timeout=HANG_GUARD, check=False
+    )
+    assert result.returncode == ExitCode.BAD_TARGET
+    assert b"this client itself" in result.stderr
+
+
+def test_bad_files_get_one_line_errors(procs: Processes, tmp_path: Path) -> None:
+    server = procs.serve()
+    bad = tmp_path / "latin1.txt"
+    bad.write_bytes("caf".encode() + b"\xe9 ok")
+    cases = [
+        (["--file", str(tmp_path / "missing.txt")], ExitCode.BAD_INPUT, "no such file"),
+        (["--file", str(tmp_path)], ExitCode.BAD_INPUT, "is a directory"),
+        (["--file", str(bad)], ExitCode.BAD_INPUT, "bad byte at offset 3"),
+        (["text", "--file", str(bad)], ExitCode.USAGE, "not both"),
+        (["-"], ExitCode.BAD_INPUT, "standard input is empty"),
+    ]
+    for args, code, words in cases:
+        result = procs.send(str(server.pid), *args, stdin=b"")
+        assert result.returncode == code, (args, result.stderr)
+        assert result.stderr.decode().count("\n") == 1
+        assert words in result.stderr.decode()
+    out, err, _ = server.stop()
+    assert out == b""  # nothing was delivered
+    assert err == b""
+
+
+def test_python_dash_m_help_and_version() -> None:
+    for args, words in ((["--help"], "serve"), (["send", "--help"], "--file"), (["--version"], "1.")):
+        result = subprocess.run(
+            [*MINITALK, *args], capture_output=True, timeout=HANG_GUARD, check=False
+        )
+        assert result.returncode == 0
+        assert words in result.stdout.decode()

@@ -1,0 +1,54 @@
+"""Imports flow one way: cli -> client/server -> protocol -> frame -> errors.
+
+transport sits beside the protocol and knows nothing of frames; the sans-I/O core never
+imports the transport, the clock or the signal module.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "minitalk"
+
+ALLOWED = {
+    "errors": set(),
+    "frame": {"errors"},
+    "protocol": {"errors", "frame"},
+    "transport": {"errors"},
+    "client": {"errors", "frame", "protocol", "transport"},
+    "server": {"errors", "frame", "protocol", "transport"},
+    "cli": {"__init__", "errors", "protocol", "client", "server"},
+    "__main__": {"cli"},
+    "__init__": set(),
+}
+CORE_FORBIDDEN = {"signal", "os", "time", "select", "subprocess", "threading", "socket"}
+
+
+def imports_of(module: str) -> set[str]:
+    tree = ast.parse((PACKAGE / f"{module}.py").read_text())
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module if node.module != "minitalk" else "minitalk.__init__")
+    return found
+
+
+def test_every_module_is_listed() -> None:
+    assert {path.stem for path in PACKAGE.glob("*.py")} == set(ALLOWED)
+
+
+@pytest.mark.parametrize("module", sorted(ALLOWED))
+def test_imports_point_down(module: str) -> None:
+    own = {name.removeprefix("minitalk.") for name in imports_of(module) if name.startswith("minitalk")}
+    assert own <= ALLOWED[module], f"{module} imports {own - ALLOWED[module]}"
+
+
+@pytest.mark.parametrize("module", ["frame", "protocol"])
+def test_core_does_no_io(module: str) -> None:
+    top_level = {name.split(".")[0] for name in imports_of(module)}
+    assert not top_level & CORE_FORBIDDEN, f"{module} imports {top_level & CORE_FORBIDDEN}"
