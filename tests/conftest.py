@@ -7,6 +7,7 @@ negative PID, or any process the test did not start.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import selectors
 import subprocess
@@ -16,7 +17,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 import pytest
 
@@ -64,7 +65,7 @@ class Processes:
     started: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def popen(self, args: list[str], **options: object) -> subprocess.Popen[bytes]:
-        process = subprocess.Popen(  # noqa: S603 - our own CLI
+        process = subprocess.Popen(
             args,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -93,15 +94,16 @@ class Processes:
     def end_all(self) -> None:
         for process in self.started:
             if process.poll() is None and process.pid > 1:
-                process.kill()
-            try:
-                process.communicate(timeout=HANG_GUARD)
-            except (subprocess.TimeoutExpired, ValueError):
-                pass
+                process.kill()  # Popen.kill signals exactly process.pid
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=HANG_GUARD)
+            for stream in (process.stdin, process.stdout, process.stderr):
+                if stream is not None:
+                    stream.close()
 
 
-def _drain(stream: BinaryIO, into: list[bytes]) -> None:
-    while chunk := stream.read1(65536):
+def _drain(stream: IO[bytes], into: list[bytes]) -> None:
+    while chunk := os.read(stream.fileno(), 65536):
         into.append(chunk)
 
 

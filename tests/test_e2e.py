@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -77,9 +77,7 @@ def test_standard_input(procs: Processes) -> None:
 def test_four_clients_at_once_all_delivered_whole(procs: Processes) -> None:
     server = procs.serve("--count", "4")
     texts = [f"client {n}: " + chr(0x1F600 + n) * 600 + f" end {n}" for n in range(4)]
-    clients = [
-        procs.popen([*MINITALK, "send", str(server.pid), text, "--quiet"]) for text in texts
-    ]
+    clients = [procs.popen([*MINITALK, "send", str(server.pid), text, "--quiet"]) for text in texts]
     for client in clients:
         _, err = client.communicate(timeout=HANG_GUARD)
         assert client.returncode == 0, err
@@ -164,7 +162,7 @@ def test_own_pid_is_refused() -> None:
         "sys.argv = ['minitalk', 'send', str(os.getpid()), 'x']; run()"
     )
     result = subprocess.run(
-        [os.sys.executable, "-c", code], capture_output=True, timeout=HANG_GUARD, check=False
+        [sys.executable, "-c", code], capture_output=True, timeout=HANG_GUARD, check=False
     )
     assert result.returncode == ExitCode.BAD_TARGET
     assert b"this client itself" in result.stderr
@@ -173,7 +171,7 @@ def test_own_pid_is_refused() -> None:
 def test_bad_files_get_one_line_errors(procs: Processes, tmp_path: Path) -> None:
     server = procs.serve()
     bad = tmp_path / "latin1.txt"
-    bad.write_bytes("caf".encode() + b"\xe9 ok")
+    bad.write_bytes(b"caf" + b"\xe9 ok")
     cases = [
         (["--file", str(tmp_path / "missing.txt")], ExitCode.BAD_INPUT, "no such file"),
         (["--file", str(tmp_path)], ExitCode.BAD_INPUT, "is a directory"),
@@ -192,7 +190,11 @@ def test_bad_files_get_one_line_errors(procs: Processes, tmp_path: Path) -> None
 
 
 def test_python_dash_m_help_and_version() -> None:
-    for args, words in ((["--help"], "serve"), (["send", "--help"], "--file"), (["--version"], "1.")):
+    for args, words in (
+        (["--help"], "serve"),
+        (["send", "--help"], "--file"),
+        (["--version"], "1."),
+    ):
         result = subprocess.run(
             [*MINITALK, *args], capture_output=True, timeout=HANG_GUARD, check=False
         )

@@ -44,7 +44,9 @@ def test_every_module_is_listed() -> None:
 
 @pytest.mark.parametrize("module", sorted(ALLOWED))
 def test_imports_point_down(module: str) -> None:
-    own = {name.removeprefix("minitalk.") for name in imports_of(module) if name.startswith("minitalk")}
+    own = {
+        name.removeprefix("minitalk.") for name in imports_of(module) if name.startswith("minitalk")
+    }
     assert own <= ALLOWED[module], f"{module} imports {own - ALLOWED[module]}"
 
 
