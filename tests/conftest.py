@@ -64,12 +64,9 @@ class Processes:
 
     started: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
-    def popen(self, args: list[str], **options: object) -> subprocess.Popen[bytes]:
-        process = subprocess.Popen(
-            args,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            **options,  # type: ignore[call-overload]
+    def popen(self, args: list[str], stdin: int | None = None) -> subprocess.Popen[bytes]:
+        process: subprocess.Popen[bytes] = subprocess.Popen(
+            args, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
         self.started.append(process)
         return process
