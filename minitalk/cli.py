@@ -58,7 +58,7 @@ def _errors_to_exit_codes() -> Iterator[None]:
         yield
     except MinitalkError as error:
         _fail(str(error), error.exit_code)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # SIGINT, or SIGTERM (transport makes it raise the same)
         _fail("interrupted", ExitCode.INTERRUPTED)
 
 
@@ -229,7 +229,7 @@ def _describe(receipt: Receipt) -> str:
     frames = f"{receipt.frames} frame" + ("" if receipt.frames == 1 else "s")
     size = f"{receipt.size} byte" + ("" if receipt.size == 1 else "s")
     resends = f", {receipt.resends} resent" if receipt.resends else ""
-    return f"delivered {size} in {frames} to PID {receipt.pid}{resends} ({receipt.seconds:.2f} s)"
+    return f"delivered {size} in {frames} to PID {receipt.pid}{resends} ({receipt.seconds:.3f} s)"
 
 
 def run() -> None:

@@ -10,11 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from minitalk.errors import NoAnswerError, ServerGoneError, StopRequestedError
+from minitalk.errors import NoAnswerError, ServerGoneError
 from minitalk.frame import split_message
 from minitalk.protocol import MAX_ATTEMPTS, QUEUE_POLL, REPLY_TIMEOUT, Sender
 from minitalk.transport import (
-    STOP,
     Process,
     SignalWaiter,
     block_signals,
@@ -103,12 +102,9 @@ class _SendLoop:
             deadline = _earliest(sender.get_timer(), give_up_at)
             got = waiter.wait(None if deadline is None else deadline - monotonic())
             now = monotonic()
-            if got is not None:
-                if got[1] == STOP:
-                    raise StopRequestedError("interrupted; the message was not delivered")
-                if got[0] == server.pid:
-                    sender.receive(got[1], now)
-                    continue
+            if got is not None and got[0] == server.pid:
+                sender.receive(got[1], now)
+                continue
             if give_up_at is not None and now >= give_up_at:
                 raise NoAnswerError(f"gave up after the --timeout of {self.config.timeout:g} s")
             if deadline is not None and now >= deadline:

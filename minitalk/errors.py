@@ -113,9 +113,3 @@ class UsageError(MinitalkError):
     """The command line does not say what to do (for example both TEXT and --file)."""
 
     exit_code = ExitCode.USAGE
-
-
-class StopRequestedError(MinitalkError):
-    """SIGINT or SIGTERM arrived during a send."""
-
-    exit_code = ExitCode.INTERRUPTED

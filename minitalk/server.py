@@ -22,7 +22,6 @@ from minitalk.protocol import (
     Receiver,
 )
 from minitalk.transport import (
-    STOP,
     Process,
     SignalWaiter,
     block_signals,
@@ -91,47 +90,62 @@ def serve(
     raises, the message is not acknowledged and the exception propagates.
     """
     block_signals()
-    receiver = Receiver(
-        max_message=config.max_message,
-        frame_timeout=config.frame_timeout,
-        session_timeout=config.session_timeout,
-        max_queue=config.max_queue,
-    )
-    clients = _Clients()
-    waiter = SignalWaiter()
-    delivered = finished = 0
+    loop = _ServerLoop(config, on_message)
     on_ready(os.getpid())
-    while config.max_messages is None or finished < config.max_messages:
+    try:
+        while config.max_messages is None or loop.finished < config.max_messages:
+            loop.step()
+    except KeyboardInterrupt:  # SIGINT or SIGTERM: a clean stop
+        pass
+    return loop.delivered
+
+
+class _ServerLoop:
+    """One receiver, the clients' pidfds, and the order in which their effects happen."""
+
+    def __init__(self, config: ServerConfig, on_message: Callable[[MessageReceived], None]):
+        self.receiver = Receiver(
+            max_message=config.max_message,
+            frame_timeout=config.frame_timeout,
+            session_timeout=config.session_timeout,
+            max_queue=config.max_queue,
+        )
+        self.on_message = on_message
+        self.clients = _Clients()
+        self.waiter = SignalWaiter()
+        self.delivered = 0  # messages handed to on_message
+        self.finished = 0  # sessions that ended with their message delivered
+
+    def step(self) -> None:
+        """Wait for one signal or the next deadline, and act on it."""
+        receiver = self.receiver
         deadline = receiver.get_timer()
-        got = waiter.wait(None if deadline is None else deadline - monotonic())
+        got = self.waiter.wait(None if deadline is None else deadline - monotonic())
         now = monotonic()
         if got is not None:
             pid, symbol = got
-            if symbol == STOP:
-                break
-            if pid == receiver.peer or symbol != REQUEST or clients.admit(pid):
+            if pid == receiver.peer or symbol != REQUEST or self.clients.admit(pid):
                 receiver.receive(pid, symbol, now)
         if deadline is not None and now >= deadline:
             receiver.handle_timer(now)
         if not receiver.events:
-            _send_all(receiver, clients, now)
-            continue
+            self._send_all(now)
+            return
         for event in receiver.events:
             if isinstance(event, MessageReceived):
-                on_message(event)  # printed before the ACK in the outbox is sent
-                delivered += 1
+                self.on_message(event)  # printed before the ACK in the outbox is sent
+                self.delivered += 1
             elif event.delivered:
-                finished += 1
+                self.finished += 1
         receiver.events.clear()
-        _send_all(receiver, clients, now)  # may still answer a client whose session just ended
-        clients.keep_only(set(receiver.queue) | {receiver.peer or 0})
-    return delivered
+        self._send_all(now)  # may still answer a client whose session just ended
+        self.clients.keep_only(set(receiver.queue) | {receiver.peer or 0})
 
-
-def _send_all(receiver: Receiver, clients: _Clients, now: float) -> None:
-    while receiver.outbox:
-        outbox = receiver.outbox[:]
-        receiver.outbox.clear()
-        for pid, symbol in outbox:
-            if not clients.send(pid, symbol):
-                receiver.peer_gone(pid, now)  # may grant the next client: loop again
+    def _send_all(self, now: float) -> None:
+        receiver = self.receiver
+        while receiver.outbox:
+            outbox = receiver.outbox[:]
+            receiver.outbox.clear()
+            for pid, symbol in outbox:
+                if not self.clients.send(pid, symbol):
+                    receiver.peer_gone(pid, now)  # may grant the next client: loop again

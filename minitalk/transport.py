@@ -1,10 +1,11 @@
 """The only module that touches signals: block them, wait for one with its sender, send one.
 
 Linux only. Standard signals do not queue and a Python signal handler is not told who sent a
-signal, so minitalk never installs handlers: it blocks SIGUSR1 and SIGUSR2 (and SIGINT/SIGTERM,
-so that a stop request is just one more thing ``wait`` returns) and takes them one at a time
-with ``sigtimedwait``, which reports the sender's PID. Sends go through a pidfd, so a PID that
-was recycled after its process exited is never hit. This module knows nothing of frames.
+signal, so minitalk blocks SIGUSR1 and SIGUSR2 and takes them one at a time with
+``sigtimedwait``, which reports the sender's PID. SIGINT and SIGTERM stay unblocked and raise
+``KeyboardInterrupt``, so that a stop request also ends a write stuck on a full pipe. Sends go
+through a pidfd, so a PID that was recycled after its process exited is never hit. This module
+knows nothing of frames.
 """
 
 from __future__ import annotations
@@ -18,15 +19,8 @@ import time
 from minitalk.errors import ServerGoneError, TargetError, UnsupportedPlatformError
 
 DATA_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)  # symbol 0 travels as SIGUSR1, 1 as SIGUSR2
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-_WAITED = frozenset(DATA_SIGNALS + STOP_SIGNALS)
-STOP = -1  # the symbol ``wait`` reports for SIGINT/SIGTERM
-_SYMBOL: dict[int, int] = {
-    signal.SIGUSR1: 0,
-    signal.SIGUSR2: 1,
-    signal.SIGINT: STOP,
-    signal.SIGTERM: STOP,
-}
+_WAITED = frozenset(DATA_SIGNALS)
+_SYMBOL: dict[int, int] = {signal.SIGUSR1: 0, signal.SIGUSR2: 1}
 
 # /proc/PID/status masks: bit (signum - 1) is set when that signal is blocked/ignored/caught.
 _USR_MASK = (1 << (signal.SIGUSR1 - 1)) | (1 << (signal.SIGUSR2 - 1))
@@ -50,8 +44,14 @@ def require_linux() -> None:
         )
 
 
+def _stop(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def block_signals() -> None:
-    """Block the data and stop signals in this thread; do it before anyone can signal us.
+    """Block the data signals in this thread; do it before anyone can signal us.
+
+    SIGTERM is made to raise ``KeyboardInterrupt`` like SIGINT, so both stop a loop cleanly.
 
     SIGUSR1/SIGUSR2 are also set to SIG_IGN. Blocked signals are still queued for
     ``sigtimedwait`` (the kernel never ignores a blocked signal), but while a thread sleeps in
@@ -62,6 +62,8 @@ def block_signals() -> None:
     signal.pthread_sigmask(signal.SIG_BLOCK, _WAITED)
     for signum in DATA_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _stop)
 
 
 def _may_spin() -> bool:
@@ -77,7 +79,7 @@ class SignalWaiter:
     def wait(self, timeout: float | None) -> tuple[int, int] | None:
         """Wait up to ``timeout`` seconds (None: forever) for a signal; None on timeout.
 
-        The symbol is 0 (SIGUSR1), 1 (SIGUSR2) or ``STOP`` (SIGINT/SIGTERM).
+        The symbol is 0 (SIGUSR1) or 1 (SIGUSR2).
         """
         for _ in range(self._spin if timeout is None or timeout > 0 else 0):
             info = signal.sigtimedwait(_WAITED, 0)
