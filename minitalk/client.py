@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from minitalk.errors import NoAnswerError, ServerGoneError
 from minitalk.frame import split_message
-from minitalk.protocol import MAX_ATTEMPTS, QUEUE_POLL, REPLY_TIMEOUT, Sender
+from minitalk.protocol import MAX_ATTEMPTS, QUEUE_POLL, REPLY_TIMEOUT, Sender, SenderState
 from minitalk.transport import (
     Process,
     SignalWaiter,
@@ -99,8 +99,8 @@ class _SendLoop:
             if self.on_progress is not None and sender.bytes_acked != acked:
                 acked = sender.bytes_acked
                 self.on_progress(acked, self.size)
-            deadline = _earliest(sender.get_timer(), give_up_at)
-            got = waiter.wait(None if deadline is None else deadline - monotonic())
+            deadline = _earliest(sender.deadline, give_up_at)
+            got = waiter.wait(deadline, spin=sender.state is not SenderState.QUEUED)
             now = monotonic()
             if got is not None and got[0] == server.pid:
                 sender.receive(got[1], now)
@@ -117,12 +117,13 @@ class _SendLoop:
         return Receipt(server.pid, self.size, frames, sender.resends, monotonic() - started)
 
     def _flush_outbox(self) -> None:
+        outbox = self.sender.outbox
         try:
-            for symbol in self.sender.outbox:
+            for symbol in outbox:
                 self.server.send(symbol)
         except ProcessLookupError:
             raise ServerGoneError(f"the server (PID {self.server.pid}) exited") from None
-        self.sender.outbox.clear()
+        outbox.clear()
 
     def _check_alive(self) -> None:
         if not self.server.alive():

@@ -181,7 +181,6 @@ class Receiver:
         self.frame_timeout = frame_timeout
         self.session_timeout = session_timeout
         self.max_queue = max_queue
-        self.state = ReceiverState.IDLE
         self.session: _Session | None = None
         self.queue: deque[int] = deque()
         self.outbox: list[tuple[int, int]] = []
@@ -192,6 +191,20 @@ class Receiver:
             ReceiverState.FRAME: self._frame_symbol,
             ReceiverState.VERDICT: self._verdict_symbol,
         }
+        self.state = ReceiverState.IDLE
+
+    @property
+    def state(self) -> ReceiverState:
+        return self._state
+
+    @state.setter
+    def state(self, state: ReceiverState) -> None:
+        # The table is consulted here, on each change of state, not on every bit.
+        self._state = state
+        self._on_peer_symbol = self._peer_transitions.get(state, self._no_peer_transition)
+
+    def _no_peer_transition(self, session: _Session, symbol: int) -> None:
+        raise LocalProtocolError(f"no transition for a peer symbol in {self._state}")
 
     @property
     def peer(self) -> int | None:
@@ -203,10 +216,7 @@ class Receiver:
         session = self.session
         if session is not None and pid == session.pid:
             session.last_activity = now
-            transition = self._peer_transitions.get(self.state)
-            if transition is None:
-                raise LocalProtocolError(f"no transition for a peer symbol in {self.state}")
-            transition(session, symbol)
+            self._on_peer_symbol(session, symbol)
         elif symbol == REQUEST:
             self._request(pid, now)
         # A 0 from anyone but the peer is a stray or a stale repeat: never data, no answer.
@@ -405,7 +415,6 @@ class Sender:
         self.reply_timeout = reply_timeout
         self.queue_poll = queue_poll
         self.max_attempts = max_attempts
-        self.state = SenderState.IDLE
         self.outbox: list[int] = []
         self.error: MinitalkError | None = None
         self.frame_index = 0
@@ -433,10 +442,24 @@ class Sender:
             SenderState.VERDICT: self._frame_timeout,
             SenderState.RESYNC: self._frame_timeout,
         }
+        self.state = SenderState.IDLE
+
+    @property
+    def state(self) -> SenderState:
+        return self._state
+
+    @state.setter
+    def state(self, state: SenderState) -> None:
+        # The table is consulted here, on each change of state, not on every bit.
+        self._state = state
+        self._on_symbol = self._transitions.get(state, self._no_transition)
+
+    def _no_transition(self, symbol: int, now: float) -> None:
+        raise LocalProtocolError(f"no transition for a symbol in {self._state}")
 
     @property
     def finished(self) -> bool:
-        return self.state in (SenderState.DONE, SenderState.FAILED)
+        return self._state is SenderState.DONE or self._state is SenderState.FAILED
 
     def start(self, now: float) -> None:
         """Ask the server for the line."""
@@ -446,10 +469,7 @@ class Sender:
 
     def receive(self, symbol: int, now: float) -> None:
         """One signal arrived from the server: 0 for SIGUSR1, 1 for SIGUSR2."""
-        transition = self._transitions.get(self.state)
-        if transition is None:
-            raise LocalProtocolError(f"no transition for a symbol in {self.state}")
-        transition(symbol, now)
+        self._on_symbol(symbol, now)
 
     def get_timer(self) -> float | None:
         """When the sender next needs ``handle_timer``, or None."""
@@ -498,10 +518,11 @@ class Sender:
         self.deadline = now + self.reply_timeout
 
     def _sending_symbol(self, symbol: int, now: float) -> None:
-        if symbol == CONTINUE:
-            self._bit += 1
-            if self._bit < len(self._bits):
-                self.outbox.append(self._bits[self._bit])
+        if symbol == CONTINUE:  # the per-bit path: keep it to a few operations
+            bit = self._bit + 1
+            self._bit = bit
+            if bit < len(self._bits):
+                self.outbox.append(self._bits[bit])
                 self.deadline = now + self.reply_timeout
             else:
                 self._resync(now)  # CONTINUE after the last bit: we are out of step

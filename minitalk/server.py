@@ -120,7 +120,7 @@ class _ServerLoop:
         """Wait for one signal or the next deadline, and act on it."""
         receiver = self.receiver
         deadline = receiver.get_timer()
-        got = self.waiter.wait(None if deadline is None else deadline - monotonic())
+        got = self.waiter.wait(deadline, spin=receiver.session is not None)
         now = monotonic()
         if got is not None:
             pid, symbol = got
@@ -143,6 +143,12 @@ class _ServerLoop:
 
     def _send_all(self, now: float) -> None:
         receiver = self.receiver
+        outbox = receiver.outbox
+        if len(outbox) == 1:  # the per-bit case: one answer to the peer
+            pid, symbol = outbox.pop()
+            if self.clients.send(pid, symbol):
+                return
+            receiver.peer_gone(pid, now)
         while receiver.outbox:
             outbox = receiver.outbox[:]
             receiver.outbox.clear()

@@ -71,24 +71,33 @@ def _may_spin() -> bool:
 
 
 class SignalWaiter:
-    """Takes blocked signals one at a time, returning (sender PID, symbol)."""
+    """Takes blocked signals one at a time, returning (sender PID, symbol).
+
+    Adaptive: it polls (``sigtimedwait`` with a zero timeout) up to ``_SPIN_POLLS`` times
+    before it blocks, because a signal round trip is a few microseconds and a process that
+    went to sleep pays a wake-up on every bit. It never polls on a single-CPU machine, where
+    polling would only take the CPU from the peer it waits for.
+    """
 
     def __init__(self, *, spin: bool | None = None) -> None:
-        self._spin = _SPIN_POLLS if (_may_spin() if spin is None else spin) else 0
+        self._spins = range(_SPIN_POLLS if (_may_spin() if spin is None else spin) else 0)
 
-    def wait(self, timeout: float | None) -> tuple[int, int] | None:
-        """Wait up to ``timeout`` seconds (None: forever) for a signal; None on timeout.
+    def wait(self, deadline: float | None, *, spin: bool = True) -> tuple[int, int] | None:
+        """Wait until ``deadline`` (a ``monotonic()`` time; None: forever) for a signal.
 
-        The symbol is 0 (SIGUSR1) or 1 (SIGUSR2).
+        Return (sender PID, symbol), the symbol 0 for SIGUSR1 and 1 for SIGUSR2, or None
+        once the deadline has passed. ``spin=False`` blocks at once (nothing is expected
+        soon, as for a queued client).
         """
-        for _ in range(self._spin if timeout is None or timeout > 0 else 0):
-            info = signal.sigtimedwait(_WAITED, 0)
-            if info is not None:
-                return info.si_pid, _SYMBOL[info.si_signo]
-        if timeout is None:
+        if spin:
+            for _ in self._spins:
+                info = signal.sigtimedwait(_WAITED, 0)
+                if info is not None:
+                    return info.si_pid, _SYMBOL[info.si_signo]
+        if deadline is None:
             info = signal.sigwaitinfo(_WAITED)
         else:
-            info = signal.sigtimedwait(_WAITED, max(timeout, 0.0))
+            info = signal.sigtimedwait(_WAITED, max(deadline - time.monotonic(), 0.0))
             if info is None:
                 return None
         return info.si_pid, _SYMBOL[info.si_signo]
@@ -174,6 +183,4 @@ def open_server(pid: int, *, force: bool = False) -> Process:
     return process
 
 
-def monotonic() -> float:
-    """The clock the loops feed to the state machines."""
-    return time.monotonic()
+monotonic = time.monotonic  # the clock the loops feed to the state machines
