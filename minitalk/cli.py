@@ -26,6 +26,7 @@ from minitalk.errors import (
     TargetError,
     UsageError,
 )
+from minitalk.progress import display_for
 from minitalk.protocol import (
     DEFAULT_MAX_MESSAGE,
     FRAME_TIMEOUT,
@@ -134,7 +135,9 @@ def send_command(
         Optional[Path],  # noqa: UP045 - typer reads the annotation at run time
         typer.Option("--file", "-f", help="Send this file's UTF-8 text instead of TEXT."),
     ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print no receipt.")] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Print no receipt and no progress bar.")
+    ] = False,
     reply_timeout: Annotated[
         float, typer.Option(min=0.01, help="Seconds to wait for each reply before resending.")
     ] = REPLY_TIMEOUT,
@@ -165,7 +168,11 @@ def send_command(
         config = ClientConfig(
             reply_timeout=reply_timeout, max_attempts=attempts, timeout=timeout, force=force
         )
-        receipt = send_message(target, message, config)
+        display = display_for(quiet)
+        try:
+            receipt = send_message(target, message, config, on_progress=display.update)
+        finally:
+            display.stop()
         if not quiet:
             print(_describe(receipt), flush=True)
 

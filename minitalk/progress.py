@@ -1,0 +1,78 @@
+"""Progress display for long sends: a rich bar on stderr, and a silent twin.
+
+The bar appears only when stderr is a terminal and the send has already taken
+``SHOW_AFTER`` seconds, so short sends, pipes, logs and tests never see it. rich is imported
+only when a bar is actually shown, to keep the start of a short send cheap.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, Protocol
+
+SHOW_AFTER = 0.5  # seconds: below this a bar would only flicker
+
+
+class Display(Protocol):
+    def update(self, done: int, total: int) -> None: ...
+    def stop(self) -> None: ...
+
+
+class SilentDisplay:
+    """Shows nothing: for --quiet, pipes and tests."""
+
+    def update(self, done: int, total: int) -> None:
+        """Ignore progress."""
+
+    def stop(self) -> None:
+        """Nothing to stop."""
+
+
+class BarDisplay:
+    """A bar with bytes, rate and time left on stderr, started once the send is slow."""
+
+    def __init__(self) -> None:
+        self._started = time.monotonic()
+        self._progress: Any = None
+        self._task: Any = None
+
+    def update(self, done: int, total: int) -> None:
+        if self._progress is None:
+            if time.monotonic() - self._started < SHOW_AFTER:
+                return
+            self._start(total)
+        self._progress.update(self._task, completed=done)
+
+    def _start(self, total: int) -> None:
+        from rich.console import Console  # noqa: PLC0415 - only when a bar is shown
+        from rich.progress import (  # noqa: PLC0415
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        self._progress = Progress(
+            "sending",
+            BarColumn(),
+            DownloadColumn(binary_units=True),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        )
+        self._task = self._progress.add_task("send", total=total)
+        self._progress.start()
+
+    def stop(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+
+def display_for(quiet: bool) -> Display:
+    """The bar if a person is watching stderr, else the silent twin."""
+    if quiet or not sys.stderr.isatty():
+        return SilentDisplay()
+    return BarDisplay()
