@@ -26,7 +26,7 @@ demo: $(STAMP)
 
 ## test: lint, type-check and run the whole test suite
 test: $(STAMP)
-	$(BIN)/ruff check minitalk tests
+	$(BIN)/ruff check minitalk tests fuzz bench
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
 

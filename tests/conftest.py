@@ -20,6 +20,14 @@ from pathlib import Path
 from typing import IO
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# The suite's hypothesis profile: no per-example deadline (the machine is shared and noisy;
+# speed lives in bench/), and a modest example count that keeps `make test` in minutes.
+settings.register_profile(
+    "suite", deadline=None, max_examples=100, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("suite")
 
 MINITALK = [sys.executable, "-m", "minitalk"]
 # Guards against a hung child, never a measure of speed: generous on a loaded 2-core machine.

@@ -1,0 +1,289 @@
+"""Fuzz targets: hypothesis properties of the codec and the protocol machines.
+
+Each target is an ordinary ``@given`` test, so the same function runs three ways:
+plain pytest replays its ``@example`` regressions and a few generated inputs on every
+`make test` (tests/test_fuzz_targets.py); `make fuzz` runs it for a time budget
+(fuzz/run.py); and a coverage-guided fuzzer such as atheris can drive it through
+``target.hypothesis.fuzz_one_input``. Every target counts the inputs it ran in ``RUNS``.
+
+A failure found by fuzzing is pinned here as an ``@example`` on its target.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from minitalk.errors import FrameError, ProtocolError
+from minitalk.frame import (
+    HEADER_LEN,
+    MAX_PAYLOAD,
+    OVERHEAD,
+    VERSION,
+    Frame,
+    FrameDecoder,
+    crc8,
+    crc16,
+    decode_frame,
+    encode_frame,
+    from_bits,
+    split_message,
+    to_bits,
+)
+from minitalk.protocol import (
+    BYE,
+    GRANT,
+    POLL,
+    REQUEST,
+    VERDICT_BITS,
+    MessageReceived,
+    Receiver,
+    SenderState,
+)
+from tests.simlink import STRANGER_PID, Network
+
+RUNS: Counter[str] = Counter()
+
+
+def _counted(name: str) -> None:
+    RUNS[name] += 1
+
+
+# -- frame decoder -------------------------------------------------------------------------------
+
+
+def _well_formed(data: bytes) -> bool:
+    """An independent check of what a valid frame is, written from the spec, not the codec."""
+    if len(data) < OVERHEAD or data[0] != VERSION or crc8(data[:8]) != data[8]:
+        return False
+    payload_length = int.from_bytes(data[2:4], "big")
+    message_length = int.from_bytes(data[4:8], "big")
+    return (
+        payload_length <= MAX_PAYLOAD
+        and payload_length <= message_length
+        and len(data) == OVERHEAD + payload_length
+        and crc16(data[:-2]) == int.from_bytes(data[-2:], "big")
+    )
+
+
+@st.composite
+def near_frames(draw: st.DrawFn) -> bytes:
+    """Arbitrary bytes, or a valid frame with a few bytes changed, cut or added."""
+    if draw(st.booleans()):
+        return draw(st.binary(max_size=2 * OVERHEAD + 80))
+    payload = draw(st.binary(max_size=80))
+    data = bytearray(encode_frame(Frame(draw(st.integers(0, 127)), True, len(payload), payload)))
+    for _ in range(draw(st.integers(0, 3))):
+        if data:
+            data[draw(st.integers(0, len(data) - 1))] = draw(st.integers(0, 255))
+    return bytes(data[: draw(st.integers(0, len(data) + 2))]) + draw(st.binary(max_size=2))
+
+
+@given(near_frames())
+@example(b"")
+@example(bytes(OVERHEAD))
+@example(b"\xff" * OVERHEAD)
+@example(bytes([VERSION, 0x80, 0, 0, 0, 0, 0, 0]) + b"\x00\x1d\x0f")
+def fuzz_frame_decoder(data: bytes) -> None:
+    """Bytes in: a frame out only if the frame is valid, else the codec's typed error."""
+    _counted("frame_decoder")
+    try:
+        frame = decode_frame(data)
+    except FrameError:
+        assert not _well_formed(data), "a valid frame was rejected"
+        return
+    assert _well_formed(data), "a frame with a bad check or header was accepted"
+    assert encode_frame(frame) == data
+
+
+@given(st.lists(st.integers(0, 1), max_size=(OVERHEAD + 40) * 8 * 2))
+def fuzz_frame_bit_stream(bits: list[int]) -> None:
+    """Bits in, one at a time: frames only where the bits spell a valid frame, typed errors
+    otherwise, and the decoder keeps going after an error (it never hangs or wedges)."""
+    _counted("frame_bit_stream")
+    decoder = FrameDecoder()
+    start = 0
+    for index, bit in enumerate(bits):
+        try:
+            frame = decoder.feed(bit)
+        except FrameError:
+            start = index + 1
+            continue
+        if frame is not None:
+            consumed = from_bits(bits[start : index + 1])
+            assert _well_formed(consumed)
+            assert encode_frame(frame) == consumed
+            start = index + 1
+
+
+# -- round trip ----------------------------------------------------------------------------------
+
+all_planes = st.characters(codec="utf-8")  # every plane, surrogates excluded (not encodable)
+
+
+@given(
+    st.one_of(
+        st.text(all_planes, max_size=200),
+        st.text(all_planes, min_size=1000, max_size=3000),  # several frames
+        st.builds(lambda c, n: c * n, st.characters(codec="utf-8"), st.integers(200, 1200)),
+    )
+)
+@example("")
+@example("\U0010ffff" * 257)
+@example("a" * 1023 + "🎉")
+@example("🇯🇵" * 300)
+def fuzz_round_trip(text: str) -> None:
+    """Any text encodes to frames and decodes back identical; no frame splits a character."""
+    _counted("round_trip")
+    message = text.encode("utf-8")
+    frames = split_message(message)
+    rebuilt = b""
+    for index, frame in enumerate(frames):
+        data = encode_frame(frame)
+        assert len(data) <= OVERHEAD + MAX_PAYLOAD
+        decoded = decode_frame(data)
+        assert decoded == frame
+        assert decoded.seq == index % 128
+        decoded.payload.decode("utf-8")  # whole characters only
+        rebuilt += decoded.payload
+    assert rebuilt.decode("utf-8") == text
+    assert frames[-1].last
+    assert not any(frame.last for frame in frames[:-1])
+
+
+# -- receiver state machine ---------------------------------------------------------------------
+
+receiver_inputs = st.lists(
+    st.tuples(
+        st.sampled_from([10, 11, 12, STRANGER_PID]),
+        st.integers(0, 1),
+        st.sampled_from([0.0, 1e-5, 0.01, 0.4, 0.6, 1.5, 3.5]),
+    ),
+    max_size=300,
+)
+
+
+@given(receiver_inputs, st.binary(max_size=60))
+def fuzz_receiver(inputs: list[tuple[int, int, float]], framed: bytes) -> None:
+    """(PID, signal, time) in: only typed errors, no message that no sender framed, and back
+    to accepting a new session once everyone has gone silent."""
+    _counted("receiver")
+    receiver = Receiver(max_message=1000)
+    # PID 10 plays an honest sender's symbols, so that whole frames do occur among the noise.
+    honest = [REQUEST]
+    for frame in split_message(framed):
+        honest += to_bits(encode_frame(frame)) + [POLL] * VERDICT_BITS
+    honest.append(BYE)
+    cursor = 0
+    now = 0.0
+    for pid, noise, dt in inputs:
+        now += dt
+        symbol = noise
+        if pid == 10 and cursor < len(honest):
+            symbol = honest[cursor]
+            cursor += 1
+        try:
+            receiver.handle_timer(now)
+            receiver.receive(pid, symbol, now)
+        except ProtocolError:
+            pass
+        receiver.outbox.clear()
+    for event in receiver.events:
+        if isinstance(event, MessageReceived):
+            assert event.pid == 10, f"never framed: {event}"
+            assert event.text.encode() == framed, f"never framed: {event}"
+    # Silence: every deadline passes; the receiver must end up free, queue and all.
+    for _ in range(len(receiver.queue) + 2):
+        deadline = receiver.get_timer()
+        if deadline is None:
+            break
+        now = max(now, deadline)
+        receiver.handle_timer(now)
+    assert receiver.session is None
+    assert not receiver.queue
+    receiver.outbox.clear()
+    receiver.receive(42, REQUEST, now)
+    assert receiver.outbox == [(42, GRANT)]
+
+
+# -- sender and receiver over a faulty link ------------------------------------------------------
+
+FAULTS = [
+    "deliver",
+    "deliver",
+    "deliver",
+    "drop_server",
+    "drop_client",
+    "duplicate",
+    "stranger_server",
+    "stranger_client",
+    "delay",
+    "kill",
+    "swap_order",
+]
+link_ops = st.lists(
+    st.tuples(st.sampled_from(FAULTS), st.integers(0, 2), st.integers(0, 1), st.integers(1, 300)),
+    max_size=60,
+)
+
+
+@given(st.lists(st.text(all_planes, max_size=60), min_size=1, max_size=3), link_ops)
+def fuzz_faulty_link(texts: list[str], ops: list[tuple[str, int, int, int]]) -> None:
+    """Delivered messages are exactly sent ones, each at most once; a sender that reports
+    success was delivered exactly once; a healthy link afterwards ends every live sender."""
+    _counted("faulty_link")
+    net = Network(Receiver(max_message=10_000))
+    pids = [10 + index for index in range(len(texts))]
+    sent = {pid: f"{pid}:{text}" for pid, text in zip(pids, texts, strict=True)}
+    for pid in pids:
+        net.add_client(pid, sent[pid])
+    for kind, who, symbol, amount in ops:
+        _apply(net, pids[who % len(pids)], kind, symbol, amount)
+        _check_link(net, sent)
+    net.run(max_steps=300_000)
+    _check_link(net, sent)
+    for client in net.clients.values():
+        assert client.sender.finished or not client.alive, f"{client.pid} hangs"
+
+
+def _apply(net: Network, pid: int, kind: str, symbol: int, amount: int) -> None:
+    client = net.clients[pid]
+    actions: dict[str, Callable[[], object]] = {
+        "deliver": lambda: [net.step() for _ in range(amount)],
+        "drop_server": lambda: net.server_pending.pop(symbol, None),
+        "drop_client": lambda: client.pending.pop(symbol, None),
+        "duplicate": lambda: (
+            net.redeliver_to_server(net.server_pending[symbol], symbol)
+            if symbol in net.server_pending
+            else None
+        ),
+        "stranger_server": lambda: net.inject_to_server(symbol),
+        "stranger_client": lambda: net.inject_to_client(pid, symbol),
+        "delay": lambda: net.advance(amount / 100),
+        "kill": lambda: net.kill(pid) if client.alive and amount > 250 else None,
+        "swap_order": lambda: net.deliver_to_server(1 - symbol),
+    }
+    actions[kind]()
+
+
+def _check_link(net: Network, sent: dict[int, str]) -> None:
+    printed = net.printed_texts()
+    assert len(printed) == len(set(printed)), f"delivered twice: {printed}"
+    for event in net.printed:
+        assert sent.get(event.pid) == event.text, f"corrupt or foreign delivery: {event}"
+    for client in net.clients.values():
+        if client.sender.state is SenderState.DONE:
+            assert printed.count(client.text) == 1, f"{client.pid} succeeded undelivered"
+
+
+TARGETS = {
+    "frame_decoder": fuzz_frame_decoder,
+    "frame_bit_stream": fuzz_frame_bit_stream,
+    "round_trip": fuzz_round_trip,
+    "receiver": fuzz_receiver,
+    "faulty_link": fuzz_faulty_link,
+}
+assert HEADER_LEN == 9  # the targets' sizes above assume the 1.0 header
