@@ -7,6 +7,7 @@ but the server, and notices through the server's pidfd when the server exits.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -79,7 +80,7 @@ class _SendLoop:
         self.config = config
         self.on_progress = on_progress
         self.sender = Sender(
-            split_message(message),
+            split_message(message, nonce=secrets.randbits(32)),
             reply_timeout=config.reply_timeout,
             queue_poll=config.queue_poll,
             max_attempts=config.max_attempts,

@@ -10,13 +10,15 @@ each laid out as below and sent most significant bit first:
     2       2     payload length in bytes (big-endian), at most MAX_PAYLOAD
     4       4     whole message length in bytes (big-endian), so a receiver can refuse an
                   oversized message at the first header instead of after megabytes
-    8       1     header check: CRC-8 (poly 0x07) of bytes 0..7, so a corrupt length is refused
-                  before any payload is awaited
-    9       n     payload
-    9+n     2     CRC-16/CCITT-FALSE of bytes 0..8+n (big-endian)
+    8       4     message nonce: a random number the sender picks per message, so a frame
+                  repeated after its session ended is recognised as already delivered
+    12      1     header check: CRC-8 (poly 0x07) of bytes 0..11, so a corrupt length is
+                  refused before any payload is awaited
+    13      n     payload
+    13+n    2     CRC-16/CCITT-FALSE of bytes 0..12+n (big-endian)
 
 CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF) keeps Hamming distance 4 up to 4093 covered bytes;
-a full frame covers 9 + 1024 = 1033 bytes, well inside, so every 1-, 2- and 3-bit error is caught.
+a full frame covers 13 + 1024 = 1037 bytes, well inside, so every 1-, 2- and 3-bit error is caught.
 Its non-zero init means an all-zero frame does not check to zero.
 """
 
@@ -36,13 +38,14 @@ from minitalk.errors import (
 )
 
 VERSION = 0x51
-HEADER_LEN = 9
+HEADER_LEN = 13
 CRC_LEN = 2
 OVERHEAD = HEADER_LEN + CRC_LEN
 # 1 KiB keeps a resend cheap and the frame far inside CRC-16's Hamming-distance-4 limit.
 MAX_PAYLOAD = 1024
 SEQ_MODULUS = 128  # seven bits of sequence number; stop-and-wait needs only two distinct values
 MAX_MESSAGE = 2**32 - 1  # what the 32-bit message length field can say
+MAX_NONCE = 2**32 - 1
 _LAST_FLAG = 0x80
 _SEQ_MASK = 0x7F
 
@@ -58,6 +61,7 @@ class Header:
     last: bool
     payload_length: int
     message_length: int
+    nonce: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +72,7 @@ class Frame:
     last: bool
     message_length: int
     payload: bytes
+    nonce: int = 0  # the message's identity, chosen at random by the sender
 
 
 def encode_header(header: Header) -> bytes:
@@ -78,9 +83,11 @@ def encode_header(header: Header) -> bytes:
         raise LocalProtocolError(f"payload of {header.payload_length} bytes is over the limit")
     if not header.payload_length <= header.message_length <= MAX_MESSAGE:
         raise LocalProtocolError(f"message length {header.message_length} is out of range")
+    if not 0 <= header.nonce <= MAX_NONCE:
+        raise LocalProtocolError(f"nonce {header.nonce} is out of range")
     flags = (_LAST_FLAG if header.last else 0) | header.seq
     body = bytes((VERSION, flags)) + header.payload_length.to_bytes(2, "big")
-    body += header.message_length.to_bytes(4, "big")
+    body += header.message_length.to_bytes(4, "big") + header.nonce.to_bytes(4, "big")
     return body + bytes((crc8(body),))
 
 
@@ -111,12 +118,13 @@ def decode_header(
         last=bool(data[1] & _LAST_FLAG),
         payload_length=payload_length,
         message_length=message_length,
+        nonce=int.from_bytes(data[8:12], "big"),
     )
 
 
 def encode_frame(frame: Frame) -> bytes:
     """Return the frame's bytes: header, payload, CRC-16."""
-    header = Header(frame.seq, frame.last, len(frame.payload), frame.message_length)
+    header = Header(frame.seq, frame.last, len(frame.payload), frame.message_length, frame.nonce)
     body = encode_header(header) + frame.payload
     return body + crc16(body).to_bytes(CRC_LEN, "big")
 
@@ -130,11 +138,12 @@ def decode_frame(data: bytes, max_payload: int = MAX_PAYLOAD) -> Frame:
     if crc16(data) != 0:  # the CRC over a body with its own big-endian CRC appended is zero
         raise ChecksumError("frame CRC-16 mismatch")
     payload = bytes(data[HEADER_LEN : size - CRC_LEN])
-    return Frame(header.seq, header.last, header.message_length, payload)
+    return Frame(header.seq, header.last, header.message_length, payload, header.nonce)
 
 
-def split_message(message: bytes, max_payload: int = MAX_PAYLOAD) -> list[Frame]:
-    """Cut ``message`` into frames; cuts fall on UTF-8 character boundaries when they can.
+def split_message(message: bytes, nonce: int = 0, max_payload: int = MAX_PAYLOAD) -> list[Frame]:
+    """Cut ``message`` into frames tagged with ``nonce``; cuts fall on UTF-8 character
+    boundaries when they can.
 
     A character is never split across two frames, so every frame of a valid UTF-8 message is
     valid UTF-8 by itself. The empty message is one empty frame.
@@ -153,7 +162,7 @@ def split_message(message: bytes, max_payload: int = MAX_PAYLOAD) -> list[Frame]
                 end = cut
         last = end == len(message)
         seq = len(frames) % SEQ_MODULUS
-        frames.append(Frame(seq, last, len(message), message[start:end]))
+        frames.append(Frame(seq, last, len(message), message[start:end], nonce))
         if last:
             return frames
         start = end

@@ -25,8 +25,9 @@ The link rules (docs/protocol.md has the diagrams):
   sides restart the frame together.
 * A frame repeated because its ACK was lost is acknowledged again and not delivered twice
   (sequence numbers). After the last frame's ACK the client sends BYE (1), answered by 0; the
-  server keeps the session until BYE or ``session_timeout`` so that a repeat of the last frame
-  is recognised as a repeat, never taken for a new message.
+  server keeps the session until BYE or ``session_timeout``. Every frame carries its message's
+  random nonce and the server remembers the nonces it delivered, so even a repeat that arrives
+  after the session ended (a stale 1 taken for BYE) is acknowledged, never printed again.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ QUEUE_POLL = 1.0
 SESSION_TIMEOUT = 3.0
 MAX_ATTEMPTS = 10  # per frame, the XMODEM/Kermit convention
 MAX_QUEUE = 64
+DELIVERED_MEMORY = 1024  # nonces of recent messages; a repeat comes within seconds, not thousands
 DEFAULT_MAX_MESSAGE = 16 * 1024 * 1024
 
 
@@ -77,6 +79,7 @@ class Verdict(IntEnum):
     TOO_LARGE = 3
     NOT_UTF8 = 4
     OUT_OF_ORDER = 5
+    RESTART = 6  # a new session began mid-message: send the message again from frame 0
 
 
 VERDICT_REASONS = {
@@ -150,6 +153,7 @@ class _Session:
     frames: int = 0
     resends: int = 0
     message_length: int = -1
+    nonce: int = -1
     complete: bool = False
     pending_verdict: list[int] | None = None
     end_after_verdict: str = ""  # non-empty: end the session with this reason after the verdict
@@ -186,6 +190,7 @@ class Receiver:
         self.outbox: list[tuple[int, int]] = []
         self.events: list[ReceiverEvent] = []
         self._decoder = FrameDecoder(max_message=max_message)
+        self._delivered: deque[int] = deque(maxlen=DELIVERED_MEMORY)  # nonces, oldest first
         # The transition table: what a symbol from the current peer does in each state.
         self._peer_transitions: dict[ReceiverState, Callable[[_Session, int], None]] = {
             ReceiverState.FRAME: self._frame_symbol,
@@ -231,10 +236,14 @@ class Receiver:
         return session.last_activity + self.session_timeout
 
     def handle_timer(self, now: float) -> None:
-        """Apply every deadline that has passed at ``now``."""
+        """Apply every deadline that has passed at ``now`` (a long silence passes both the
+        frame and the session deadline)."""
+        while (deadline := self.get_timer()) is not None and now >= deadline:
+            self._deadline_passed(now)
+
+    def _deadline_passed(self, now: float) -> None:
         session = self.session
-        deadline = self.get_timer()
-        if session is None or deadline is None or now < deadline:
+        if session is None:
             return
         if self.state is ReceiverState.VERDICT or not self._decoder.at_start:
             # Mid-frame silence: drop the partial frame; the client will resend it whole.
@@ -313,8 +322,18 @@ class Receiver:
         self._accept_frame(session, frame)
 
     def _accept_frame(self, session: _Session, frame: Frame) -> None:
+        if frame.nonce in self._delivered:
+            # A message already printed, repeated because the client never heard its final
+            # ACK, perhaps in an earlier session: acknowledge again, print nothing.
+            session.resends += 1
+            session.complete = True
+            self._start_verdict(session, Verdict.ACK)
+            return
         if frame.seq != session.expected_seq:
-            if session.frames and frame.seq == (session.expected_seq - 1) % SEQ_MODULUS:
+            if not session.frames:  # the client continues a message from a dropped session
+                session.resends += 1
+                self._start_verdict(session, Verdict.RESTART)
+            elif frame.seq == (session.expected_seq - 1) % SEQ_MODULUS:
                 session.resends += 1
                 self._start_verdict(session, Verdict.ACK)  # a repeat: its ACK was lost
             else:
@@ -325,9 +344,11 @@ class Receiver:
             return
         if session.frames == 0:
             session.message_length = frame.message_length
+            session.nonce = frame.nonce
         received = len(session.buffer) + len(frame.payload)
         if (
-            frame.message_length != session.message_length
+            frame.nonce != session.nonce
+            or frame.message_length != session.message_length
             or received > session.message_length
             or frame.last != (received == session.message_length)
         ):
@@ -343,6 +364,7 @@ class Receiver:
         session.expected_seq = (session.expected_seq + 1) % SEQ_MODULUS
         if frame.last:
             session.complete = True
+            self._delivered.append(frame.nonce)
             text = session.buffer.decode("utf-8")
             seconds = session.last_activity - session.started
             self.events.append(
@@ -419,7 +441,8 @@ class Sender:
         self.error: MinitalkError | None = None
         self.frame_index = 0
         self.bytes_acked = 0
-        self.attempts = 0  # tries of the current frame (or of the request) that failed
+        self.attempts = 0  # tries of the current frame that failed
+        self._unanswered = 0  # requests in a row that got no answer at all
         self.resends = 0  # total frame resends, for the receipt
         self.deadline: float | None = None
         self._bits = to_bits(encode_frame(frames[0]))
@@ -492,14 +515,14 @@ class Sender:
         self.deadline = now + self.reply_timeout
 
     def _request_timeout(self, now: float) -> None:
-        self.attempts += 1
-        if self.attempts >= self.max_attempts:
-            self._fail(NoAnswerError(f"the server did not answer {self.attempts} requests"))
+        self._unanswered += 1
+        if self._unanswered >= self.max_attempts:
+            self._fail(NoAnswerError(f"the server did not answer {self._unanswered} requests"))
         else:
             self._send_request(now)
 
     def _requesting_symbol(self, symbol: int, now: float) -> None:
-        self.attempts = 0
+        self._unanswered = 0
         if symbol == GRANT:
             self._start_frame(now)
         else:
@@ -546,7 +569,9 @@ class Sender:
         elif verdict is Verdict.ACK:
             self._frame_acknowledged(now)
         elif verdict is Verdict.RESEND:
-            self._retry(now)
+            self._retry(now, ask_first=False)  # the server is at a frame start, in session
+        elif verdict is Verdict.RESTART:
+            self._restart_message(now)
         else:
             reason = VERDICT_REASONS.get(verdict, f"verdict {verdict.name}")
             self._fail(RefusedError(f"the server refused the message: {reason}"))
@@ -564,9 +589,16 @@ class Sender:
         self._start_frame(now)
 
     def _frame_timeout(self, now: float) -> None:
-        self._retry(now)
+        self._retry(now, ask_first=True)
 
-    def _retry(self, now: float) -> None:
+    def _retry(self, now: float, *, ask_first: bool) -> None:
+        """Send the current frame again, whole; after silence, ask for the line first.
+
+        After silence we cannot know whether the server still counts us as its peer (it
+        may have ended the session, or taken a stray 1 for our BYE), so the retry starts
+        with REQUEST: in session the server answers GRANT at once; otherwise it queues or
+        grants us anew, and the frame's nonce keeps a repeat from being printed twice.
+        """
         self.attempts += 1
         self.resends += 1
         if self.attempts >= self.max_attempts:
@@ -576,8 +608,17 @@ class Sender:
                     f"{self.attempts} times; giving up"
                 )
             )
-            return
-        self._start_frame(now)
+        elif ask_first:
+            self._send_request(now)
+        else:
+            self._start_frame(now)
+
+    def _restart_message(self, now: float) -> None:
+        # A new session began mid-message (the old one was dropped): start from frame 0.
+        self.frame_index = 0
+        self.bytes_acked = 0
+        self._bits = to_bits(encode_frame(self.frames[0]))
+        self._retry(now, ask_first=False)
 
     def _resync(self, now: float) -> None:
         # Say nothing for a whole reply timeout: the server drops its partial frame after its

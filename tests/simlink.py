@@ -45,7 +45,8 @@ class Network:
     # -- set-up --------------------------------------------------------------------------------
 
     def add_client(self, pid: int, text: str, **sender_options: float) -> SimClient:
-        sender = Sender(split_message(text.encode("utf-8")), **sender_options)  # type: ignore[arg-type]
+        frames = split_message(text.encode("utf-8"), nonce=pid * 7919)  # distinct per client
+        sender = Sender(frames, **sender_options)  # type: ignore[arg-type]
         client = SimClient(pid, text, sender)
         self.clients[pid] = client
         sender.start(self.now)

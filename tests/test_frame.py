@@ -71,7 +71,7 @@ def test_crc8_check_value() -> None:
 def test_golden_frame_hi() -> None:
     frame = Frame(seq=0, last=True, message_length=2, payload=b"hi")
     data = encode_frame(frame)
-    assert data.hex() == "5180000200000002b8" + "6869" + "b306"
+    assert data.hex() == "5180000200000002" + "00000000" + "28" + "6869" + "0ae5"
     assert data[HEADER_LEN - 1] == reference_crc8(data[: HEADER_LEN - 1])
     assert int.from_bytes(data[-2:], "big") == binascii.crc_hqx(data[:-2], 0xFFFF)
     assert decode_frame(data) == frame
@@ -79,13 +79,20 @@ def test_golden_frame_hi() -> None:
 
 def test_golden_empty_frame() -> None:
     data = encode_frame(Frame(seq=0, last=True, message_length=0, payload=b""))
-    assert data.hex() == "5180000000000000725c22"
+    assert data.hex() == "5180000000000000000000001e7855"
     assert len(data) == OVERHEAD
 
 
 def test_golden_middle_frame() -> None:
     data = encode_frame(Frame(seq=5, last=False, message_length=3000, payload="é".encode()))
-    assert data.hex() == "5105000200000bb820c3a92997"
+    assert data.hex() == "5105000200000bb800000000cec3a9ff9c"
+
+
+def test_golden_frame_with_nonce() -> None:
+    frame = Frame(seq=0, last=True, message_length=2, payload=b"hi", nonce=0xDEADBEEF)
+    data = encode_frame(frame)
+    assert data.hex() == "5180000200000002" + "deadbeef" + "e2" + "6869" + "86cc"
+    assert decode_frame(data) == frame
 
 
 def test_crc_over_frame_with_its_crc_is_zero() -> None:
@@ -124,7 +131,7 @@ def test_payload_length_over_limit_refused_at_the_header() -> None:
     header = bytearray(encode_frame(Frame(0, True, 5, b"hello"))[:HEADER_LEN])
     header[2:4] = (MAX_PAYLOAD + 1).to_bytes(2, "big")
     header[4:8] = (MAX_PAYLOAD + 1).to_bytes(4, "big")
-    header[8] = crc8(bytes(header[:8]))
+    header[HEADER_LEN - 1] = crc8(bytes(header[: HEADER_LEN - 1]))
     with pytest.raises(HeaderError, match="over the limit"):
         decode_bits(to_bits(bytes(header)))
 

@@ -221,8 +221,10 @@ def test_continue_after_the_last_bit_makes_the_sender_resync() -> None:
     sender.receive(CONTINUE, 0.5)  # ignored while resyncing
     assert sender.outbox == []
     sender.handle_timer(sender.get_timer() or 0.0)
-    assert sender.state.name == "SENDING"
-    assert sender.outbox == [0]  # the frame again, from its first bit
+    assert sender.state.name == "REQUESTING"
+    assert sender.outbox == [REQUEST]  # after confusion, ask for the line first
+    sender.receive(GRANT, 1.1)
+    assert sender.outbox == [REQUEST, 0]  # then the frame again, from its first bit
 
 
 def test_machines_refuse_misuse_with_local_protocol_error() -> None:
@@ -317,3 +319,51 @@ def test_clients_in_a_row_deliver_in_order(texts: list[str]) -> None:
     net.run()
     assert all(c.succeeded for c in net.clients.values())
     assert net.printed_texts() == texts
+
+
+def _through_final_verdict_but_its_last_bit(net: Network, pid: int, text: str) -> None:
+    bits = len(to_bits(encode_frame(split_message(text.encode())[0])))
+    net.deliver_to_server()  # REQUEST
+    net.deliver_to_client(pid)  # GRANT
+    for _ in range(bits + 7):  # the frame and 7 of the 8 verdict polls
+        net.deliver_to_server()
+        net.deliver_to_client(pid)
+    net.deliver_to_server()  # the 8th poll; its answer is lost below
+    net.clients[pid].pending.clear()
+
+
+def test_a_repeat_after_a_stale_bye_is_acknowledged_not_printed_again() -> None:
+    # Found by `make fuzz` (fuzz_faulty_link): a stale 1 from the client reached the server at
+    # a frame start after the last frame, was taken for BYE and ended the session; the client,
+    # which never heard its final ACK, then sent its last frame again in a new session.
+    net = Network()
+    client = net.add_client(10, "once")
+    _through_final_verdict_but_its_last_bit(net, 10, "once")
+    assert net.printed_texts() == ["once"]
+    net.inject_to_server(REQUEST, from_pid=10)  # the stale 1
+    net.deliver_to_server()
+    assert net.receiver.session is None  # the server thinks the client said BYE
+    net.run()
+    assert client.succeeded
+    assert net.printed_texts() == ["once"]
+
+
+def test_a_session_dropped_mid_message_restarts_the_message_from_frame_0() -> None:
+    net = Network()
+    text = "x" * (2 * MAX_PAYLOAD + 10)
+    client = net.add_client(10, text)
+    frame_bits = len(to_bits(encode_frame(split_message(text.encode())[0])))
+    net.deliver_to_server()
+    net.deliver_to_client(10)
+    for _ in range(frame_bits + 8 + 100):  # frame 0 acknowledged, 100 bits of frame 1
+        net.deliver_to_server()
+        net.deliver_to_client(10)
+    assert client.sender.frame_index == 1
+    net.server_pending.clear()
+    # The client is stopped while the server's session timeout passes: only the server's
+    # clock runs, so the server drops the session and its partial message.
+    net.receiver.handle_timer(net.now + 10)
+    assert net.receiver.session is None
+    net.run()  # the client wakes, asks again, is told to RESTART, sends everything again
+    assert client.succeeded
+    assert net.printed_texts() == [text]
