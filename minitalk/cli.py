@@ -8,6 +8,8 @@ one line on stderr and turned into the error's exit code; the codes live in
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -95,10 +97,23 @@ def serve_command(
         Optional[int],  # noqa: UP045 - typer reads the annotation at run time
         typer.Option(min=1, help="Exit after this many messages have been delivered."),
     ] = None,
+    json_lines: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print one JSON object per message (pid, uid, bytes, frames, resends, "
+            "seconds, text) instead of the bare text.",
+        ),
+    ] = False,
+    pid_file: Annotated[
+        Optional[Path],  # noqa: UP045 - typer reads the annotation at run time
+        typer.Option(help="Also write the PID to this file (removed on a clean exit)."),
+    ] = None,
 ) -> None:
     """Start a server: print its PID, then every message received, each on its own line.
 
-    Example: minitalk serve > messages.log
+    Examples: minitalk serve > messages.log | minitalk serve --json --count 1 |
+    minitalk serve --pid-file /run/user/$UID/minitalk.pid
     """
     config = ServerConfig(
         max_message=max_bytes,
@@ -109,18 +124,56 @@ def serve_command(
     with _errors_to_exit_codes():
         if frame_timeout >= session_timeout:
             raise UsageError("--frame-timeout must be shorter than --session-timeout")
-        serve(config, on_ready=_print_pid, on_message=_print_message)
+        if os.geteuid() == 0:
+            print(
+                "minitalk: warning: running as root; a root server can signal every process",
+                file=sys.stderr,
+                flush=True,
+            )
+        try:
+            serve(
+                config,
+                on_ready=lambda pid: _announce(pid, pid_file),
+                on_message=_print_json if json_lines else _print_text,
+            )
+        finally:
+            if pid_file is not None:
+                pid_file.unlink(missing_ok=True)
 
 
-def _print_pid(pid: int) -> None:
+def _announce(pid: int, pid_file: Path | None) -> None:
+    if pid_file is not None:
+        try:
+            pid_file.write_text(f"{pid}\n")
+        except OSError as error:
+            raise OutputError(f"cannot write the PID file {pid_file}: {error.strerror}") from None
     print(f"PID {pid}", flush=True)
 
 
-def _print_message(message: MessageReceived) -> None:
+def _print_text(message: MessageReceived, uid: int) -> None:
+    _write_line(message.text.encode("utf-8"))
+
+
+def _print_json(message: MessageReceived, uid: int) -> None:
+    record = {
+        "pid": message.pid,
+        "uid": uid,
+        "bytes": message.size,
+        "frames": message.frames,
+        "resends": message.resends,
+        "seconds": round(message.seconds, 6),
+        "text": message.text,
+    }
+    _write_line(json.dumps(record, ensure_ascii=False).encode("utf-8"))
+
+
+def _write_line(line: bytes) -> None:
     try:
-        sys.stdout.buffer.write(message.text.encode("utf-8") + b"\n")
+        sys.stdout.buffer.write(line + b"\n")
         sys.stdout.buffer.flush()
     except OSError as error:
+        # Point stdout at /dev/null so the interpreter's own flush at exit stays quiet.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         raise OutputError(f"cannot write a received message: {error.strerror}") from None
 
 
@@ -239,6 +292,20 @@ def _describe(receipt: Receipt) -> str:
     return f"delivered {size} in {frames} to PID {receipt.pid}{resends} ({receipt.seconds:.3f} s)"
 
 
+# typer re-exports only BadParameter from its bundled Click; the parse errors it raises
+# (missing argument, unknown option, bad value) all derive from the bundled UsageError.
+_ParseError: type[Exception] = typer.BadParameter.__mro__[1]
+
+
 def run() -> None:
-    """Console-script entry point."""
-    app(prog_name="minitalk")
+    """Console-script entry point: typer parses; every error leaves as one stderr line."""
+    try:
+        code = app(prog_name="minitalk", standalone_mode=False)
+    except _ParseError as error:
+        message = error.format_message()  # type: ignore[attr-defined]
+        print(f"minitalk: {message} (see minitalk --help)", file=sys.stderr, flush=True)
+        sys.exit(ExitCode.USAGE)
+    except typer.Abort:
+        print("minitalk: aborted", file=sys.stderr, flush=True)
+        sys.exit(ExitCode.INTERRUPTED)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -45,7 +45,15 @@ from minitalk.errors import (
     OversizeError,
     RefusedError,
 )
-from minitalk.frame import MAX_MESSAGE, SEQ_MODULUS, Frame, FrameDecoder, encode_frame, to_bits
+from minitalk.frame import (
+    MAX_MESSAGE,
+    SEQ_MODULUS,
+    Frame,
+    FrameDecoder,
+    crc8,
+    encode_frame,
+    to_bits,
+)
 
 # Symbols. Meanings depend on the state, which both sides know.
 REQUEST = 1  # client -> server: may I have the line? (also a repeat of it)
@@ -58,6 +66,7 @@ BYE = 1  # client -> server: I have the final ACK, the session is over
 BYE_ACK = 0  # server -> client: answer to BYE
 
 VERDICT_BITS = 8
+DETAIL_BITS = 40  # after TOO_LARGE: the server's limit (32 bits) and its CRC-8
 
 # Defaults, in seconds. The ordering frame_timeout < reply_timeout < session_timeout is what
 # keeps the two sides in step after a lost signal; docs/protocol.md gives the reasoning.
@@ -83,7 +92,6 @@ class Verdict(IntEnum):
 
 
 VERDICT_REASONS = {
-    Verdict.TOO_LARGE: "the message is larger than the server accepts",
     Verdict.NOT_UTF8: "the server found a frame that is not valid UTF-8",
     Verdict.OUT_OF_ORDER: "the server received frames out of order",
 }
@@ -93,6 +101,18 @@ def verdict_bits(verdict: Verdict) -> list[int]:
     """The 8 bits that carry ``verdict``: its 4-bit code, then the code's complement."""
     code = int(verdict)
     return to_bits(bytes(((code << 4) | (~code & 0x0F),)))
+
+
+def detail_bits(value: int) -> list[int]:
+    """The 40 bits that follow a TOO_LARGE verdict: ``value`` (32 bits) and its CRC-8."""
+    data = value.to_bytes(4, "big")
+    return to_bits(data + bytes((crc8(data),)))
+
+
+def parse_detail(bits: int) -> int | None:
+    """The value carried by 40 detail bits, or None if its check fails."""
+    data = bits.to_bytes(5, "big")
+    return int.from_bytes(data[:4], "big") if crc8(data[:4]) == data[4] else None
 
 
 def parse_verdict(byte: int) -> Verdict | None:
@@ -310,7 +330,9 @@ class Receiver:
         try:
             frame = decoder.feed(symbol)
         except OversizeError:
-            self._start_verdict(session, Verdict.TOO_LARGE, end="the message was too large")
+            self._start_verdict(
+                session, Verdict.TOO_LARGE, end="the message was too large", detail=self.max_message
+            )
             return
         except FrameError:  # a bad header or a failed CRC: ask for the whole frame again
             session.resends += 1
@@ -380,8 +402,12 @@ class Receiver:
             session.buffer = bytearray()
         self._start_verdict(session, Verdict.ACK)
 
-    def _start_verdict(self, session: _Session, verdict: Verdict, end: str = "") -> None:
+    def _start_verdict(
+        self, session: _Session, verdict: Verdict, end: str = "", detail: int | None = None
+    ) -> None:
         session.pending_verdict = verdict_bits(verdict)
+        if detail is not None:
+            session.pending_verdict += detail_bits(detail)
         session.end_after_verdict = end
         self.state = ReceiverState.VERDICT
         self.outbox.append((session.pid, FRAME_OVER))
@@ -449,6 +475,7 @@ class Sender:
         self._bit = 0
         self._verdict = 0
         self._verdict_count = 0
+        self._verdict_need = VERDICT_BITS
         self._transitions: dict[SenderState, Callable[[int, float], None]] = {
             SenderState.REQUESTING: self._requesting_symbol,
             SenderState.QUEUED: self._queued_symbol,
@@ -553,17 +580,20 @@ class Sender:
         self.state = SenderState.VERDICT
         self._verdict = 0
         self._verdict_count = 0
+        self._verdict_need = VERDICT_BITS
         self.outbox.append(POLL)
         self.deadline = now + self.reply_timeout
 
     def _verdict_symbol(self, symbol: int, now: float) -> None:
         self._verdict = (self._verdict << 1) | symbol
-        self._verdict_count += 1
-        if self._verdict_count < VERDICT_BITS:
+        count = self._verdict_count = self._verdict_count + 1
+        if count == VERDICT_BITS and parse_verdict(self._verdict) is Verdict.TOO_LARGE:
+            self._verdict_need = VERDICT_BITS + DETAIL_BITS  # the limit follows
+        if count < self._verdict_need:
             self.outbox.append(POLL)
             self.deadline = now + self.reply_timeout
             return
-        verdict = parse_verdict(self._verdict)
+        verdict = parse_verdict(self._verdict >> (count - VERDICT_BITS))
         if verdict is None:
             self._resync(now)
         elif verdict is Verdict.ACK:
@@ -572,6 +602,11 @@ class Sender:
             self._retry(now, ask_first=False)  # the server is at a frame start, in session
         elif verdict is Verdict.RESTART:
             self._restart_message(now)
+        elif verdict is Verdict.TOO_LARGE:
+            limit = parse_detail(self._verdict & ((1 << DETAIL_BITS) - 1))
+            size = self.frames[0].message_length
+            said = "" if limit is None else f"; the server accepts at most {limit} bytes"
+            self._fail(RefusedError(f"the message is {size} bytes{said}"))
         else:
             reason = VERDICT_REASONS.get(verdict, f"verdict {verdict.name}")
             self._fail(RefusedError(f"the server refused the message: {reason}"))

@@ -47,6 +47,11 @@ class _Clients:
     def __init__(self) -> None:
         self._open: dict[int, Process] = {}
 
+    def uid(self, pid: int) -> int:
+        """The user ID of a known client, or -1."""
+        process = self._open.get(pid)
+        return process.uid if process is not None else -1
+
     def admit(self, pid: int) -> bool:
         """Open a pidfd for a new client if it looks like one; False if it must be ignored."""
         if pid in self._open:
@@ -80,7 +85,7 @@ def serve(
     config: ServerConfig,
     *,
     on_ready: Callable[[int], None],
-    on_message: Callable[[MessageReceived], None],
+    on_message: Callable[[MessageReceived, int], None],
 ) -> int:
     """Serve until SIGINT/SIGTERM, or until ``config.max_messages`` sessions have delivered
     their message and finished; return the number of messages delivered.
@@ -103,7 +108,7 @@ def serve(
 class _ServerLoop:
     """One receiver, the clients' pidfds, and the order in which their effects happen."""
 
-    def __init__(self, config: ServerConfig, on_message: Callable[[MessageReceived], None]):
+    def __init__(self, config: ServerConfig, on_message: Callable[[MessageReceived, int], None]):
         self.receiver = Receiver(
             max_message=config.max_message,
             frame_timeout=config.frame_timeout,
@@ -133,7 +138,8 @@ class _ServerLoop:
             return
         for event in receiver.events:
             if isinstance(event, MessageReceived):
-                self.on_message(event)  # printed before the ACK in the outbox is sent
+                # printed before the ACK in the outbox is sent
+                self.on_message(event, self.clients.uid(event.pid))
                 self.delivered += 1
             elif event.delivered:
                 self.finished += 1

@@ -127,6 +127,10 @@ class Process:
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self._fd = os.pidfd_open(pid)
+        try:
+            self.uid = os.stat(f"/proc/{pid}").st_uid  # the owner of /proc/PID: its euid
+        except OSError:
+            self.uid = -1
         self._poller = select.poll()
         self._poller.register(self._fd, select.POLLIN)
 

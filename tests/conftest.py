@@ -30,6 +30,12 @@ settings.register_profile(
 settings.load_profile("suite")
 
 MINITALK = [sys.executable, "-m", "minitalk"]
+# What a server prints on stderr in normal operation: nothing, except its warning under root.
+SERVER_STDERR = (
+    b"minitalk: warning: running as root; a root server can signal every process\n"
+    if os.geteuid() == 0
+    else b""
+)
 # Guards against a hung child, never a measure of speed: generous on a loaded 2-core machine.
 HANG_GUARD = 120.0
 
