@@ -302,8 +302,9 @@ def run() -> None:
     try:
         code = app(prog_name="minitalk", standalone_mode=False)
     except _ParseError as error:
-        message = error.format_message()  # type: ignore[attr-defined]
-        print(f"minitalk: {message} (see minitalk --help)", file=sys.stderr, flush=True)
+        message = error.format_message().strip()  # type: ignore[attr-defined]
+        if message:  # empty when typer has just shown the help (no arguments at all)
+            print(f"minitalk: {message} (see minitalk --help)", file=sys.stderr, flush=True)
         sys.exit(ExitCode.USAGE)
     except typer.Abort:
         print("minitalk: aborted", file=sys.stderr, flush=True)
