@@ -26,9 +26,16 @@ _SYMBOL: dict[int, int] = {signal.SIGUSR1: 0, signal.SIGUSR2: 1}
 _USR_MASK = (1 << (signal.SIGUSR1 - 1)) | (1 << (signal.SIGUSR2 - 1))
 PID_MAX_LIMIT = 4_194_304  # the kernel's ceiling for pid_max on 64-bit Linux
 
-# Waiting: poll this many times before blocking, when another CPU can run the peer meanwhile.
-# A signal round trip is a few tens of microseconds; a blocked process pays a wake-up for each.
+# Waiting: poll up to _SPIN_POLLS times before blocking, when another CPU can run the peer
+# meanwhile: a polled round trip takes a few microseconds, a blocked process pays a wake-up of
+# tens of microseconds on every bit. When a whole spin finds nothing, the machine may be
+# crowded (the peer waiting for a CPU that we hold), so later spins yield the CPU after each
+# empty poll, until _PROMPT_STREAK answers in a row arrive within _PROMPT_POLLS polls. Measured
+# for a 64 KiB send: plain spinning 2.2 s idle but 17 s beside one CPU hog; yielding always
+# 2.8 s and 6.2 s; this switch 2.2 s and 7.5 s.
 _SPIN_POLLS = 200
+_PROMPT_POLLS = 16
+_PROMPT_STREAK = 64
 
 
 def require_linux() -> None:
@@ -73,14 +80,15 @@ def _may_spin() -> bool:
 class SignalWaiter:
     """Takes blocked signals one at a time, returning (sender PID, symbol).
 
-    Adaptive: it polls (``sigtimedwait`` with a zero timeout) up to ``_SPIN_POLLS`` times
-    before it blocks, because a signal round trip is a few microseconds and a process that
-    went to sleep pays a wake-up on every bit. It never polls on a single-CPU machine, where
-    polling would only take the CPU from the peer it waits for.
+    Adaptive: it polls (``sigtimedwait`` with a zero timeout) before it blocks, and yields
+    the CPU while polling when the machine looks crowded (see ``_SPIN_POLLS``). It never
+    polls on a single-CPU machine, where polling only takes the CPU from the peer.
     """
 
     def __init__(self, *, spin: bool | None = None) -> None:
         self._spins = range(_SPIN_POLLS if (_may_spin() if spin is None else spin) else 0)
+        self._crowded = False
+        self._prompt = 0
 
     def wait(self, deadline: float | None, *, spin: bool = True) -> tuple[int, int] | None:
         """Wait until ``deadline`` (a ``monotonic()`` time; None: forever) for a signal.
@@ -89,11 +97,20 @@ class SignalWaiter:
         once the deadline has passed. ``spin=False`` blocks at once (nothing is expected
         soon, as for a queued client).
         """
-        if spin:
-            for _ in self._spins:
+        if spin and self._spins:
+            crowded = self._crowded
+            for polls in self._spins:
                 info = signal.sigtimedwait(_WAITED, 0)
                 if info is not None:
+                    if crowded:
+                        self._prompt = self._prompt + 1 if polls < _PROMPT_POLLS else 0
+                        if self._prompt >= _PROMPT_STREAK:
+                            self._crowded = False
                     return info.si_pid, _SYMBOL[info.si_signo]
+                if crowded:
+                    os.sched_yield()
+            self._crowded = True
+            self._prompt = 0
         if deadline is None:
             info = signal.sigwaitinfo(_WAITED)
         else:
