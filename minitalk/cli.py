@@ -147,7 +147,7 @@ def _announce(pid: int, pid_file: Path | None) -> None:
             pid_file.write_text(f"{pid}\n")
         except OSError as error:
             raise OutputError(f"cannot write the PID file {pid_file}: {error.strerror}") from None
-    print(f"PID {pid}", flush=True)
+    _write_line(f"PID {pid}".encode())
 
 
 def _print_text(message: MessageReceived, uid: int) -> None:
@@ -174,7 +174,7 @@ def _write_line(line: bytes) -> None:
     except OSError as error:
         # Point stdout at /dev/null so the interpreter's own flush at exit stays quiet.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        raise OutputError(f"cannot write a received message: {error.strerror}") from None
+        raise OutputError(f"cannot write to standard output: {error.strerror}") from None
 
 
 @app.command("send")

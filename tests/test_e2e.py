@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import subprocess
 import sys
@@ -207,3 +209,60 @@ def test_python_dash_m_help_and_version() -> None:
         )
         assert result.returncode == 0
         assert words in result.stdout.decode()
+
+
+def test_json_output_and_pid_file(procs: Processes, tmp_path: Path) -> None:
+    pid_file = tmp_path / "server.pid"
+    server = procs.serve("--json", "--count", "1", "--pid-file", str(pid_file))
+    assert pid_file.read_text() == f"{server.pid}\n"
+    text = 'quote " backslash \\ emoji 🎉 newline\n end'
+    assert procs.send(str(server.pid), text).returncode == 0
+    out, _, code = server.finish()
+    assert code == 0
+    record = json.loads(out)
+    assert record["text"] == text
+    assert record["bytes"] == len(text.encode())
+    assert record["frames"] == 1
+    assert record["uid"] == os.getuid()
+    assert record["pid"] > 0
+    assert record["resends"] >= 0
+    assert record["seconds"] >= 0
+    assert not pid_file.exists()  # removed on the clean exit
+
+
+def test_send_timeout_bounds_the_whole_send(procs: Processes) -> None:
+    server = procs.serve()
+    server.process.send_signal(signal.SIGSTOP)  # alive, but it will never answer
+    try:
+        result = procs.send(str(server.pid), "hello", "--timeout", "0.5")
+    finally:
+        server.process.send_signal(signal.SIGCONT)
+    assert result.returncode == ExitCode.NO_ANSWER
+    assert b"--timeout of 0.5 s" in result.stderr
+
+
+def test_server_output_failure_is_one_line_and_non_zero() -> None:
+    with open("/dev/full", "wb") as full:
+        result = subprocess.run(
+            [*MINITALK, "serve"],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            timeout=HANG_GUARD,
+            check=False,
+        )
+    err = result.stderr.removeprefix(SERVER_STDERR).decode()
+    assert result.returncode == ExitCode.OUTPUT_FAILED
+    assert err == "minitalk: cannot write to standard output: No space left on device\n"
+
+
+def test_server_whose_reader_went_away_exits_without_acknowledging(procs: Processes) -> None:
+    server = procs.popen([*MINITALK, "serve"])
+    assert server.stdout is not None
+    assert server.stderr is not None
+    pid = int(server.stdout.readline().split()[1])
+    server.stdout.close()  # nobody reads the server's output any more: its next write fails
+    result = procs.send(str(pid), "into the void", "--reply-timeout", "0.2")
+    assert result.returncode != 0  # never acknowledged: the message was not written
+    assert server.wait(timeout=HANG_GUARD) == ExitCode.OUTPUT_FAILED
+    err = server.stderr.read().removeprefix(SERVER_STDERR)
+    assert err == b"minitalk: cannot write to standard output: Broken pipe\n"
