@@ -69,17 +69,40 @@ def _well_formed(data: bytes) -> bool:
     )
 
 
+def _reseal(body: bytearray, header_check: bool) -> bytes:
+    """Recompute the CRC-16 (and, if asked, the header check) over a changed frame body."""
+    if header_check:
+        body[HEADER_LEN - 1] = crc8(bytes(body[: HEADER_LEN - 1]))
+    return bytes(body) + crc16(bytes(body)).to_bytes(2, "big")
+
+
 @st.composite
 def near_frames(draw: st.DrawFn) -> bytes:
-    """Arbitrary bytes, or a valid frame with a few bytes changed, cut or added."""
-    if draw(st.booleans()):
+    """Arbitrary bytes; or a valid frame with bytes changed, cut or added; or a frame whose
+    header was changed and whose checks were then recomputed, so that only the check that
+    was *not* recomputed (or the field limits) can refuse it."""
+    mode = draw(st.sampled_from(["random", "mutated", "header_only", "resealed"]))
+    if mode == "random":
         return draw(st.binary(max_size=2 * OVERHEAD + 80))
-    payload = draw(st.binary(max_size=80))
-    data = bytearray(encode_frame(Frame(draw(st.integers(0, 127)), True, len(payload), payload)))
-    for _ in range(draw(st.integers(0, 3))):
-        if data:
+    size = draw(st.one_of(st.integers(0, 80), st.sampled_from([MAX_PAYLOAD - 1, MAX_PAYLOAD])))
+    payload = draw(st.binary(min_size=size, max_size=size))
+    seq, nonce = draw(st.integers(0, 127)), draw(st.integers(0, 2**32 - 1))
+    data = bytearray(encode_frame(Frame(seq, True, len(payload), payload, nonce)))
+    if mode == "mutated":
+        for _ in range(draw(st.integers(0, 3))):
             data[draw(st.integers(0, len(data) - 1))] = draw(st.integers(0, 255))
-    return bytes(data[: draw(st.integers(0, len(data) + 2))]) + draw(st.binary(max_size=2))
+        return bytes(data[: draw(st.integers(0, len(data) + 2))]) + draw(st.binary(max_size=2))
+    body = data[:-2]
+    if draw(st.booleans()):  # grow or shrink the payload to around the size limit
+        extra = draw(st.integers(-min(2, len(payload)), 2))
+        body = body + bytes(max(extra, 0)) if extra >= 0 else body[:extra]
+        new_length = len(body) - HEADER_LEN
+        body[2:4] = max(new_length, 0).to_bytes(2, "big")
+        if draw(st.booleans()):
+            body[4:8] = max(new_length, 0).to_bytes(4, "big")
+    for _ in range(draw(st.integers(0, 2))):
+        body[draw(st.integers(0, HEADER_LEN - 1))] = draw(st.integers(0, 255))
+    return _reseal(body, header_check=mode == "resealed")
 
 
 @given(near_frames())
