@@ -75,6 +75,9 @@ REPLY_TIMEOUT = 1.0
 QUEUE_POLL = 1.0
 SESSION_TIMEOUT = 3.0
 MAX_ATTEMPTS = 10  # per frame, the XMODEM/Kermit convention
+# A peer whose frames fail this many times in a row loses the line (it may be a stranger
+# feeding noise, or a client gone astray); a real client gives up after MAX_ATTEMPTS anyway.
+MAX_BAD_FRAMES = 2 * MAX_ATTEMPTS
 MAX_QUEUE = 64
 DELIVERED_MEMORY = 1024  # nonces of recent messages; a repeat comes within seconds, not thousands
 DEFAULT_MAX_MESSAGE = 16 * 1024 * 1024
@@ -174,6 +177,7 @@ class _Session:
     resends: int = 0
     message_length: int = -1
     nonce: int = -1
+    bad_frames: int = 0  # failed frames in a row
     complete: bool = False
     pending_verdict: list[int] | None = None
     end_after_verdict: str = ""  # non-empty: end the session with this reason after the verdict
@@ -268,9 +272,8 @@ class Receiver:
         if self.state is ReceiverState.VERDICT or not self._decoder.at_start:
             # Mid-frame silence: drop the partial frame; the client will resend it whole.
             self._decoder.reset()
-            session.resends += 1
-            if session.end_after_verdict:
-                self._end_session(session.end_after_verdict, now)
+            if session.end_after_verdict or self._frame_failed(session):
+                self._end_session(session.end_after_verdict or "too many failed frames", now)
                 return
             session.pending_verdict = None
             self.state = ReceiverState.FRAME
@@ -293,14 +296,12 @@ class Receiver:
     def _request(self, pid: int, now: float) -> None:
         if self.session is None:
             self._grant(pid, now)
-        elif pid in self.queue:
-            self.outbox.append((pid, WAIT))
-        elif len(self.queue) < self.max_queue:
+            return
+        # Each PID holds one place, so a flood of requests cannot push others back. Beyond
+        # max_queue a client is told to wait without a place; it asks again every queue_poll.
+        if pid not in self.queue and len(self.queue) < self.max_queue:
             self.queue.append(pid)
-            self.outbox.append((pid, WAIT))
-        else:
-            # Full queue: tell it to wait without queueing it; it asks again every queue_poll.
-            self.outbox.append((pid, WAIT))
+        self.outbox.append((pid, WAIT))
 
     def _grant(self, pid: int, now: float) -> None:
         self.session = _Session(pid=pid, started=now, last_activity=now)
@@ -335,15 +336,22 @@ class Receiver:
             )
             return
         except FrameError:  # a bad header or a failed CRC: ask for the whole frame again
-            session.resends += 1
-            self._start_verdict(session, Verdict.RESEND)
+            end = "too many failed frames" if self._frame_failed(session) else ""
+            self._start_verdict(session, Verdict.RESEND, end=end)
             return
         if frame is None:
             self.outbox.append((session.pid, CONTINUE))
             return
         self._accept_frame(session, frame)
 
+    def _frame_failed(self, session: _Session) -> bool:
+        """Count a failed frame; True once the peer has failed too often in a row."""
+        session.resends += 1
+        session.bad_frames += 1
+        return session.bad_frames >= MAX_BAD_FRAMES
+
     def _accept_frame(self, session: _Session, frame: Frame) -> None:
+        session.bad_frames = 0  # a frame that passed its checks: the peer speaks the protocol
         if frame.nonce in self._delivered:
             # A message already printed, repeated because the client never heard its final
             # ACK, perhaps in an earlier session: acknowledge again, print nothing.

@@ -19,6 +19,7 @@ from minitalk.protocol import (
     ReceiverState,
     Sender,
     SenderState,
+    SessionEnded,
     Verdict,
     parse_verdict,
     verdict_bits,
@@ -369,3 +370,18 @@ def test_a_session_dropped_mid_message_restarts_the_message_from_frame_0() -> No
     net.run()  # the client wakes, asks again, is told to RESTART, sends everything again
     assert client.succeeded
     assert net.printed_texts() == [text]
+
+
+def test_a_peer_that_only_sends_noise_loses_the_line() -> None:
+    receiver = Receiver()
+    receiver.receive(STRANGER_PID, REQUEST, 0.0)  # a stranger that blocks both signals
+    receiver.receive(10, REQUEST, 0.0)  # a real client, queued behind it
+    now = 0.0
+    for _ in range(100_000):  # the stranger keeps the line busy with noise
+        if receiver.peer != STRANGER_PID:
+            break
+        now += 1e-4
+        receiver.receive(STRANGER_PID, 1 if int(now * 1e4) % 3 else 0, now)
+    assert receiver.peer == 10  # the queue moved on
+    ended = [e for e in receiver.events if isinstance(e, SessionEnded)]
+    assert ended[0].reason == "too many failed frames"
