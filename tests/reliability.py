@@ -1,0 +1,230 @@
+"""Reliability scenarios with real processes and injected faults, shared by the fast subset in
+the test suite (tests/test_reliability.py) and the long run (`make soak`, tests/soak.py).
+
+Each scenario starts its own server, injects one kind of fault, checks what the server printed
+against what was sent, and returns a ``Tally``. Faults are injected by the scenario itself:
+SIGKILL and SIGSTOP of processes it started, and stranger processes that it starts and that
+send SIGUSR1/SIGUSR2 to its server. Every process is ended by PID in a ``finally``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from tests.conftest import HANG_GUARD, MINITALK, Processes, wait_for
+
+# A stranger: signals the server as fast as asked until told to stop, then prints its count.
+# "polite" strangers block both signals (so the server's replies, if any, cannot kill them);
+# "naive" ones keep the default action, so they die if the server ever answers them.
+STRANGER = """
+import os, random, signal, sys, time
+target, rate, polite = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3] == "polite"
+if polite:
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1, signal.SIGUSR2})
+signal.signal(signal.SIGTERM, lambda *_: (print(sent, flush=True), os._exit(0)))
+sent, gap = 0, 1.0 / rate
+print("ready", flush=True)
+while True:
+    os.kill(target, random.choice((signal.SIGUSR1, signal.SIGUSR2)))
+    sent += 1
+    time.sleep(gap)
+"""
+
+
+@dataclass
+class Tally:
+    """What a scenario did and saw; `make soak` adds these up into its table."""
+
+    sent: int = 0  # messages clients tried to send
+    delivered_intact: int = 0  # printed exactly once, whole
+    corrupted: int = 0  # printed but not as sent, or printed twice
+    lost: int = 0  # neither printed nor reported as failed by its client
+    failed_told: int = 0  # not printed, and its client exited non-zero saying why
+    clients_killed: int = 0
+    server_restarts: int = 0  # never needed: a scenario that needs one counts it here
+    strays: int = 0  # stranger signals sent at the server
+    worst_wait: float = 0.0  # longest whole `minitalk send`, queueing included, in seconds
+
+    def add(self, other: Tally) -> None:
+        for item in fields(self):
+            mine, theirs = getattr(self, item.name), getattr(other, item.name)
+            merged = max(mine, theirs) if item.name == "worst_wait" else mine + theirs
+            setattr(self, item.name, merged)
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _judge(
+    tally: Tally, sent: dict[str, int], printed: bytes, may_appear: tuple[str, ...] = ()
+) -> None:
+    """Compare what the server printed with what was sent (text -> the client's exit code).
+
+    A line that is not a sent text (or one of ``may_appear``, the whole message of a killed
+    client, which may have finished before the kill), or a line printed twice, is corrupt.
+    A sent text not printed is lost if its client exited 0, else failed and told.
+    """
+    lines = printed.decode("utf-8", errors="replace").split("\n")[:-1]
+    counts: dict[str, int] = {}
+    for line in lines:
+        counts[line] = counts.get(line, 0) + 1
+    for line, count in counts.items():
+        if (line not in sent and line not in may_appear) or count > 1:
+            tally.corrupted += 1
+    for text, code in sent.items():
+        tally.sent += 1
+        if counts.get(text) == 1:
+            tally.delivered_intact += 1  # even if its client failed after (a lost final ACK)
+        elif code == 0:
+            tally.lost += 1  # the client said delivered, the server never printed it
+        else:
+            tally.failed_told += 1
+
+
+def _message(tag: str, size: int) -> str:
+    unit = f"{tag} ✓ 日本 🎉 "
+    return (unit * (size // len(unit.encode()) + 1))[: max(size // 2, 1)] + f" end {tag}"
+
+
+def _timed_send(procs: Processes, pid: int, text: str) -> tuple[int, float]:
+    started = time.monotonic()
+    result = procs.send(str(pid), text, "--quiet")
+    return result.returncode, time.monotonic() - started
+
+
+def load(clients: int, messages_each: int, size: int = 300) -> Tally:
+    """``clients`` processes start at the same instant, each sending messages in a row."""
+    tally, procs = Tally(), Processes()
+    sent: dict[str, int] = {}
+    barrier = threading.Barrier(clients)
+    lock = threading.Lock()
+
+    def client(index: int) -> None:
+        barrier.wait()
+        for round_ in range(messages_each):
+            text = _message(f"c{index}m{round_}", size)
+            code, seconds = _timed_send(procs, server.pid, text)
+            with lock:
+                sent[text] = code
+                tally.worst_wait = max(tally.worst_wait, seconds)
+
+    try:
+        server = procs.serve("--count", str(clients * messages_each))
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(HANG_GUARD)
+        out, _, _ = server.finish() if all(code == 0 for code in sent.values()) else server.stop()
+        _judge(tally, sent, out)
+    finally:
+        procs.end_all()
+    return tally
+
+
+def client_killed(rng: random.Random, size: int = 64 * 1024) -> Tally:
+    """A client is SIGKILLed at a random point of its message; the next client is served."""
+    tally, procs = Tally(), Processes()
+    try:
+        server = procs.serve()
+        victim_text = _message("victim", size)
+        victim = procs.popen([*MINITALK, "send", str(server.pid), victim_text, "--quiet"])
+        # Mid-transfer, not at start-up: wait until it has done some sending work.
+        cpu_mark = 0.25 + rng.random() * 0.5
+        wait_for(
+            lambda: _cpu_seconds(victim.pid) > cpu_mark or victim.poll() is not None,
+            "the victim got under way",
+        )
+        victim.kill()
+        victim.wait(HANG_GUARD)
+        tally.clients_killed += 1
+        after = _message("after", 200)
+        code, seconds = _timed_send(procs, server.pid, after)
+        tally.worst_wait = seconds
+        out, _, _ = server.stop()
+        _judge(tally, {after: code}, out, may_appear=(victim_text,))
+    finally:
+        procs.end_all()
+    return tally
+
+
+def server_stopped(stop_seconds: float, size: int = 32 * 1024) -> Tally:
+    """The server is SIGSTOPped mid-message, then continued: intact, or a clean failure."""
+    tally, procs = Tally(), Processes()
+    try:
+        server = procs.serve()
+        text = _message("stopped", size)
+        client = procs.popen([*MINITALK, "send", str(server.pid), text, "--quiet"])
+        wait_for(lambda: _cpu_seconds(client.pid) > 0.3 or client.poll() is not None, "under way")
+        server.process.send_signal(signal.SIGSTOP)
+        time.sleep(stop_seconds)  # the fault itself: how long the server stays stopped
+        server.process.send_signal(signal.SIGCONT)
+        client.communicate(timeout=HANG_GUARD)
+        out, _, _ = server.stop()
+        _judge(tally, {text: client.returncode}, out)
+    finally:
+        procs.end_all()
+    return tally
+
+
+def strangers(rate: float, size: int = 8 * 1024) -> Tally:
+    """Two strangers signal the server during a transfer: one polite (blocks both signals),
+    one naive (dies if the server ever answers it). The transfer must complete intact, and
+    the naive stranger must survive: the server never answers an unvalidated process."""
+    tally, procs = Tally(), Processes()
+    try:
+        server = procs.serve()
+        noise = []
+        for kind in ("polite", "naive"):
+            stranger = procs.popen(
+                [sys.executable, "-c", STRANGER, str(server.pid), str(rate), kind]
+            )
+            assert stranger.stdout is not None
+            assert stranger.stdout.readline() == b"ready\n"
+            noise.append(stranger)
+        text = _message("amid-noise", size)
+        code, seconds = _timed_send(procs, server.pid, text)
+        tally.worst_wait = seconds
+        naive_alive = noise[1].poll() is None
+        for stranger in noise:
+            if stranger.poll() is None:
+                stranger.terminate()
+            out_line, _ = stranger.communicate(timeout=HANG_GUARD)
+            tally.strays += int(out_line or b"0")
+        out, _, _ = server.stop()
+        _judge(tally, {text: code}, out)
+        if not naive_alive:
+            tally.corrupted += 1  # the server signalled a process that never asked
+    finally:
+        procs.end_all()
+    return tally
+
+
+def server_killed(size: int = 64 * 1024) -> tuple[int, float, bytes]:
+    """The server is SIGKILLed mid-message; return the client's code, how long it took to
+    notice, and its stderr."""
+    procs = Processes()
+    try:
+        server = procs.serve()
+        client = procs.popen(
+            [*MINITALK, "send", str(server.pid), _message("orphan", size), "--quiet"]
+        )
+        wait_for(lambda: _cpu_seconds(client.pid) > 0.3 or client.poll() is not None, "under way")
+        server.process.kill()
+        killed_at = time.monotonic()
+        _, err = client.communicate(timeout=HANG_GUARD)
+        return client.returncode, time.monotonic() - killed_at, err
+    finally:
+        procs.end_all()

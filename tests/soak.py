@@ -1,0 +1,79 @@
+"""`make soak`: the reliability scenarios, longer and repeated, with a summary table.
+
+    make soak                  # SOAK_ROUNDS=3 rounds of every scenario
+    SOAK_ROUNDS=10 make soak   # longer
+
+Exits 1 if anything was corrupted or silently lost, or a server had to be restarted.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+import time
+
+from tests import reliability
+from tests.reliability import Tally
+
+
+def main() -> int:
+    rounds = int(os.environ.get("SOAK_ROUNDS", "3"))
+    rng = random.Random(int(os.environ.get("SOAK_SEED", "2026")))
+    total = Tally()
+    rows: list[tuple[str, Tally, float]] = []
+    notice: list[float] = []
+
+    def run(name: str, scenario: object) -> None:
+        started = time.monotonic()
+        tally = scenario()  # type: ignore[operator]
+        rows.append((name, tally, time.monotonic() - started))
+        total.add(tally)
+        print(f"  {name:<34} {_short(tally)}", file=sys.stderr, flush=True)
+
+    print(f"soak: {rounds} rounds", file=sys.stderr)
+    for round_ in range(rounds):
+        run(f"load 16 clients x 4 (round {round_ + 1})", lambda: reliability.load(16, 4))
+        for _ in range(2):
+            run("client SIGKILLed mid-message", lambda: reliability.client_killed(rng))
+        stop = 1.0 + rng.random() * 3.0
+        run(f"server SIGSTOPped {stop:.1f} s", lambda: reliability.server_stopped(stop))
+        rate = rng.choice([200.0, 500.0])
+        run(f"strangers at {rate:.0f}/s each", lambda: reliability.strangers(rate))
+        code, seconds, _ = reliability.server_killed()
+        notice.append(seconds if code == 7 else float("inf"))
+
+    print(_table(rows, total, notice))
+    clean = total.corrupted == 0 and total.lost == 0 and total.server_restarts == 0
+    return 0 if clean and all(s != float("inf") for s in notice) else 1
+
+
+def _short(t: Tally) -> str:
+    return (
+        f"sent {t.sent} intact {t.delivered_intact} corrupted {t.corrupted} lost {t.lost} "
+        f"failed-told {t.failed_told}"
+    )
+
+
+def _table(rows: list[tuple[str, Tally, float]], total: Tally, notice: list[float]) -> str:
+    lines = [
+        "",
+        "minitalk soak summary",
+        f"  messages sent                      {total.sent:>8}",
+        f"  delivered intact                   {total.delivered_intact:>8}",
+        f"  corrupted (must be 0)              {total.corrupted:>8}",
+        f"  lost without telling (must be 0)   {total.lost:>8}",
+        f"  failed and told the user           {total.failed_told:>8}",
+        f"  clients killed                     {total.clients_killed:>8}",
+        f"  server restarts needed (must be 0) {total.server_restarts:>8}",
+        f"  stray signals injected             {total.strays:>8}",
+        f"  worst wait for one send (s)        {total.worst_wait:>8.2f}",
+        f"  server killed: client noticed in   {max(notice):>8.2f} s (worst of {len(notice)})",
+        f"  scenarios run                      {len(rows):>8}"
+        f" in {sum(seconds for *_, seconds in rows):.0f} s",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

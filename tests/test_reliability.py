@@ -1,0 +1,55 @@
+"""The fast subset of the reliability scenarios (the long run is `make soak`): many clients at
+once, a client killed mid-message, the server stopped and continued, strangers' signals, the
+server killed. Every scenario must show nothing corrupted and nothing silently lost."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from minitalk.errors import ExitCode
+from tests import reliability
+from tests.reliability import Tally
+
+pytestmark = pytest.mark.e2e
+
+
+def assert_clean(tally: Tally) -> None:
+    assert tally.corrupted == 0, tally
+    assert tally.lost == 0, tally
+    assert tally.server_restarts == 0, tally
+
+
+def test_eight_clients_at_once_two_messages_each() -> None:
+    tally = reliability.load(clients=8, messages_each=2)
+    assert_clean(tally)
+    assert tally.delivered_intact == tally.sent == 16
+
+
+def test_client_killed_mid_message_then_next_client_served() -> None:
+    tally = reliability.client_killed(random.Random(4))
+    assert_clean(tally)
+    assert tally.clients_killed == 1
+    assert tally.delivered_intact == tally.sent == 1
+
+
+def test_server_stopped_and_continued() -> None:
+    tally = reliability.server_stopped(stop_seconds=1.5)
+    assert_clean(tally)
+    assert tally.sent == 1
+    assert tally.delivered_intact + tally.failed_told == 1
+
+
+def test_strangers_signals_during_a_transfer() -> None:
+    tally = reliability.strangers(rate=300)
+    assert_clean(tally)  # includes: the naive stranger was never answered
+    assert tally.delivered_intact == tally.sent == 1
+    assert tally.strays > 0
+
+
+def test_server_killed_mid_message() -> None:
+    code, _, err = reliability.server_killed()
+    assert code == ExitCode.SERVER_GONE
+    assert err.decode().count("\n") == 1
+    assert b"exited" in err  # how fast it noticed is a figure for `make soak`, not a check
