@@ -12,6 +12,7 @@ import os
 import random
 import sys
 import time
+from collections.abc import Callable
 
 from tests import reliability
 from tests.reliability import Tally
@@ -24,22 +25,22 @@ def main() -> int:
     rows: list[tuple[str, Tally, float]] = []
     notice: list[float] = []
 
-    def run(name: str, scenario: object) -> None:
+    def run(name: str, scenario: Callable[..., Tally], *args: object) -> None:
         started = time.monotonic()
-        tally = scenario()  # type: ignore[operator]
+        tally = scenario(*args)
         rows.append((name, tally, time.monotonic() - started))
         total.add(tally)
         print(f"  {name:<34} {_short(tally)}", file=sys.stderr, flush=True)
 
     print(f"soak: {rounds} rounds", file=sys.stderr)
     for round_ in range(rounds):
-        run(f"load 16 clients x 4 (round {round_ + 1})", lambda: reliability.load(16, 4))
+        run(f"load 16 clients x 4 (round {round_ + 1})", reliability.load, 16, 4)
         for _ in range(2):
-            run("client SIGKILLed mid-message", lambda: reliability.client_killed(rng))
+            run("client SIGKILLed mid-message", reliability.client_killed, rng)
         stop = 1.0 + rng.random() * 3.0
-        run(f"server SIGSTOPped {stop:.1f} s", lambda: reliability.server_stopped(stop))
+        run(f"server SIGSTOPped {stop:.1f} s", reliability.server_stopped, stop)
         rate = rng.choice([200.0, 500.0])
-        run(f"strangers at {rate:.0f}/s each", lambda: reliability.strangers(rate))
+        run(f"strangers at {rate:.0f}/s each", reliability.strangers, rate)
         code, seconds, _ = reliability.server_killed()
         notice.append(seconds if code == 7 else float("inf"))
 
