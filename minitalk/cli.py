@@ -91,7 +91,9 @@ def serve_command(
     ] = FRAME_TIMEOUT,
     session_timeout: Annotated[
         float,
-        typer.Option(min=0.02, help="Seconds of silence before a client's session is abandoned."),
+        typer.Option(
+            min=0.02, help="Seconds without a good frame before a client's session is abandoned."
+        ),
     ] = SESSION_TIMEOUT,
     count: Annotated[
         Optional[int],  # noqa: UP045 - typer reads the annotation at run time

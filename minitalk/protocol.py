@@ -171,7 +171,8 @@ class ReceiverState(Enum):
 class _Session:
     pid: int
     started: float
-    last_activity: float
+    last_activity: float  # the peer's last symbol
+    last_progress: float  # the grant, or the last frame that passed its checks
     expected_seq: int = 0
     frames: int = 0
     resends: int = 0
@@ -251,13 +252,19 @@ class Receiver:
         # A 0 from anyone but the peer is a stray or a stale repeat: never data, no answer.
 
     def get_timer(self) -> float | None:
-        """When the receiver next needs ``handle_timer``, or None if it needs no timer."""
+        """When the receiver next needs ``handle_timer``, or None if it needs no timer.
+
+        Two deadlines: a partial frame is dropped after ``frame_timeout`` of silence, and the
+        session ends when no frame has passed its checks for ``session_timeout``. Activity
+        alone does not extend a session, so a peer that only sends noise cannot keep the line.
+        """
         session = self.session
         if session is None:
             return None
+        session_deadline = session.last_progress + self.session_timeout
         if self.state is ReceiverState.VERDICT or not self._decoder.at_start:
-            return session.last_activity + self.frame_timeout
-        return session.last_activity + self.session_timeout
+            return min(session.last_activity + self.frame_timeout, session_deadline)
+        return session_deadline
 
     def handle_timer(self, now: float) -> None:
         """Apply every deadline that has passed at ``now`` (a long silence passes both the
@@ -269,6 +276,12 @@ class Receiver:
         session = self.session
         if session is None:
             return
+        if now >= session.last_progress + self.session_timeout:
+            if session.complete:
+                self._end_session("delivered", now)
+            else:
+                self._end_session("no valid frame within the session timeout", now)
+            return
         if self.state is ReceiverState.VERDICT or not self._decoder.at_start:
             # Mid-frame silence: drop the partial frame; the client will resend it whole.
             self._decoder.reset()
@@ -277,11 +290,6 @@ class Receiver:
                 return
             session.pending_verdict = None
             self.state = ReceiverState.FRAME
-            return
-        if session.complete:
-            self._end_session("delivered", now)
-        else:
-            self._end_session("the client went silent", now)
 
     def peer_gone(self, pid: int, now: float) -> None:
         """The process ``pid`` exited: end its session or take it out of the queue."""
@@ -304,7 +312,7 @@ class Receiver:
         self.outbox.append((pid, WAIT))
 
     def _grant(self, pid: int, now: float) -> None:
-        self.session = _Session(pid=pid, started=now, last_activity=now)
+        self.session = _Session(pid=pid, started=now, last_activity=now, last_progress=now)
         self._decoder.reset()
         self.state = ReceiverState.FRAME
         self.outbox.append((pid, GRANT))
@@ -352,6 +360,7 @@ class Receiver:
 
     def _accept_frame(self, session: _Session, frame: Frame) -> None:
         session.bad_frames = 0  # a frame that passed its checks: the peer speaks the protocol
+        session.last_progress = session.last_activity
         if frame.nonce in self._delivered:
             # A message already printed, repeated because the client never heard its final
             # ACK, perhaps in an earlier session: acknowledge again, print nothing.
