@@ -40,7 +40,13 @@ def main() -> int:
         stop = 1.0 + rng.random() * 3.0
         run(f"server SIGSTOPped {stop:.1f} s", reliability.server_stopped, stop)
         rate = rng.choice([200.0, 500.0])
-        run(f"strangers at {rate:.0f}/s each", reliability.strangers, rate)
+        run(f"naive stranger at {rate:.0f}/s", reliability.strangers, rate, ("naive",))
+        run(
+            f"naive + polite strangers at {rate:.0f}/s",
+            reliability.strangers,
+            rate,
+            ("naive", "polite"),
+        )
         code, seconds, _ = reliability.server_killed()
         notice.append(seconds if code == 7 else float("inf"))
 
@@ -52,7 +58,7 @@ def main() -> int:
 def _short(t: Tally) -> str:
     return (
         f"sent {t.sent} intact {t.delivered_intact} corrupted {t.corrupted} lost {t.lost} "
-        f"failed-told {t.failed_told}"
+        f"failed-told {t.failed_told} worst wait {t.worst_wait:.2f} s"
     )
 
 
