@@ -44,6 +44,7 @@ from minitalk.errors import (
     NoAnswerError,
     OversizeError,
     RefusedError,
+    ServerGoneError,
 )
 from minitalk.frame import (
     MAX_MESSAGE,
@@ -92,9 +93,13 @@ class Verdict(IntEnum):
     NOT_UTF8 = 4
     OUT_OF_ORDER = 5
     RESTART = 6  # a new session began mid-message: send the message again from frame 0
+    BUSY = 7  # the queue is full: try again later
+    GOING_AWAY = 8  # the server is shutting down
 
 
 VERDICT_REASONS = {
+    Verdict.BUSY: "its queue of waiting clients is full; try again later",
+    Verdict.GOING_AWAY: "it is shutting down",
     Verdict.NOT_UTF8: "the server found a frame that is not valid UTF-8",
     Verdict.OUT_OF_ORDER: "the server received frames out of order",
 }
@@ -216,6 +221,11 @@ class Receiver:
         self.events: list[ReceiverEvent] = []
         self._decoder = FrameDecoder(max_message=max_message)
         self._delivered: deque[int] = deque(maxlen=DELIVERED_MEMORY)  # nonces, oldest first
+        # Refusals owed to clients that are not the peer (full queue, shutting down): the
+        # client is sent GRANT, and its first frame bit is answered with FRAME_OVER and then
+        # the verdict, through the same steps as any verdict. PID -> replies still owed.
+        self._notices: dict[int, list[int]] = {}
+        self.closing = False
         # The transition table: what a symbol from the current peer does in each state.
         self._peer_transitions: dict[ReceiverState, Callable[[_Session, int], None]] = {
             ReceiverState.FRAME: self._frame_symbol,
@@ -247,9 +257,36 @@ class Receiver:
         if session is not None and pid == session.pid:
             session.last_activity = now
             self._on_peer_symbol(session, symbol)
+        elif pid in self._notices:
+            self._notice_symbol(pid, symbol)
         elif symbol == REQUEST:
             self._request(pid, now)
         # A 0 from anyone but the peer is a stray or a stale repeat: never data, no answer.
+
+    def known(self) -> set[int]:
+        """Every PID the receiver may still answer: the peer, the queue, refusals owed."""
+        known = set(self.queue) | set(self._notices)
+        if self.session is not None:
+            known.add(self.session.pid)
+        return known
+
+    @property
+    def idle(self) -> bool:
+        """No session and no refusal still owed: nothing is in flight."""
+        return self.session is None and not self._notices
+
+    def shut_down(self, now: float) -> None:
+        """Stop: every client, queued or sending or asking later, is told GOING_AWAY; a
+        partial message is dropped, never printed. A session whose message was already
+        printed just ends."""
+        self.closing = True
+        session = self.session
+        if session is not None:
+            self._end_session("the server is shutting down", now)
+            if not session.complete:
+                self._notify(session.pid, Verdict.GOING_AWAY, granted=True)
+        while self.queue:
+            self._notify(self.queue.popleft(), Verdict.GOING_AWAY)
 
     def get_timer(self) -> float | None:
         """When the receiver next needs ``handle_timer``, or None if it needs no timer.
@@ -293,6 +330,7 @@ class Receiver:
 
     def peer_gone(self, pid: int, now: float) -> None:
         """The process ``pid`` exited: end its session or take it out of the queue."""
+        self._notices.pop(pid, None)
         session = self.session
         if session is not None and session.pid == pid:
             self._end_session("delivered" if session.complete else "the client exited", now)
@@ -302,14 +340,35 @@ class Receiver:
     # -- transitions --------------------------------------------------------------------------
 
     def _request(self, pid: int, now: float) -> None:
-        if self.session is None:
+        if self.closing:
+            self._notify(pid, Verdict.GOING_AWAY)
+        elif self.session is None:
             self._grant(pid, now)
-            return
-        # Each PID holds one place, so a flood of requests cannot push others back. Beyond
-        # max_queue a client is told to wait without a place; it asks again every queue_poll.
-        if pid not in self.queue and len(self.queue) < self.max_queue:
+        elif pid in self.queue:  # one place per PID: a flood of requests pushes nobody back
+            self.outbox.append((pid, WAIT))
+        elif len(self.queue) < self.max_queue:
             self.queue.append(pid)
-        self.outbox.append((pid, WAIT))
+            self.outbox.append((pid, WAIT))
+        else:
+            self._notify(pid, Verdict.BUSY)
+
+    def _notify(self, pid: int, verdict: Verdict, *, granted: bool = False) -> None:
+        """Owe ``pid`` a refusal: GRANT it (unless it is mid-frame already), then answer its
+        next symbol with FRAME_OVER and its polls with the verdict."""
+        if len(self._notices) >= self.max_queue:  # bounded: forget the oldest refusal
+            del self._notices[next(iter(self._notices))]
+        self._notices[pid] = [FRAME_OVER, *verdict_bits(verdict)]
+        if not granted:
+            self.outbox.append((pid, GRANT))
+
+    def _notice_symbol(self, pid: int, symbol: int) -> None:
+        replies = self._notices[pid]
+        if symbol == REQUEST and len(replies) == 1 + VERDICT_BITS:  # no frame bit seen yet
+            self.outbox.append((pid, GRANT))  # it asks again: the GRANT was lost
+            return
+        self.outbox.append((pid, replies.pop(0)))
+        if not replies:
+            del self._notices[pid]
 
     def _grant(self, pid: int, now: float) -> None:
         self.session = _Session(pid=pid, started=now, last_activity=now, last_progress=now)
@@ -324,7 +383,7 @@ class Receiver:
         self.session = None
         self.state = ReceiverState.IDLE
         self._decoder.reset()
-        if self.queue:
+        if self.queue and not self.closing:
             self._grant(self.queue.popleft(), now)
 
     def _frame_symbol(self, session: _Session, symbol: int) -> None:
@@ -619,6 +678,8 @@ class Sender:
             self._retry(now, ask_first=False)  # the server is at a frame start, in session
         elif verdict is Verdict.RESTART:
             self._restart_message(now)
+        elif verdict is Verdict.GOING_AWAY:
+            self._fail(ServerGoneError("the server is shutting down; the message was not sent"))
         elif verdict is Verdict.TOO_LARGE:
             limit = parse_detail(self._verdict & ((1 << DETAIL_BITS) - 1))
             size = self.frames[0].message_length

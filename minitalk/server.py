@@ -100,8 +100,8 @@ def serve(
     try:
         while config.max_messages is None or loop.finished < config.max_messages:
             loop.step()
-    except KeyboardInterrupt:  # SIGINT or SIGTERM: a clean stop
-        pass
+    except KeyboardInterrupt:  # SIGINT or SIGTERM: stop taking sessions, tell the queue
+        loop.drain(config.session_timeout)
     return loop.delivered
 
 
@@ -121,10 +121,24 @@ class _ServerLoop:
         self.delivered = 0  # messages handed to on_message
         self.finished = 0  # sessions that ended with their message delivered
 
-    def step(self) -> None:
-        """Wait for one signal or the next deadline, and act on it."""
+    def drain(self, grace: float) -> None:
+        """Refuse new sessions, tell every waiting client we are going away, let the current
+        session finish, for at most ``grace`` seconds. A second Ctrl-C stops at once."""
+        until = monotonic() + grace
+        self.receiver.shut_down(monotonic())
+        try:
+            self._send_all(monotonic())
+            while not self.receiver.idle and monotonic() < until:
+                self.step(until)
+        except KeyboardInterrupt:
+            pass
+
+    def step(self, until: float | None = None) -> None:
+        """Wait for one signal or the next deadline (at the latest ``until``), and act on it."""
         receiver = self.receiver
         deadline = receiver.get_timer()
+        if until is not None:
+            deadline = until if deadline is None else min(deadline, until)
         got = self.waiter.wait(deadline, spin=receiver.session is not None)
         now = monotonic()
         if got is not None:
@@ -145,7 +159,7 @@ class _ServerLoop:
                 self.finished += 1
         receiver.events.clear()
         self._send_all(now)  # may still answer a client whose session just ended
-        self.clients.keep_only(set(receiver.queue) | {receiver.peer or 0})
+        self.clients.keep_only(receiver.known())
 
     def _send_all(self, now: float) -> None:
         receiver = self.receiver

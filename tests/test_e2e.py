@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -266,3 +267,39 @@ def test_server_whose_reader_went_away_exits_without_acknowledging(procs: Proces
     assert server.wait(timeout=HANG_GUARD) == ExitCode.OUTPUT_FAILED
     err = server.stderr.read().removeprefix(SERVER_STDERR)
     assert err == b"minitalk: cannot write to standard output: Broken pipe\n"
+
+
+def test_shutdown_tells_the_queue_and_finishes_cleanly(procs: Processes, tmp_path: Path) -> None:
+    server = procs.serve()
+    first_text = "first " + "✓" * 100_000  # 300 kB: still sending when the server stops
+    big = tmp_path / "big.txt"
+    big.write_text(first_text)
+    first = procs.popen([*MINITALK, "send", str(server.pid), "--file", str(big), "--quiet"])
+    wait_for(lambda: first.pid in _clients_held(server.pid), "the first client was admitted")
+    queued = procs.popen([*MINITALK, "send", str(server.pid), "second", "--quiet"])
+    wait_for(lambda: queued.pid in _clients_held(server.pid), "the second client was queued")
+    server.process.terminate()
+    _, err = queued.communicate(timeout=HANG_GUARD)
+    first.communicate(timeout=HANG_GUARD)
+    out, server_err, code = server.finish()
+    assert code == 0
+    assert server_err == SERVER_STDERR
+    assert queued.returncode == ExitCode.SERVER_GONE
+    assert err.count(b"\n") == 1
+    # Told (GOING_AWAY), or, when a merged signal delayed the telling past the server's grace
+    # period, left to notice the exit through its pidfd: non-zero and clear either way.
+    assert b"the server is shutting down" in err or b"exited" in err
+    # The first message is printed whole, and its client says so, or neither happened.
+    assert out in (first_text.encode() + b"\n", b"")
+    assert (first.returncode == 0) == (out != b"")
+
+
+def _clients_held(server: int) -> set[int]:
+    """The PIDs the server holds a pidfd for: the clients it has admitted (peer or queued)."""
+    held = set()
+    for info in Path(f"/proc/{server}/fdinfo").iterdir():
+        with contextlib.suppress(OSError):
+            for line in info.read_text().splitlines():
+                if line.startswith("Pid:"):
+                    held.add(int(line.split()[1]))
+    return held

@@ -6,7 +6,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minitalk.errors import LocalProtocolError, NoAnswerError, ProtocolError, RefusedError
+from minitalk.errors import (
+    LocalProtocolError,
+    NoAnswerError,
+    ProtocolError,
+    RefusedError,
+    ServerGoneError,
+)
 from minitalk.frame import MAX_PAYLOAD, Frame, encode_frame, split_message, to_bits
 from minitalk.protocol import (
     CONTINUE,
@@ -385,3 +391,41 @@ def test_a_peer_that_only_sends_noise_loses_the_line() -> None:
     assert receiver.peer == 10  # the queue moved on
     ended = [e for e in receiver.events if isinstance(e, SessionEnded)]
     assert ended[0].reason == "too many failed frames"
+
+
+def test_a_full_queue_is_told_busy() -> None:
+    net = Network(Receiver(max_queue=1))
+    first = net.add_client(10, "first")
+    net.deliver_to_server()  # 10 has the line
+    second = net.add_client(11, "second")
+    net.deliver_to_server()  # 11 takes the only place
+    third = net.add_client(12, "third")
+    net.run()
+    assert first.succeeded
+    assert second.succeeded
+    assert third.sender.state is SenderState.FAILED
+    assert "queue of waiting clients is full" in str(third.sender.error)
+    assert net.printed_texts() == ["first", "second"]
+
+
+def test_shutdown_tells_every_client_and_prints_no_partial_message() -> None:
+    net = Network()
+    sending = net.add_client(10, "x" * 3000)
+    net.deliver_to_server()  # REQUEST
+    net.deliver_to_client(10)  # GRANT; its first bit (a 0) is now pending at the server
+    waiting = net.add_client(11, "second")
+    net.deliver_to_server(REQUEST)
+    assert list(net.receiver.queue) == [11]
+    for _ in range(50):  # 50 bits into the first frame
+        net.deliver_to_server()
+        net.deliver_to_client(10)
+    net.receiver.shut_down(net.now)
+    net.flush()
+    late = net.add_client(12, "late")
+    net.run()
+    for refused in (sending, waiting, late):
+        assert refused.sender.state is SenderState.FAILED
+        assert str(refused.sender.error) == "the server is shutting down; the message was not sent"
+        assert isinstance(refused.sender.error, ServerGoneError)
+    assert net.printed_texts() == []
+    assert net.receiver.idle
