@@ -246,6 +246,7 @@ FAULTS = [
     "delay",
     "kill",
     "swap_order",
+    "shutdown",
 ]
 link_ops = st.lists(
     st.tuples(st.sampled_from(FAULTS), st.integers(0, 2), st.integers(0, 1), st.integers(1, 300)),
@@ -300,8 +301,14 @@ def _apply(net: Network, pid: int, kind: str, symbol: int, amount: int) -> None:
         "delay": lambda: net.advance(amount / 100),
         "kill": lambda: net.kill(pid) if client.alive and amount > 250 else None,
         "swap_order": lambda: net.deliver_to_server(1 - symbol),
+        "shutdown": lambda: _shut_down(net) if amount > 280 else None,
     }
     actions[kind]()
+
+
+def _shut_down(net: Network) -> None:
+    net.receiver.shut_down(net.now)
+    net.flush()
 
 
 def _check_link(net: Network, sent: dict[int, str]) -> None:

@@ -64,6 +64,11 @@ class _Clients:
             return False
         return True
 
+    def alive(self, pid: int) -> bool:
+        """False once a known client has exited (its pidfd polls readable)."""
+        process = self._open.get(pid)
+        return process is not None and process.alive()
+
     def send(self, pid: int, symbol: int) -> bool:
         """Signal a client; False if it has exited."""
         process = self._open.get(pid)
@@ -146,6 +151,9 @@ class _ServerLoop:
             if pid == receiver.peer or symbol != REQUEST or self.clients.admit(pid):
                 receiver.receive(pid, symbol, now)
         if deadline is not None and now >= deadline:
+            peer = receiver.peer
+            if peer is not None and not self.clients.alive(peer):
+                receiver.peer_gone(peer, now)  # exited: drop it now, not at session_timeout
             receiver.handle_timer(now)
         if not receiver.events:
             self._send_all(now)

@@ -166,12 +166,14 @@ def server_stopped(stop_seconds: float, size: int = 32 * 1024) -> Tally:
     try:
         server = procs.serve()
         text = _message("stopped", size)
+        started = time.monotonic()
         client = procs.popen([*MINITALK, "send", str(server.pid), text, "--quiet"])
         wait_for(lambda: _cpu_seconds(client.pid) > 0.3 or client.poll() is not None, "under way")
         server.process.send_signal(signal.SIGSTOP)
         time.sleep(stop_seconds)  # the fault itself: how long the server stays stopped
         server.process.send_signal(signal.SIGCONT)
         client.communicate(timeout=HANG_GUARD)
+        tally.worst_wait = time.monotonic() - started
         out, _, _ = server.stop()
         _judge(tally, {text: client.returncode}, out)
     finally:
