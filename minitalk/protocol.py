@@ -99,9 +99,8 @@ class Verdict(IntEnum):
 
 VERDICT_REASONS = {
     Verdict.BUSY: "its queue of waiting clients is full; try again later",
-    Verdict.GOING_AWAY: "it is shutting down",
-    Verdict.NOT_UTF8: "the server found a frame that is not valid UTF-8",
-    Verdict.OUT_OF_ORDER: "the server received frames out of order",
+    Verdict.NOT_UTF8: "a frame was not valid UTF-8",
+    Verdict.OUT_OF_ORDER: "its frames arrived out of order",
 }
 
 
