@@ -303,3 +303,23 @@ def _clients_held(server: int) -> set[int]:
                 if line.startswith("Pid:"):
                     held.add(int(line.split()[1]))
     return held
+
+
+def test_a_queued_client_that_dies_is_skipped(procs: Processes, tmp_path: Path) -> None:
+    server = procs.serve("--count", "2")
+    long_text = "long " + "✓" * 30_000  # about 90 kB: the line stays busy while we act
+    big = tmp_path / "long.txt"
+    big.write_text(long_text)
+    first = procs.popen([*MINITALK, "send", str(server.pid), "--file", str(big), "--quiet"])
+    wait_for(lambda: first.pid in _clients_held(server.pid), "the first client was admitted")
+    doomed = procs.popen([*MINITALK, "send", str(server.pid), "never sent", "--quiet"])
+    wait_for(lambda: doomed.pid in _clients_held(server.pid), "the doomed client was queued")
+    doomed.kill()
+    doomed.wait(timeout=HANG_GUARD)
+    last = procs.popen([*MINITALK, "send", str(server.pid), "after the dead one", "--quiet"])
+    for client in (first, last):
+        client.communicate(timeout=HANG_GUARD)
+        assert client.returncode == 0
+    out, _, code = server.finish()
+    assert code == 0
+    assert out == long_text.encode() + b"\nafter the dead one\n"
