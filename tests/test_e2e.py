@@ -18,6 +18,7 @@ from tests.conftest import (
     MINITALK,
     SERVER_STDERR,
     Processes,
+    Server,
     pending_signals,
     wait_for,
 )
@@ -274,10 +275,8 @@ def test_shutdown_tells_the_queue_and_finishes_cleanly(procs: Processes, tmp_pat
     first_text = "first " + "✓" * 100_000  # 300 kB: still sending when the server stops
     big = tmp_path / "big.txt"
     big.write_text(first_text)
-    first = procs.popen([*MINITALK, "send", str(server.pid), "--file", str(big), "--quiet"])
-    wait_for(lambda: first.pid in _clients_held(server.pid), "the first client was admitted")
-    queued = procs.popen([*MINITALK, "send", str(server.pid), "second", "--quiet"])
-    wait_for(lambda: queued.pid in _clients_held(server.pid), "the second client was queued")
+    first = _admitted_send(procs, server, "--file", str(big))
+    queued = _admitted_send(procs, server, "second")
     server.process.terminate()
     _, err = queued.communicate(timeout=HANG_GUARD)
     first.communicate(timeout=HANG_GUARD)
@@ -292,6 +291,13 @@ def test_shutdown_tells_the_queue_and_finishes_cleanly(procs: Processes, tmp_pat
     # The first message is printed whole, and its client says so, or neither happened.
     assert out in (first_text.encode() + b"\n", b"")
     assert (first.returncode == 0) == (out != b"")
+
+
+def _admitted_send(procs: Processes, server: Server, *args: str) -> subprocess.Popen[bytes]:
+    """Start `minitalk send` and return once the server has admitted it (peer or queued)."""
+    client = procs.popen([*MINITALK, "send", str(server.pid), *args, "--quiet"])
+    wait_for(lambda: client.pid in _clients_held(server.pid), f"the server admitted {args}")
+    return client
 
 
 def _clients_held(server: int) -> set[int]:
@@ -310,10 +316,8 @@ def test_a_queued_client_that_dies_is_skipped(procs: Processes, tmp_path: Path) 
     long_text = "long " + "✓" * 30_000  # about 90 kB: the line stays busy while we act
     big = tmp_path / "long.txt"
     big.write_text(long_text)
-    first = procs.popen([*MINITALK, "send", str(server.pid), "--file", str(big), "--quiet"])
-    wait_for(lambda: first.pid in _clients_held(server.pid), "the first client was admitted")
-    doomed = procs.popen([*MINITALK, "send", str(server.pid), "never sent", "--quiet"])
-    wait_for(lambda: doomed.pid in _clients_held(server.pid), "the doomed client was queued")
+    first = _admitted_send(procs, server, "--file", str(big))
+    doomed = _admitted_send(procs, server, "never sent")
     doomed.kill()
     doomed.wait(timeout=HANG_GUARD)
     last = procs.popen([*MINITALK, "send", str(server.pid), "after the dead one", "--quiet"])

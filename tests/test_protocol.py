@@ -137,15 +137,8 @@ def test_a_lost_bit_is_recovered_by_resending_the_frame() -> None:
 def test_a_lost_final_ack_is_answered_again_and_not_printed_twice() -> None:
     net = Network()
     client = net.add_client(10, "once")
-    bits = len(to_bits(encode_frame(split_message(b"once")[0])))
-    net.deliver_to_server()
-    net.deliver_to_client(10)
-    for _ in range(bits + 7):  # the frame and 7 of the 8 verdict polls
-        net.deliver_to_server()
-        net.deliver_to_client(10)
-    net.deliver_to_server()  # the 8th poll; its answer is lost
+    _through_final_verdict_but_its_last_bit(net, 10, "once")
     assert net.printed_texts() == ["once"]
-    client.pending.clear()
     net.run()
     assert client.succeeded
     assert net.printed_texts() == ["once"]
