@@ -219,7 +219,8 @@ def fuzz_receiver(inputs: list[tuple[int, int, float]], framed: bytes) -> None:
             assert event.pid == 10, f"never framed: {event}"
             assert event.text.encode() == framed, f"never framed: {event}"
     # Silence: every deadline passes; the receiver must end up free, queue and all.
-    for _ in range(len(receiver.queue) + 2):
+    # At most three deadlines per session: a stalled frame, its unpolled verdict, the session.
+    for _ in range(3 * (len(receiver.queue) + 1)):
         deadline = receiver.get_timer()
         if deadline is None:
             break

@@ -35,6 +35,7 @@ from minitalk.protocol import (
     MAX_ATTEMPTS,
     REPLY_TIMEOUT,
     SESSION_TIMEOUT,
+    STALL_TIMEOUT,
     MessageReceived,
 )
 from minitalk.server import ServerConfig, serve
@@ -87,7 +88,12 @@ def serve_command(
         int, typer.Option(min=0, help="Largest message accepted, in bytes; larger is refused.")
     ] = DEFAULT_MAX_MESSAGE,
     frame_timeout: Annotated[
-        float, typer.Option(min=0.01, help="Seconds of silence mid-frame before it is dropped.")
+        float,
+        typer.Option(
+            min=0.01,
+            help="Seconds of silence before a half-done frame exchange is dropped. A frame "
+            "that stalls is asked for again sooner: after 0.05 s, or half this if shorter.",
+        ),
     ] = FRAME_TIMEOUT,
     session_timeout: Annotated[
         float,
@@ -119,6 +125,7 @@ def serve_command(
     """
     config = ServerConfig(
         max_message=max_bytes,
+        stall_timeout=min(STALL_TIMEOUT, frame_timeout / 2),
         frame_timeout=frame_timeout,
         session_timeout=session_timeout,
         max_messages=count,

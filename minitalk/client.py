@@ -12,7 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from minitalk.errors import NoAnswerError, ServerGoneError
-from minitalk.frame import split_message
 from minitalk.protocol import MAX_ATTEMPTS, QUEUE_POLL, REPLY_TIMEOUT, Sender, SenderState
 from minitalk.transport import (
     Process,
@@ -80,7 +79,8 @@ class _SendLoop:
         self.config = config
         self.on_progress = on_progress
         self.sender = Sender(
-            split_message(message, nonce=secrets.randbits(32)),
+            message,
+            nonce=secrets.randbits(32),
             reply_timeout=config.reply_timeout,
             queue_poll=config.queue_poll,
             max_attempts=config.max_attempts,
@@ -114,7 +114,7 @@ class _SendLoop:
         if sender.error is not None:
             self._check_alive()
             raise sender.error
-        frames = len(sender.frames)
+        frames = sender.frame_index
         return Receipt(server.pid, self.size, frames, sender.resends, monotonic() - started)
 
     def _flush_outbox(self) -> None:

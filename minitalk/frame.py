@@ -141,31 +141,39 @@ def decode_frame(data: bytes, max_payload: int = MAX_PAYLOAD) -> Frame:
     return Frame(header.seq, header.last, header.message_length, payload, header.nonce)
 
 
-def split_message(message: bytes, nonce: int = 0, max_payload: int = MAX_PAYLOAD) -> list[Frame]:
-    """Cut ``message`` into frames tagged with ``nonce``; cuts fall on UTF-8 character
-    boundaries when they can.
+def next_frame(
+    message: bytes, start: int, seq: int, nonce: int = 0, max_payload: int = MAX_PAYLOAD
+) -> Frame:
+    """The frame that carries ``message`` from byte ``start`` on: at most ``max_payload``
+    bytes, cut on a UTF-8 character boundary when it can.
 
     A character is never split across two frames, so every frame of a valid UTF-8 message is
-    valid UTF-8 by itself. The empty message is one empty frame.
+    valid UTF-8 by itself. A sender may call this with a different ``max_payload`` for each
+    frame (minitalk's sender shrinks its frames when they keep failing).
     """
     if len(message) > MAX_MESSAGE:
         raise LocalProtocolError(f"message of {len(message)} bytes exceeds the frame format")
-    frames: list[Frame] = []
-    start = 0
-    while True:
-        end = min(start + max_payload, len(message))
-        if end < len(message):
-            cut = end
-            while cut > start and message[cut] & 0xC0 == 0x80:  # continuation byte
-                cut -= 1
-            if cut > start:
-                end = cut
-        last = end == len(message)
-        seq = len(frames) % SEQ_MODULUS
-        frames.append(Frame(seq, last, len(message), message[start:end], nonce))
-        if last:
-            return frames
-        start = end
+    if not 0 < max_payload <= MAX_PAYLOAD:
+        raise LocalProtocolError(f"max_payload must be within 1..{MAX_PAYLOAD}")
+    end = min(start + max_payload, len(message))
+    if end < len(message):
+        cut = end
+        while cut > start and message[cut] & 0xC0 == 0x80:  # continuation byte
+            cut -= 1
+        if cut > start:
+            end = cut
+    return Frame(seq % SEQ_MODULUS, end == len(message), len(message), message[start:end], nonce)
+
+
+def split_message(message: bytes, nonce: int = 0, max_payload: int = MAX_PAYLOAD) -> list[Frame]:
+    """Cut ``message`` into frames tagged with ``nonce`` (see ``next_frame``); the empty
+    message is one empty frame."""
+    frames = [next_frame(message, 0, 0, nonce, max_payload)]
+    start = len(frames[0].payload)
+    while not frames[-1].last:
+        frames.append(next_frame(message, start, len(frames), nonce, max_payload))
+        start += len(frames[-1].payload)
+    return frames
 
 
 def to_bits(data: bytes) -> list[int]:
@@ -190,9 +198,11 @@ class FrameDecoder:
     """Incremental decoder: feed one bit at a time, get a ``Frame`` when one completes.
 
     The per-bit path only shifts a byte together; header and CRC checks run at field
-    boundaries. The header is checked as soon as its last bit arrives, so a corrupt or
-    oversized length raises ``HeaderError`` before any payload is awaited. After a frame
-    completes or an error is raised the decoder is ready for the next frame.
+    boundaries. A first byte that is not VERSION is refused at once (noise, or a frame
+    shifted by a lost or extra bit); the rest of the header is checked as soon as its last
+    bit arrives, so a corrupt or oversized length raises ``HeaderError`` before any payload
+    is awaited. After a frame completes or an error is raised the decoder is ready for the
+    next frame.
     """
 
     __slots__ = ("_buf", "_byte", "_nbits", "_need", "header", "max_message", "max_payload")
@@ -226,10 +236,14 @@ class FrameDecoder:
             self._byte = byte
             self._nbits += 1
             return None
-        self._buf.append(byte)
+        buf = self._buf
+        buf.append(byte)
         self._byte = 0
         self._nbits = 0
-        if len(self._buf) < self._need:
+        if len(buf) < self._need:
+            if len(buf) == 1 and byte != VERSION:  # noise or a slip: no need to wait for more
+                self.reset()
+                raise HeaderError(f"version byte is 0x{byte:02x}, expected 0x{VERSION:02x}")
             return None
         return self._at_boundary()
 

@@ -48,11 +48,13 @@ from minitalk.errors import (
 )
 from minitalk.frame import (
     MAX_MESSAGE,
+    MAX_PAYLOAD,
     SEQ_MODULUS,
     Frame,
     FrameDecoder,
     crc8,
     encode_frame,
+    next_frame,
     to_bits,
 )
 
@@ -69,13 +71,18 @@ BYE_ACK = 0  # server -> client: answer to BYE
 VERDICT_BITS = 8
 DETAIL_BITS = 40  # after TOO_LARGE: the server's limit (32 bits) and its CRC-8
 
-# Defaults, in seconds. The ordering frame_timeout < reply_timeout < session_timeout is what
-# keeps the two sides in step after a lost signal; docs/protocol.md gives the reasoning.
+# Defaults, in seconds. The ordering stall_timeout < frame_timeout < reply_timeout <
+# session_timeout is what keeps the two sides in step after a lost signal; docs/protocol.md
+# gives the reasoning for each value.
+STALL_TIMEOUT = 0.05
 FRAME_TIMEOUT = 0.5
 REPLY_TIMEOUT = 1.0
 QUEUE_POLL = 1.0
 SESSION_TIMEOUT = 3.0
 MAX_ATTEMPTS = 10  # per frame, the XMODEM/Kermit convention
+# The smallest frame payload the sender shrinks to on a lossy link: 32 bytes make a frame of
+# 376 bits, which a stray signal a millisecond still lets through more often than not.
+MIN_PAYLOAD = 32
 # A peer whose frames fail this many times in a row loses the line (it may be a stranger
 # feeding noise, or a client gone astray); a real client gives up after MAX_ATTEMPTS anyway.
 MAX_BAD_FRAMES = 2 * MAX_ATTEMPTS
@@ -186,6 +193,7 @@ class _Session:
     complete: bool = False
     pending_verdict: list[int] | None = None
     end_after_verdict: str = ""  # non-empty: end the session with this reason after the verdict
+    after_verdict: bool = False  # at a frame start right after a verdict: the peer sends next
     buffer: bytearray = field(default_factory=bytearray)
 
 
@@ -202,6 +210,7 @@ class Receiver:
         self,
         *,
         max_message: int = DEFAULT_MAX_MESSAGE,
+        stall_timeout: float = STALL_TIMEOUT,
         frame_timeout: float = FRAME_TIMEOUT,
         session_timeout: float = SESSION_TIMEOUT,
         max_queue: int = MAX_QUEUE,
@@ -210,7 +219,10 @@ class Receiver:
             raise LocalProtocolError(f"max_message must be within 0..{MAX_MESSAGE}")
         if not 0 < frame_timeout < session_timeout:
             raise LocalProtocolError("need 0 < frame_timeout < session_timeout")
+        if not 0 < stall_timeout < frame_timeout:
+            raise LocalProtocolError("need 0 < stall_timeout < frame_timeout")
         self.max_message = max_message
+        self.stall_timeout = stall_timeout
         self.frame_timeout = frame_timeout
         self.session_timeout = session_timeout
         self.max_queue = max_queue
@@ -290,16 +302,20 @@ class Receiver:
     def get_timer(self) -> float | None:
         """When the receiver next needs ``handle_timer``, or None if it needs no timer.
 
-        Two deadlines: a partial frame is dropped after ``frame_timeout`` of silence, and the
-        session ends when no frame has passed its checks for ``session_timeout``. Activity
-        alone does not extend a session, so a peer that only sends noise cannot keep the line.
+        Three deadlines: a frame that stalls after ``stall_timeout`` of silence is abandoned
+        (the peer is sent FRAME_OVER unprompted, then RESEND); a verdict nobody polls is
+        dropped after ``frame_timeout``; and the session ends when no frame has passed its
+        checks for ``session_timeout``. Activity alone does not extend a session, so a peer
+        that only sends noise cannot keep the line.
         """
         session = self.session
         if session is None:
             return None
         session_deadline = session.last_progress + self.session_timeout
-        if self.state is ReceiverState.VERDICT or not self._decoder.at_start:
+        if self.state is ReceiverState.VERDICT:
             return min(session.last_activity + self.frame_timeout, session_deadline)
+        if not self._decoder.at_start or session.after_verdict:
+            return min(session.last_activity + self.stall_timeout, session_deadline)
         return session_deadline
 
     def handle_timer(self, now: float) -> None:
@@ -318,14 +334,30 @@ class Receiver:
             else:
                 self._end_session("no valid frame within the session timeout", now)
             return
-        if self.state is ReceiverState.VERDICT or not self._decoder.at_start:
-            # Mid-frame silence: drop the partial frame; the client will resend it whole.
-            self._decoder.reset()
+        if self.state is ReceiverState.VERDICT:
+            # Nobody polls the verdict: drop it; the client will ask for the line again.
             if session.end_after_verdict or self._frame_failed(session):
                 self._end_session(session.end_after_verdict or "too many failed frames", now)
                 return
             session.pending_verdict = None
             self.state = ReceiverState.FRAME
+        elif not self._decoder.at_start or session.after_verdict:
+            self._frame_stalled(session)
+
+    def _frame_stalled(self, session: _Session) -> None:
+        """Silence mid-frame, or where the peer should have started its next frame right
+        after a verdict: its last bit was most likely eaten by a stray signal of the same
+        kind that was pending here (standard signals merge). The peer is waiting for the
+        answer to it; send FRAME_OVER now, unprompted, and answer its polls with RESEND, so
+        that both sides restart the frame in step within ``stall_timeout`` instead of after
+        the client's ``reply_timeout``. (Right after a GRANT the peer may be anywhere, even
+        queued and polling, so there the server waits for it.) A peer that was only slow (not
+        scheduled for ``stall_timeout``) finds our answer and the FRAME_OVER pending at once
+        and reads them out of order; like any other lost or extra symbol, that ends in a
+        check that fails (a garbled verdict, a header or CRC mismatch) and a resend."""
+        self._decoder.reset()
+        end = "too many failed frames" if self._frame_failed(session) else ""
+        self._start_verdict(session, Verdict.RESEND, end=end)
 
     def peer_gone(self, pid: int, now: float) -> None:
         """The process ``pid`` exited: end its session or take it out of the queue."""
@@ -387,6 +419,7 @@ class Receiver:
 
     def _frame_symbol(self, session: _Session, symbol: int) -> None:
         decoder = self._decoder
+        session.after_verdict = False
         if symbol == REQUEST and decoder.at_start:
             # Frames begin with a 0 bit, so a 1 here is a repeated request (its GRANT was
             # lost) or, once the message is complete, BYE. Both are answered with a 0.
@@ -491,6 +524,14 @@ class Receiver:
         bits = session.pending_verdict
         if not bits:
             raise LocalProtocolError("verdict state without a verdict")
+        if symbol == REQUEST and not session.end_after_verdict:
+            # Polls are 0s. A 1 is the client asking for the line again after a silence (a
+            # poll or a verdict bit was lost): drop the verdict and let it resend the frame,
+            # unchanged, so that a frame we already took is recognised as a repeat.
+            session.pending_verdict = None
+            self.state = ReceiverState.FRAME
+            self.outbox.append((session.pid, GRANT))
+            return
         self.outbox.append((session.pid, bits.pop(0)))
         if bits:
             return
@@ -499,6 +540,7 @@ class Receiver:
             self._end_session(session.end_after_verdict, session.last_activity)
         else:
             self.state = ReceiverState.FRAME
+            session.after_verdict = not session.complete
 
 
 # ---------------------------------------------------------------------------------------------
@@ -522,31 +564,43 @@ class Sender:
     ``start(now)`` puts the first REQUEST in the outbox; feed every reply from the server to
     ``receive`` and call ``handle_timer`` when ``get_timer`` passes. The machine ends in DONE
     (``bytes_acked`` == the message size) or FAILED (``error`` is set).
+
+    Frames are cut as they are sent, so their size can follow the link: each frame the server
+    rejects (RESEND) is cut again at half the size, down to ``MIN_PAYLOAD``, and each frame
+    acknowledged at its first try lets the next one grow back, up to ``max_payload``. Only a
+    rejected frame is ever cut again: after silence the server may have accepted it, so it is
+    sent again unchanged and the server can recognise the repeat.
     """
 
     def __init__(
         self,
-        frames: list[Frame],
+        message: bytes,
         *,
+        nonce: int = 0,
+        max_payload: int = MAX_PAYLOAD,
         reply_timeout: float = REPLY_TIMEOUT,
         queue_poll: float = QUEUE_POLL,
         max_attempts: int = MAX_ATTEMPTS,
     ) -> None:
-        if not frames:
-            raise LocalProtocolError("a message has at least one frame")
-        self.frames = frames
+        if not MIN_PAYLOAD <= max_payload <= MAX_PAYLOAD:
+            raise LocalProtocolError(f"max_payload must be within {MIN_PAYLOAD}..{MAX_PAYLOAD}")
+        self.message = message
+        self.nonce = nonce
+        self.max_payload = max_payload
+        self.payload_size = max_payload  # the current frame size limit, adapted to the link
         self.reply_timeout = reply_timeout
         self.queue_poll = queue_poll
         self.max_attempts = max_attempts
         self.outbox: list[int] = []
         self.error: MinitalkError | None = None
-        self.frame_index = 0
+        self.frame_index = 0  # frames acknowledged so far
         self.bytes_acked = 0
-        self.attempts = 0  # tries of the current frame that failed
+        self.attempts = 0  # tries of the current frame that failed (shrinking tries excluded)
         self._unanswered = 0  # requests in a row that got no answer at all
         self.resends = 0  # total frame resends, for the receipt
         self.deadline: float | None = None
-        self._bits = to_bits(encode_frame(frames[0]))
+        self.frame = next_frame(message, 0, 0, nonce, max_payload)
+        self._bits = to_bits(encode_frame(self.frame))
         self._bit = 0
         self._verdict = 0
         self._verdict_count = 0
@@ -674,14 +728,14 @@ class Sender:
         elif verdict is Verdict.ACK:
             self._frame_acknowledged(now)
         elif verdict is Verdict.RESEND:
-            self._retry(now, ask_first=False)  # the server is at a frame start, in session
+            self._frame_rejected(now)
         elif verdict is Verdict.RESTART:
             self._restart_message(now)
         elif verdict is Verdict.GOING_AWAY:
             self._fail(ServerGoneError("the server is shutting down; the message was not sent"))
         elif verdict is Verdict.TOO_LARGE:
             limit = parse_detail(self._verdict & ((1 << DETAIL_BITS) - 1))
-            size = self.frames[0].message_length
+            size = len(self.message)
             said = "" if limit is None else f"; the server accepts at most {limit} bytes"
             self._fail(RefusedError(f"the message is {size} bytes{said}"))
         else:
@@ -689,16 +743,42 @@ class Sender:
             self._fail(RefusedError(f"the server refused the message: {reason}"))
 
     def _frame_acknowledged(self, now: float) -> None:
-        self.bytes_acked += len(self.frames[self.frame_index].payload)
+        frame = self.frame
+        self.bytes_acked += len(frame.payload)
         self.frame_index += 1
+        if self.attempts == 0:  # through at the first try: let the next frame be longer
+            self.payload_size = min(self.payload_size * 2, self.max_payload)
         self.attempts = 0
-        if self.frame_index == len(self.frames):
+        if frame.last:
             self.state = SenderState.DONE
             self.deadline = None
             self.outbox.append(BYE)
             return
-        self._bits = to_bits(encode_frame(self.frames[self.frame_index]))
+        self._cut_frame()
         self._start_frame(now)
+
+    def _cut_frame(self) -> None:
+        """Cut the next unacknowledged frame at the current size."""
+        self.frame = next_frame(
+            self.message, self.bytes_acked, self.frame_index, self.nonce, self.payload_size
+        )
+        self._bits = to_bits(encode_frame(self.frame))
+
+    def _frame_rejected(self, now: float) -> None:
+        """RESEND: the server is at a frame start, in session, and did not take the frame.
+
+        A long frame on a lossy link rarely gets through whole (a stray signal that merges
+        with one of ours eats it), so it is cut again at half the size; those shrinking tries
+        do not count against ``max_attempts``.
+        """
+        if self.payload_size > MIN_PAYLOAD and len(self.frame.payload) > MIN_PAYLOAD:
+            shorter = min(self.payload_size, len(self.frame.payload)) // 2
+            self.payload_size = max(shorter, MIN_PAYLOAD)
+            self._cut_frame()
+            self.resends += 1
+            self._start_frame(now)
+        else:
+            self._retry(now, ask_first=False)
 
     def _frame_timeout(self, now: float) -> None:
         self._retry(now, ask_first=True)
@@ -716,7 +796,7 @@ class Sender:
         if self.attempts >= self.max_attempts:
             self._fail(
                 NoAnswerError(
-                    f"frame {self.frame_index + 1} of {len(self.frames)} failed "
+                    f"the frame at byte {self.bytes_acked} of {len(self.message)} failed "
                     f"{self.attempts} times; giving up"
                 )
             )
@@ -729,7 +809,7 @@ class Sender:
         # A new session began mid-message (the old one was dropped): start from frame 0.
         self.frame_index = 0
         self.bytes_acked = 0
-        self._bits = to_bits(encode_frame(self.frames[0]))
+        self._cut_frame()
         self._retry(now, ask_first=False)
 
     def _resync(self, now: float) -> None:

@@ -18,6 +18,7 @@ from minitalk.protocol import (
     MAX_QUEUE,
     REQUEST,
     SESSION_TIMEOUT,
+    STALL_TIMEOUT,
     MessageReceived,
     Receiver,
 )
@@ -35,10 +36,16 @@ class ServerConfig:
     """Limits and timeouts of a server (seconds and bytes)."""
 
     max_message: int = DEFAULT_MAX_MESSAGE
+    stall_timeout: float = STALL_TIMEOUT
     frame_timeout: float = FRAME_TIMEOUT
     session_timeout: float = SESSION_TIMEOUT
     max_queue: int = MAX_QUEUE
     max_messages: int | None = None  # stop after this many messages
+
+
+# At most this many signals are taken in one step before the answers go out (the peer is
+# waiting for its answer; only strangers or other clients can have more pending).
+_DRAIN = 8
 
 
 class _Clients:
@@ -116,6 +123,7 @@ class _ServerLoop:
     def __init__(self, config: ServerConfig, on_message: Callable[[MessageReceived, int], None]):
         self.receiver = Receiver(
             max_message=config.max_message,
+            stall_timeout=config.stall_timeout,
             frame_timeout=config.frame_timeout,
             session_timeout=config.session_timeout,
             max_queue=config.max_queue,
@@ -146,10 +154,16 @@ class _ServerLoop:
             deadline = until if deadline is None else min(deadline, until)
         got = self.waiter.wait(deadline, spin=receiver.session is not None)
         now = monotonic()
-        if got is not None:
+        taken = 0
+        while got is not None:
             pid, symbol = got
             if pid == receiver.peer or symbol != REQUEST or self.clients.admit(pid):
                 receiver.receive(pid, symbol, now)
+            # Take whatever else came in meanwhile before we answer: a stranger's signal
+            # still pending when our answer lets the peer send its next one would swallow
+            # that one if it is of the same kind (standard signals merge).
+            taken += 1
+            got = self.waiter.take_pending() if taken < _DRAIN else None
         if deadline is not None and now >= deadline:
             peer = receiver.peer
             if peer is not None and not self.clients.alive(peer):

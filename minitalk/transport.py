@@ -120,6 +120,12 @@ class SignalWaiter:
         return info.si_pid, _SYMBOL[info.si_signo]
 
 
+    def take_pending(self) -> tuple[int, int] | None:
+        """One signal already pending, as (sender PID, symbol), or None; never waits."""
+        info = signal.sigtimedwait(_WAITED, 0)
+        return None if info is None else (info.si_pid, _SYMBOL[info.si_signo])
+
+
 def handles_both_signals(pid: int) -> bool:
     """True if ``pid`` blocks, catches or ignores both SIGUSR1 and SIGUSR2.
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from minitalk.frame import split_message
 from minitalk.protocol import MessageReceived, Receiver, Sender, SenderState
 
 SERVER_PID = 1000
@@ -45,8 +44,8 @@ class Network:
     # -- set-up --------------------------------------------------------------------------------
 
     def add_client(self, pid: int, text: str, **sender_options: float) -> SimClient:
-        frames = split_message(text.encode("utf-8"), nonce=pid * 7919)  # distinct per client
-        sender = Sender(frames, **sender_options)  # type: ignore[arg-type]
+        nonce = pid * 7919  # distinct per client
+        sender = Sender(text.encode("utf-8"), nonce=nonce, **sender_options)  # type: ignore[arg-type]
         client = SimClient(pid, text, sender)
         self.clients[pid] = client
         sender.start(self.now)

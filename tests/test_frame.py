@@ -115,6 +115,18 @@ def test_version_byte_starts_with_a_zero_bit() -> None:
     assert VERSION not in (0x00, 0xFF)
 
 
+@pytest.mark.parametrize("extra", [[0], [1], [0, 0]])
+def test_a_frame_shifted_by_extra_bits_is_refused_at_its_first_byte(extra: list[int]) -> None:
+    # A lost or extra symbol shifts the frame; its first byte then never reads as VERSION.
+    bits = extra + to_bits(encode_frame(Frame(0, True, 2, b"hi")))
+    decoder = FrameDecoder()
+    for bit in bits[:7]:
+        assert decoder.feed(bit) is None
+    with pytest.raises(HeaderError, match="version byte"):
+        decoder.feed(bits[7])
+    assert decoder.at_start
+
+
 def test_oversized_length_refused_at_the_header() -> None:
     frame = Frame(0, True, 5000, b"x")
     bits = to_bits(encode_frame(frame))

@@ -18,7 +18,11 @@ from minitalk.protocol import (
     CONTINUE,
     FRAME_OVER,
     GRANT,
+    MIN_PAYLOAD,
+    REPLY_TIMEOUT,
     REQUEST,
+    SESSION_TIMEOUT,
+    STALL_TIMEOUT,
     WAIT,
     MessageReceived,
     Receiver,
@@ -134,6 +138,101 @@ def test_a_lost_bit_is_recovered_by_resending_the_frame() -> None:
     assert net.printed_texts() == ["hello"]
 
 
+def _into_first_frame(net: Network, pid: int, bits: int) -> None:
+    net.deliver_to_server()  # request
+    net.deliver_to_client(pid)  # grant
+    for _ in range(bits):
+        net.deliver_to_server()
+        net.deliver_to_client(pid)
+
+
+def test_a_bit_eaten_by_a_stray_is_recovered_by_the_servers_stall_notice() -> None:
+    net = Network()
+    text = "x" * 300
+    client = net.add_client(10, text)
+    _into_first_frame(net, 10, 100)
+    # A stranger's signal of the same kind was pending: the client's bit merged into it, and
+    # the kernel kept the stranger's siginfo.
+    symbol = next(iter(net.server_pending))
+    net.server_pending[symbol] = STRANGER_PID
+    net.deliver_to_server()  # the stranger's: ignored, no answer; now both sides wait
+    net.advance(STALL_TIMEOUT)
+    assert net.receiver.state is ReceiverState.VERDICT
+    assert client.pending == {FRAME_OVER: SERVER_PID}  # sent unprompted
+    net.run()
+    assert client.succeeded
+    assert net.printed_texts() == [text]
+    assert client.sender.resends == 1
+    assert net.printed[0].frames == 2  # the frame was cut in half after the RESEND
+    assert net.now < REPLY_TIMEOUT  # simulated time: the client's own timer never fired
+
+
+def test_a_slow_client_crossing_the_stall_notice_costs_a_frame_not_a_slip() -> None:
+    net = Network()
+    text = "slow 🐢 " * 40
+    client = net.add_client(10, text)
+    _into_first_frame(net, 10, 100)
+    net.deliver_to_server()  # bit 101 taken and answered; the client is slow to run
+    net.advance(STALL_TIMEOUT)  # so the server gives up on the frame meanwhile
+    assert set(client.pending) == {CONTINUE, FRAME_OVER}
+    # The client now holds its answer and the unprompted FRAME_OVER at once, and the kernel
+    # hands it the lower signal first: the two sides fall out of step until a check fails.
+    net.run()
+    assert client.succeeded
+    assert net.printed_texts() == [text]
+    assert client.sender.resends >= 1
+
+
+def test_a_stall_at_a_frame_start_waits_for_the_client() -> None:
+    # Between frames the client may be anywhere (requesting, queued, resyncing), so an
+    # unprompted FRAME_OVER could be misread there: the server sends one only mid-frame.
+    receiver = Receiver()
+    receiver.receive(10, REQUEST, 0.0)
+    receiver.outbox.clear()
+    receiver.handle_timer(SESSION_TIMEOUT / 2)
+    assert receiver.outbox == []
+    assert receiver.state is ReceiverState.FRAME
+
+
+def test_rejected_frames_are_cut_in_half_and_grow_back_once_clean() -> None:
+    sender = Sender(b"y" * 5000)
+    sender.start(0.0)
+    sender.receive(GRANT, 0.0)
+
+    def verdict(which: Verdict) -> None:
+        sender.receive(FRAME_OVER, 0.0)
+        for bit in verdict_bits(which):
+            sender.receive(bit, 0.0)
+
+    sizes = [len(sender.frame.payload)]
+    for _ in range(6):
+        verdict(Verdict.RESEND)
+        sizes.append(len(sender.frame.payload))
+    assert sizes == [MAX_PAYLOAD, 512, 256, 128, 64, MIN_PAYLOAD, MIN_PAYLOAD]
+    assert sender.attempts == 1  # only the try at the smallest size counts towards giving up
+    grown = []
+    for _ in range(3):
+        verdict(Verdict.ACK)
+        grown.append(len(sender.frame.payload))
+    # the first ACK needed a second try, so the size holds; each clean one doubles it
+    assert grown == [MIN_PAYLOAD, 2 * MIN_PAYLOAD, 4 * MIN_PAYLOAD]
+    assert sender.bytes_acked == 4 * MIN_PAYLOAD
+
+
+def test_a_frame_repeated_after_silence_is_sent_unchanged() -> None:
+    # After silence the server may have taken the frame (its ACK lost): only an identical
+    # repeat is recognised as one, so the frame is not cut again.
+    sender = Sender(b"z" * 5000)
+    sender.start(0.0)
+    sender.receive(GRANT, 0.0)
+    first = sender.frame
+    sender.handle_timer(REPLY_TIMEOUT)
+    assert sender.state is SenderState.REQUESTING
+    sender.receive(GRANT, REPLY_TIMEOUT)
+    assert sender.frame is first
+    assert sender.attempts == 1
+
+
 def test_a_lost_final_ack_is_answered_again_and_not_printed_twice() -> None:
     net = Network()
     client = net.add_client(10, "once")
@@ -188,7 +287,7 @@ def test_killed_client_session_is_dropped_at_once() -> None:
 
 
 def test_server_gone_makes_the_sender_give_up() -> None:
-    sender = Sender(split_message(b"hi"), reply_timeout=1.0, max_attempts=3)
+    sender = Sender(b"hi", reply_timeout=1.0, max_attempts=3)
     sender.start(0.0)
     now = 0.0
     while not sender.finished:
@@ -200,7 +299,7 @@ def test_server_gone_makes_the_sender_give_up() -> None:
 
 
 def test_repeated_nak_gives_up_after_max_attempts() -> None:
-    sender = Sender(split_message(b"hi"), max_attempts=4)
+    sender = Sender(b"hi", max_attempts=4)
     sender.start(0.0)
     sender.receive(GRANT, 0.0)
     nak = verdict_bits(Verdict.RESEND)
@@ -213,7 +312,7 @@ def test_repeated_nak_gives_up_after_max_attempts() -> None:
 
 
 def test_continue_after_the_last_bit_makes_the_sender_resync() -> None:
-    sender = Sender(split_message(b""))
+    sender = Sender(b"")
     sender.start(0.0)
     sender.receive(GRANT, 0.0)
     for _ in range(len(to_bits(encode_frame(Frame(0, True, 0, b""))))):
@@ -230,16 +329,18 @@ def test_continue_after_the_last_bit_makes_the_sender_resync() -> None:
 
 
 def test_machines_refuse_misuse_with_local_protocol_error() -> None:
-    sender = Sender(split_message(b"x"))
+    sender = Sender(b"x")
     with pytest.raises(LocalProtocolError):
         sender.receive(0, 0.0)  # not started
     sender.start(0.0)
     with pytest.raises(LocalProtocolError):
         sender.start(0.0)
     with pytest.raises(LocalProtocolError):
-        Sender([])
+        Sender(b"x", max_payload=0)
     with pytest.raises(LocalProtocolError):
         Receiver(frame_timeout=5.0, session_timeout=1.0)
+    with pytest.raises(LocalProtocolError):
+        Receiver(stall_timeout=1.0, frame_timeout=0.5)
 
 
 # -- every state against every input -----------------------------------------------------------
@@ -297,7 +398,7 @@ def test_receiver_sweep_raises_nothing_and_answers_only_askers(
 def test_sender_sweep_raises_nothing_but_protocol_errors(
     state: SenderState, inputs: list[tuple[int, float]]
 ) -> None:
-    sender = Sender(split_message(b"sweep"), max_attempts=3)
+    sender = Sender(b"sweep", max_attempts=3)
     if state is not SenderState.IDLE:
         sender.start(0.0)
         sender.state = state  # force every state, including ones the inputs rarely reach
