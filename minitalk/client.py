@@ -12,7 +12,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from minitalk.errors import NoAnswerError, ServerGoneError
-from minitalk.protocol import MAX_ATTEMPTS, QUEUE_POLL, REPLY_TIMEOUT, Sender, SenderState
+from minitalk.protocol import (
+    BIT_TIMEOUT,
+    MAX_ATTEMPTS,
+    QUEUE_POLL,
+    REPLY_TIMEOUT,
+    Sender,
+    SenderState,
+)
 from minitalk.transport import (
     Process,
     SignalWaiter,
@@ -78,10 +85,12 @@ class _SendLoop:
         self.size = len(message)
         self.config = config
         self.on_progress = on_progress
+        self.last_symbol: int | None = None
         self.sender = Sender(
             message,
             nonce=secrets.randbits(32),
             reply_timeout=config.reply_timeout,
+            bit_timeout=min(BIT_TIMEOUT, config.reply_timeout),
             queue_poll=config.queue_poll,
             max_attempts=config.max_attempts,
         )
@@ -110,7 +119,8 @@ class _SendLoop:
                 raise NoAnswerError(f"gave up after the --timeout of {self.config.timeout:g} s")
             if deadline is not None and now >= deadline:
                 self._check_alive()
-                sender.handle_timer(now)
+                busy = self.last_symbol is not None and server.holding(self.last_symbol)
+                sender.handle_timer(now, server_busy=busy)
         if sender.error is not None:
             self._check_alive()
             raise sender.error
@@ -122,6 +132,7 @@ class _SendLoop:
         try:
             for symbol in outbox:
                 self.server.send(symbol)
+                self.last_symbol = symbol
         except ProcessLookupError:
             raise ServerGoneError(f"the server (PID {self.server.pid}) exited") from None
         outbox.clear()

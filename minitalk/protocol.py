@@ -75,6 +75,7 @@ DETAIL_BITS = 40  # after TOO_LARGE: the server's limit (32 bits) and its CRC-8
 # session_timeout is what keeps the two sides in step after a lost signal; docs/protocol.md
 # gives the reasoning for each value.
 STALL_TIMEOUT = 0.05
+BIT_TIMEOUT = 0.15
 FRAME_TIMEOUT = 0.5
 REPLY_TIMEOUT = 1.0
 QUEUE_POLL = 1.0
@@ -579,16 +580,20 @@ class Sender:
         nonce: int = 0,
         max_payload: int = MAX_PAYLOAD,
         reply_timeout: float = REPLY_TIMEOUT,
+        bit_timeout: float = BIT_TIMEOUT,
         queue_poll: float = QUEUE_POLL,
         max_attempts: int = MAX_ATTEMPTS,
     ) -> None:
         if not MIN_PAYLOAD <= max_payload <= MAX_PAYLOAD:
             raise LocalProtocolError(f"max_payload must be within {MIN_PAYLOAD}..{MAX_PAYLOAD}")
+        if not 0 < bit_timeout <= reply_timeout:
+            raise LocalProtocolError("need 0 < bit_timeout <= reply_timeout")
         self.message = message
         self.nonce = nonce
         self.max_payload = max_payload
         self.payload_size = max_payload  # the current frame size limit, adapted to the link
         self.reply_timeout = reply_timeout
+        self.bit_timeout = bit_timeout
         self.queue_poll = queue_poll
         self.max_attempts = max_attempts
         self.outbox: list[int] = []
@@ -599,6 +604,8 @@ class Sender:
         self._unanswered = 0  # requests in a row that got no answer at all
         self.resends = 0  # total frame resends, for the receipt
         self.deadline: float | None = None
+        self._postponed_to = -1.0  # the deadline set by the last postponement, if any
+        self._patience_end = 0.0  # how long the current wait may be postponed
         self.frame = next_frame(message, 0, 0, nonce, max_payload)
         self._bits = to_bits(encode_frame(self.frame))
         self._bit = 0
@@ -654,10 +661,26 @@ class Sender:
         """When the sender next needs ``handle_timer``, or None."""
         return self.deadline
 
-    def handle_timer(self, now: float) -> None:
-        """Apply the deadline if it has passed at ``now``."""
-        if self.deadline is None or now < self.deadline:
+    def handle_timer(self, now: float, *, server_busy: bool = False) -> None:
+        """Apply the deadline if it has passed at ``now``.
+
+        In session (a frame bit or a poll outstanding) the deadline is ``bit_timeout``. The
+        I/O loop passes ``server_busy`` when it sees that the server is stopped or has not
+        yet taken our last signal: that silence is not a loss, so the machine waits on, in
+        short steps, up to ``reply_timeout`` after the signal, before it asks again.
+        """
+        deadline = self.deadline
+        if deadline is None or now < deadline:
             return
+        if server_busy and (
+            self._state is SenderState.SENDING or self._state is SenderState.VERDICT
+        ):
+            if deadline != self._postponed_to:  # the first expiry of this wait
+                self._patience_end = deadline - self.bit_timeout + self.reply_timeout
+            if now < self._patience_end:
+                self.deadline = min(now + self.bit_timeout / 3, self._patience_end)
+                self._postponed_to = self.deadline
+                return
         handler = self._timers.get(self.state)
         if handler is None:
             raise LocalProtocolError(f"a deadline in {self.state}")
@@ -694,7 +717,7 @@ class Sender:
         self.state = SenderState.SENDING
         self._bit = 0
         self.outbox.append(self._bits[0])
-        self.deadline = now + self.reply_timeout
+        self.deadline = now + self.bit_timeout
 
     def _sending_symbol(self, symbol: int, now: float) -> None:
         if symbol == CONTINUE:  # the per-bit path: keep it to a few operations
@@ -702,7 +725,7 @@ class Sender:
             self._bit = bit
             if bit < len(self._bits):
                 self.outbox.append(self._bits[bit])
-                self.deadline = now + self.reply_timeout
+                self.deadline = now + self.bit_timeout
             else:
                 self._resync(now)  # CONTINUE after the last bit: we are out of step
             return
@@ -711,7 +734,7 @@ class Sender:
         self._verdict_count = 0
         self._verdict_need = VERDICT_BITS
         self.outbox.append(POLL)
-        self.deadline = now + self.reply_timeout
+        self.deadline = now + self.bit_timeout
 
     def _verdict_symbol(self, symbol: int, now: float) -> None:
         self._verdict = (self._verdict << 1) | symbol
@@ -720,7 +743,7 @@ class Sender:
             self._verdict_need = VERDICT_BITS + DETAIL_BITS  # the limit follows
         if count < self._verdict_need:
             self.outbox.append(POLL)
-            self.deadline = now + self.reply_timeout
+            self.deadline = now + self.bit_timeout
             return
         verdict = parse_verdict(self._verdict >> (count - VERDICT_BITS))
         if verdict is None:
@@ -816,7 +839,7 @@ class Sender:
         # Say nothing for a whole reply timeout: the server drops its partial frame after its
         # (shorter) frame timeout, and any late reply still in flight arrives and is ignored.
         self.state = SenderState.RESYNC
-        self.deadline = now + self.reply_timeout
+        self.deadline = now + self.bit_timeout
 
     def _fail(self, error: MinitalkError) -> None:
         self.state = SenderState.FAILED

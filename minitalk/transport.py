@@ -119,7 +119,6 @@ class SignalWaiter:
                 return None
         return info.si_pid, _SYMBOL[info.si_signo]
 
-
     def take_pending(self) -> tuple[int, int] | None:
         """One signal already pending, as (sender PID, symbol), or None; never waits."""
         info = signal.sigtimedwait(_WAITED, 0)
@@ -164,6 +163,19 @@ class Process:
     def probe(self) -> None:
         """Check that we may signal it, sending nothing (signal 0)."""
         signal.pidfd_send_signal(self._fd, 0)
+
+    def holding(self, symbol: int) -> bool:
+        """True if the process is stopped, or the signal that carries ``symbol`` is still
+        pending at it: it has not taken what we sent yet, so its silence is not a loss."""
+        try:
+            with open(f"/proc/{self.pid}/status", encoding="ascii") as status:
+                fields = dict(line.rstrip("\n").partition(":\t")[::2] for line in status)
+            pending = int(fields.get("ShdPnd", "0"), 16) | int(fields.get("SigPnd", "0"), 16)
+        except (OSError, ValueError):
+            return False
+        if fields.get("State", "")[:1] in ("T", "t"):
+            return True
+        return bool(pending & (1 << (DATA_SIGNALS[symbol] - 1)))
 
     def alive(self) -> bool:
         """False once the process has exited (its pidfd polls readable)."""

@@ -15,6 +15,7 @@ from minitalk.errors import (
 )
 from minitalk.frame import MAX_PAYLOAD, Frame, encode_frame, split_message, to_bits
 from minitalk.protocol import (
+    BIT_TIMEOUT,
     CONTINUE,
     FRAME_OVER,
     GRANT,
@@ -231,6 +232,23 @@ def test_a_frame_repeated_after_silence_is_sent_unchanged() -> None:
     sender.receive(GRANT, REPLY_TIMEOUT)
     assert sender.frame is first
     assert sender.attempts == 1
+
+
+@pytest.mark.parametrize("server_busy", [False, True])
+def test_silence_in_a_frame_is_a_loss_unless_the_server_still_holds_our_signal(
+    server_busy: bool,
+) -> None:
+    sender = Sender(b"p" * 100)
+    sender.start(0.0)
+    sender.receive(GRANT, 0.0)  # bit 0 goes out at t=0
+    now = 0.0
+    while sender.state is SenderState.SENDING:
+        now = sender.get_timer() or now
+        sender.handle_timer(now, server_busy=server_busy)
+    assert sender.state is SenderState.REQUESTING
+    # A lost bit is asked again after bit_timeout; a stopped or busy server gets the whole
+    # reply_timeout, checked in short steps.
+    assert now == pytest.approx(REPLY_TIMEOUT if server_busy else BIT_TIMEOUT)
 
 
 def test_a_lost_final_ack_is_answered_again_and_not_printed_twice() -> None:
