@@ -201,10 +201,17 @@ def send_command(
         bool, typer.Option("--quiet", "-q", help="Print no receipt and no progress bar.")
     ] = False,
     reply_timeout: Annotated[
-        float, typer.Option(min=0.01, help="Seconds to wait for each reply before resending.")
+        float,
+        typer.Option(
+            min=0.01,
+            help="Seconds to wait for an answer to a request for the line, and the longest "
+            "wait for a stopped or busy server. In a frame the client asks again after "
+            "min(0.15, this) of silence.",
+        ),
     ] = REPLY_TIMEOUT,
     attempts: Annotated[
-        int, typer.Option(min=1, help="Tries per frame before giving up.")
+        int,
+        typer.Option(min=1, help="Failed tries per frame, at the smallest size, before giving up."),
     ] = MAX_ATTEMPTS,
     timeout: Annotated[
         Optional[float],  # noqa: UP045 - typer reads the annotation at run time
