@@ -194,6 +194,7 @@ class _Session:
     complete: bool = False
     pending_verdict: list[int] | None = None
     end_after_verdict: str = ""  # non-empty: end the session with this reason after the verdict
+    last_frame_size: int = 0  # payload bytes of the last frame taken
     after_verdict: bool = False  # at a frame start right after a verdict: the peer sends next
     buffer: bytearray = field(default_factory=bytearray)
 
@@ -460,15 +461,7 @@ class Receiver:
             session.complete = True
             self._start_verdict(session, Verdict.ACK)
             return
-        if frame.seq != session.expected_seq:
-            if not session.frames:  # the client continues a message from a dropped session
-                session.resends += 1
-                self._start_verdict(session, Verdict.RESTART)
-            elif frame.seq == (session.expected_seq - 1) % SEQ_MODULUS:
-                session.resends += 1
-                self._start_verdict(session, Verdict.ACK)  # a repeat: its ACK was lost
-            else:
-                self._start_verdict(session, Verdict.OUT_OF_ORDER, end="frames out of order")
+        if frame.seq != session.expected_seq and self._answered_out_of_step(session, frame):
             return
         if session.complete:  # a new sequence number after the last frame
             self._start_verdict(session, Verdict.OUT_OF_ORDER, end="frame after the last")
@@ -491,6 +484,7 @@ class Receiver:
             self._start_verdict(session, Verdict.NOT_UTF8, end="a frame was not UTF-8")
             return
         session.buffer += frame.payload
+        session.last_frame_size = len(frame.payload)
         session.frames += 1
         session.expected_seq = (session.expected_seq + 1) % SEQ_MODULUS
         if frame.last:
@@ -510,6 +504,34 @@ class Receiver:
             )
             session.buffer = bytearray()
         self._start_verdict(session, Verdict.ACK)
+
+    def _answered_out_of_step(self, session: _Session, frame: Frame) -> bool:
+        """A frame with another sequence number than expected. Answer it and return True, or
+        return False when it is to be taken in place of the last frame.
+
+        No frame yet in this session: the client continues a message from a dropped
+        session, RESTART. The last sequence number again: a plain repeat (its ACK was lost)
+        is acknowledged; the same place cut shorter means the client heard RESEND for a
+        repeat of a frame we had taken (a stray ate a bit of the repeat) and cut it again,
+        and taking the new cut in place of the old one keeps both sides counting the same
+        bytes. Anything else is out of order.
+        """
+        if not session.frames:
+            session.resends += 1
+            self._start_verdict(session, Verdict.RESTART)
+            return True
+        if frame.seq != (session.expected_seq - 1) % SEQ_MODULUS:
+            self._start_verdict(session, Verdict.OUT_OF_ORDER, end="frames out of order")
+            return True
+        session.resends += 1
+        start = len(session.buffer) - session.last_frame_size
+        if frame.payload == session.buffer[start:] or frame.nonce != session.nonce:
+            self._start_verdict(session, Verdict.ACK)
+            return True
+        del session.buffer[start:]
+        session.frames -= 1
+        session.expected_seq = frame.seq
+        return False
 
     def _start_verdict(
         self, session: _Session, verdict: Verdict, end: str = "", detail: int | None = None

@@ -36,6 +36,7 @@ PID_MAX_LIMIT = 4_194_304  # the kernel's ceiling for pid_max on 64-bit Linux
 _SPIN_POLLS = 200
 _PROMPT_POLLS = 16
 _PROMPT_STREAK = 64
+_LATE = 0.005  # a reply within this after a failed spin was late, not lost
 
 
 def require_linux() -> None:
@@ -109,15 +110,24 @@ class SignalWaiter:
                     return info.si_pid, _SYMBOL[info.si_signo]
                 if crowded:
                     os.sched_yield()
-            self._crowded = True
-            self._prompt = 0
+            blocked_at = time.monotonic()
+            got = self._block(deadline)
+            # A reply that came soon after the spin gave up was late: the peer is short of
+            # CPU. A long silence is something else (a lost signal, a stall) and says
+            # nothing about the CPU; yielding then would only slow the recovery down.
+            if got is not None and time.monotonic() - blocked_at < _LATE:
+                self._crowded = True
+                self._prompt = 0
+            return got
+        return self._block(deadline)
+
+    @staticmethod
+    def _block(deadline: float | None) -> tuple[int, int] | None:
         if deadline is None:
-            info = signal.sigwaitinfo(_WAITED)
+            info: signal.struct_siginfo | None = signal.sigwaitinfo(_WAITED)
         else:
             info = signal.sigtimedwait(_WAITED, max(deadline - time.monotonic(), 0.0))
-            if info is None:
-                return None
-        return info.si_pid, _SYMBOL[info.si_signo]
+        return None if info is None else (info.si_pid, _SYMBOL[info.si_signo])
 
     def take_pending(self) -> tuple[int, int] | None:
         """One signal already pending, as (sender PID, symbol), or None; never waits."""

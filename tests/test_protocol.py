@@ -234,6 +234,31 @@ def test_a_frame_repeated_after_silence_is_sent_unchanged() -> None:
     assert sender.attempts == 1
 
 
+def test_a_repeat_cut_shorter_replaces_the_frame_the_server_had() -> None:
+    # Frame 0 is taken but its ACK never heard (a poll eaten); the client asks again and
+    # repeats it, a stray eats a bit of the repeat, and the server says RESEND, so the client
+    # cuts it shorter. Taking that for a plain repeat would leave the two sides counting
+    # different bytes; the server takes the new cut in place of the old one.
+    net = Network()
+    text = "r" * (MAX_PAYLOAD + 500)
+    client = net.add_client(10, text)
+    frame_bits = len(to_bits(encode_frame(split_message(text.encode())[0])))
+    _into_first_frame(net, 10, frame_bits + 7)  # the frame, and 7 of the 8 verdict polls
+    net.server_pending.clear()  # the 8th poll is eaten
+    net.advance(BIT_TIMEOUT)
+    assert client.sender.state is SenderState.REQUESTING
+    _into_first_frame(net, 10, 100)  # GRANT, then 100 bits of the repeat
+    net.server_pending.clear()  # a bit of the repeat is eaten
+    net.advance(STALL_TIMEOUT)  # the server gives up on it and says RESEND
+    for _ in range(9):  # FRAME_OVER and the 8 polls of the RESEND verdict
+        net.deliver_to_client(10)
+        net.deliver_to_server()
+    assert len(client.sender.frame.payload) == MAX_PAYLOAD // 2
+    net.run()
+    assert client.succeeded
+    assert net.printed_texts() == [text]
+
+
 @pytest.mark.parametrize("server_busy", [False, True])
 def test_silence_in_a_frame_is_a_loss_unless_the_server_still_holds_our_signal(
     server_busy: bool,
