@@ -30,7 +30,7 @@ def main() -> int:
         tally = scenario(*args)
         rows.append((name, tally, time.monotonic() - started))
         total.add(tally)
-        print(f"  {name:<34} {_short(tally)}", file=sys.stderr, flush=True)
+        print(f"  {name:<38} {_short(tally)}", file=sys.stderr, flush=True)
 
     print(f"soak: {rounds} rounds", file=sys.stderr)
     for round_ in range(rounds):
@@ -46,6 +46,13 @@ def main() -> int:
             reliability.strangers,
             rate,
             ("naive", "polite"),
+        )
+        run(
+            f"64 KiB amid naive + polite at {rate:.0f}/s",
+            reliability.strangers,
+            rate,
+            ("naive", "polite"),
+            64 * 1024,
         )
         code, seconds, _ = reliability.server_killed()
         notice.append(seconds if code == 7 else float("inf"))
