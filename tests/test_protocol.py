@@ -38,6 +38,15 @@ from minitalk.protocol import (
 from tests.simlink import SERVER_PID, STRANGER_PID, Network
 
 
+def _grant_then_exchange(net: Network, pid: int, bits: int) -> None:
+    """Deliver the REQUEST and its GRANT, then ``bits`` signals each way."""
+    net.deliver_to_server()  # request
+    net.deliver_to_client(pid)  # grant
+    for _ in range(bits):
+        net.deliver_to_server()
+        net.deliver_to_client(pid)
+
+
 def test_verdict_encoding_round_trips_and_rejects_garble() -> None:
     for verdict in Verdict:
         bits = verdict_bits(verdict)
@@ -127,11 +136,7 @@ def test_message_at_the_limit_is_accepted() -> None:
 def test_a_lost_bit_is_recovered_by_resending_the_frame() -> None:
     net = Network()
     client = net.add_client(10, "hello")
-    net.deliver_to_server()  # request
-    net.deliver_to_client(10)  # grant
-    for _ in range(20):  # 20 bits through
-        net.deliver_to_server()
-        net.deliver_to_client(10)
+    _grant_then_exchange(net, 10, 20)  # 20 bits through
     net.server_pending.clear()  # the 21st bit is lost
     net.run()
     assert client.succeeded
@@ -139,19 +144,11 @@ def test_a_lost_bit_is_recovered_by_resending_the_frame() -> None:
     assert net.printed_texts() == ["hello"]
 
 
-def _into_first_frame(net: Network, pid: int, bits: int) -> None:
-    net.deliver_to_server()  # request
-    net.deliver_to_client(pid)  # grant
-    for _ in range(bits):
-        net.deliver_to_server()
-        net.deliver_to_client(pid)
-
-
 def test_a_bit_eaten_by_a_stray_is_recovered_by_the_servers_stall_notice() -> None:
     net = Network()
     text = "x" * 300
     client = net.add_client(10, text)
-    _into_first_frame(net, 10, 100)
+    _grant_then_exchange(net, 10, 100)
     # A stranger's signal of the same kind was pending: the client's bit merged into it, and
     # the kernel kept the stranger's siginfo.
     symbol = next(iter(net.server_pending))
@@ -172,7 +169,7 @@ def test_a_slow_client_crossing_the_stall_notice_costs_a_frame_not_a_slip() -> N
     net = Network()
     text = "slow 🐢 " * 40
     client = net.add_client(10, text)
-    _into_first_frame(net, 10, 100)
+    _grant_then_exchange(net, 10, 100)
     net.deliver_to_server()  # bit 101 taken and answered; the client is slow to run
     net.advance(STALL_TIMEOUT)  # so the server gives up on the frame meanwhile
     assert set(client.pending) == {CONTINUE, FRAME_OVER}
@@ -243,11 +240,11 @@ def test_a_repeat_cut_shorter_replaces_the_frame_the_server_had() -> None:
     text = "r" * (MAX_PAYLOAD + 500)
     client = net.add_client(10, text)
     frame_bits = len(to_bits(encode_frame(split_message(text.encode())[0])))
-    _into_first_frame(net, 10, frame_bits + 7)  # the frame, and 7 of the 8 verdict polls
+    _grant_then_exchange(net, 10, frame_bits + 7)  # the frame, and 7 of the 8 verdict polls
     net.server_pending.clear()  # the 8th poll is eaten
     net.advance(BIT_TIMEOUT)
     assert client.sender.state is SenderState.REQUESTING
-    _into_first_frame(net, 10, 100)  # GRANT, then 100 bits of the repeat
+    _grant_then_exchange(net, 10, 100)  # REQUEST, GRANT, then 100 bits of the repeat
     net.server_pending.clear()  # a bit of the repeat is eaten
     net.advance(STALL_TIMEOUT)  # the server gives up on it and says RESEND
     for _ in range(9):  # FRAME_OVER and the 8 polls of the RESEND verdict
@@ -289,11 +286,7 @@ def test_a_lost_final_ack_is_answered_again_and_not_printed_twice() -> None:
 def test_a_duplicated_data_signal_is_caught_and_the_frame_resent() -> None:
     net = Network()
     client = net.add_client(10, "duplicate me")
-    net.deliver_to_server()
-    net.deliver_to_client(10)
-    for _ in range(120):  # into the payload: bits 72.. of the frame
-        net.deliver_to_server()
-        net.deliver_to_client(10)
+    _grant_then_exchange(net, 10, 120)  # into the payload: bits 72.. of the frame
     symbol, origin = next(iter(net.server_pending.items()))
     net.redeliver_to_server(origin, symbol)  # a bit seen twice: everything after it slips
     net.run()
@@ -304,11 +297,7 @@ def test_a_duplicated_data_signal_is_caught_and_the_frame_resent() -> None:
 def test_silent_client_is_dropped_and_the_next_one_served() -> None:
     net = Network()
     dead = net.add_client(10, "never finished")
-    net.deliver_to_server()
-    net.deliver_to_client(10)
-    for _ in range(50):
-        net.deliver_to_server()
-        net.deliver_to_client(10)
+    _grant_then_exchange(net, 10, 50)
     dead.alive = False  # vanishes without the server being told
     waiting = net.add_client(11, "next")
     net.run()
@@ -469,11 +458,7 @@ def test_clients_in_a_row_deliver_in_order(texts: list[str]) -> None:
 
 def _through_final_verdict_but_its_last_bit(net: Network, pid: int, text: str) -> None:
     bits = len(to_bits(encode_frame(split_message(text.encode())[0])))
-    net.deliver_to_server()  # REQUEST
-    net.deliver_to_client(pid)  # GRANT
-    for _ in range(bits + 7):  # the frame and 7 of the 8 verdict polls
-        net.deliver_to_server()
-        net.deliver_to_client(pid)
+    _grant_then_exchange(net, pid, bits + 7)  # the frame and 7 of the 8 verdict polls
     net.deliver_to_server()  # the 8th poll; its answer is lost below
     net.clients[pid].pending.clear()
 
@@ -499,11 +484,7 @@ def test_a_session_dropped_mid_message_restarts_the_message_from_frame_0() -> No
     text = "x" * (2 * MAX_PAYLOAD + 10)
     client = net.add_client(10, text)
     frame_bits = len(to_bits(encode_frame(split_message(text.encode())[0])))
-    net.deliver_to_server()
-    net.deliver_to_client(10)
-    for _ in range(frame_bits + 8 + 100):  # frame 0 acknowledged, 100 bits of frame 1
-        net.deliver_to_server()
-        net.deliver_to_client(10)
+    _grant_then_exchange(net, 10, frame_bits + 8 + 100)  # frame 0 acknowledged, 100 bits of frame 1
     assert client.sender.frame_index == 1
     net.server_pending.clear()
     # The client is stopped while the server's session timeout passes: only the server's
