@@ -160,3 +160,21 @@ def procs() -> Iterator[Processes]:
         yield processes
     finally:
         processes.end_all()
+
+
+def admitted_send(procs: Processes, server: Server, *args: str) -> subprocess.Popen[bytes]:
+    """Start `minitalk send` and return once the server has admitted it (peer or queued)."""
+    client = procs.popen([*MINITALK, "send", str(server.pid), *args, "--quiet"])
+    wait_for(lambda: client.pid in clients_held(server.pid), f"the server admitted {args}")
+    return client
+
+
+def clients_held(server: int) -> set[int]:
+    """The PIDs the server holds a pidfd for: the clients it has admitted (peer or queued)."""
+    held = set()
+    for info in Path(f"/proc/{server}/fdinfo").iterdir():
+        with contextlib.suppress(OSError):
+            for line in info.read_text().splitlines():
+                if line.startswith("Pid:"):
+                    held.add(int(line.split()[1]))
+    return held

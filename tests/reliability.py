@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from tests.conftest import HANG_GUARD, MINITALK, Processes, wait_for
+from tests.conftest import HANG_GUARD, MINITALK, Processes, admitted_send, wait_for
 
 # A stranger: signals the server as fast as asked until told to stop, then prints its count.
 # "polite" strangers block both signals (so the server's replies, if any, cannot kill them);
@@ -50,6 +50,7 @@ class Tally:
     clients_killed: int = 0
     server_restarts: int = 0  # never needed: a scenario that needs one counts it here
     strays: int = 0  # stranger signals sent at the server
+    out_of_turn: int = 0  # clients served in another order than they asked in
     worst_wait: float = 0.0  # longest whole `minitalk send`, queueing included, in seconds
 
     def add(self, other: Tally) -> None:
@@ -129,6 +130,31 @@ def load(clients: int, messages_each: int, size: int = 300) -> Tally:
             thread.join(HANG_GUARD)
         out, _, _ = server.finish() if all(code == 0 for code in sent.values()) else server.stop()
         _judge(tally, sent, out)
+    finally:
+        procs.end_all()
+    return tally
+
+
+def queue_order(clients: int, size: int = 64 * 1024) -> Tally:
+    """A long message holds the line while ``clients`` more ask, one after another, each
+    once the server has admitted the one before (it holds a pidfd for it), so the order in
+    which they asked is known. They must be served, and printed, in that order."""
+    tally, procs = Tally(), Processes()
+    try:
+        server = procs.serve("--count", str(clients + 1))
+        started = time.monotonic()
+        asked = [_message("holder", size)] + [_message(f"q{i}", 200) for i in range(clients)]
+        running = [admitted_send(procs, server, text) for text in asked]
+        sent: dict[str, int] = {}
+        for text, process in zip(asked, running, strict=True):
+            process.communicate(timeout=HANG_GUARD)
+            sent[text] = process.returncode
+        tally.worst_wait = time.monotonic() - started
+        out, _, _ = server.finish() if all(c == 0 for c in sent.values()) else server.stop()
+        _judge(tally, sent, out)
+        served = [line for line in out.decode().split("\n") if line in sent]
+        in_turn = [text for text in asked if text in served]
+        tally.out_of_turn = sum(a != b for a, b in zip(served, in_turn, strict=True))
     finally:
         procs.end_all()
     return tally

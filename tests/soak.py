@@ -3,7 +3,8 @@
     make soak                  # SOAK_ROUNDS=3 rounds of every scenario
     SOAK_ROUNDS=10 make soak   # longer
 
-Exits 1 if anything was corrupted or silently lost, or a server had to be restarted.
+Exits 1 if anything was corrupted or silently lost, a client was served out of turn, or a
+server had to be restarted.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ def main() -> int:
     print(f"soak: {rounds} rounds", file=sys.stderr)
     for round_ in range(rounds):
         run(f"load 16 clients x 4 (round {round_ + 1})", reliability.load, 16, 4)
+        run("8 clients queued in turn", reliability.queue_order, 8)
         for _ in range(2):
             run("client SIGKILLed mid-message", reliability.client_killed, rng)
         stop = 1.0 + rng.random() * 3.0
@@ -58,7 +60,12 @@ def main() -> int:
         notice.append(seconds if code == 7 else float("inf"))
 
     print(_table(rows, total, notice))
-    clean = total.corrupted == 0 and total.lost == 0 and total.server_restarts == 0
+    clean = (
+        total.corrupted == 0
+        and total.lost == 0
+        and total.server_restarts == 0
+        and total.out_of_turn == 0
+    )
     return 0 if clean and all(s != float("inf") for s in notice) else 1
 
 
@@ -80,6 +87,7 @@ def _table(rows: list[tuple[str, Tally, float]], total: Tally, notice: list[floa
         f"  failed and told the user           {total.failed_told:>8}",
         f"  clients killed                     {total.clients_killed:>8}",
         f"  server restarts needed (must be 0) {total.server_restarts:>8}",
+        f"  served out of turn (must be 0)     {total.out_of_turn:>8}",
         f"  stray signals injected             {total.strays:>8}",
         f"  worst wait for one send (s)        {total.worst_wait:>8.2f}",
         f"  server killed: client noticed in   {max(notice):>8.2f} s (worst of {len(notice)})",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -18,7 +17,8 @@ from tests.conftest import (
     MINITALK,
     SERVER_STDERR,
     Processes,
-    Server,
+    admitted_send,
+    clients_held,
     pending_signals,
     wait_for,
 )
@@ -275,8 +275,8 @@ def test_shutdown_tells_the_queue_and_finishes_cleanly(procs: Processes, tmp_pat
     first_text = "first " + "✓" * 100_000  # 300 kB: still sending when the server stops
     big = tmp_path / "big.txt"
     big.write_text(first_text)
-    first = _admitted_send(procs, server, "--file", str(big))
-    queued = _admitted_send(procs, server, "second")
+    first = admitted_send(procs, server, "--file", str(big))
+    queued = admitted_send(procs, server, "second")
     server.process.terminate()
     _, err = queued.communicate(timeout=HANG_GUARD)
     first.communicate(timeout=HANG_GUARD)
@@ -293,31 +293,13 @@ def test_shutdown_tells_the_queue_and_finishes_cleanly(procs: Processes, tmp_pat
     assert (first.returncode == 0) == (out != b"")
 
 
-def _admitted_send(procs: Processes, server: Server, *args: str) -> subprocess.Popen[bytes]:
-    """Start `minitalk send` and return once the server has admitted it (peer or queued)."""
-    client = procs.popen([*MINITALK, "send", str(server.pid), *args, "--quiet"])
-    wait_for(lambda: client.pid in _clients_held(server.pid), f"the server admitted {args}")
-    return client
-
-
-def _clients_held(server: int) -> set[int]:
-    """The PIDs the server holds a pidfd for: the clients it has admitted (peer or queued)."""
-    held = set()
-    for info in Path(f"/proc/{server}/fdinfo").iterdir():
-        with contextlib.suppress(OSError):
-            for line in info.read_text().splitlines():
-                if line.startswith("Pid:"):
-                    held.add(int(line.split()[1]))
-    return held
-
-
 def test_a_queued_client_that_dies_is_skipped(procs: Processes, tmp_path: Path) -> None:
     server = procs.serve("--count", "2")
     long_text = "long " + "✓" * 30_000  # about 90 kB: the line stays busy while we act
     big = tmp_path / "long.txt"
     big.write_text(long_text)
-    first = _admitted_send(procs, server, "--file", str(big))
-    doomed = _admitted_send(procs, server, "never sent")
+    first = admitted_send(procs, server, "--file", str(big))
+    doomed = admitted_send(procs, server, "never sent")
     doomed.kill()
     doomed.wait(timeout=HANG_GUARD)
     last = procs.popen([*MINITALK, "send", str(server.pid), "after the dead one", "--quiet"])
@@ -355,7 +337,7 @@ def test_a_recycled_client_pid_is_never_signalled(procs: Processes, tmp_path: Pa
     server = procs.serve("--count", "1")
     big = tmp_path / "long.txt"
     big.write_text("long " + "✓" * 30_000)
-    victim = _admitted_send(procs, server, "--file", str(big))
+    victim = admitted_send(procs, server, "--file", str(big))
     server.process.send_signal(signal.SIGSTOP)
     victim.kill()
     victim.wait(timeout=HANG_GUARD)
@@ -365,7 +347,7 @@ def test_a_recycled_client_pid_is_never_signalled(procs: Processes, tmp_path: Pa
         pytest.skip("cannot choose a PID here (writing ns_last_pid needs CAP_SYS_ADMIN)")
     # The server's pidfd still stands for the dead victim (the kernel shows its PID as -1),
     # not for the impostor that now has the victim's PID.
-    assert _clients_held(server.pid) == {-1}
+    assert clients_held(server.pid) == {-1}
     server.process.send_signal(signal.SIGCONT)
     after = procs.send(str(server.pid), "after the recycled PID", "--quiet")
     assert after.returncode == 0, after.stderr

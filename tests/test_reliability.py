@@ -27,6 +27,13 @@ def test_eight_clients_at_once_two_messages_each() -> None:
     assert tally.delivered_intact == tally.sent == 16
 
 
+def test_queued_clients_are_served_in_the_order_they_asked() -> None:
+    tally = reliability.queue_order(clients=4)
+    assert_clean(tally)
+    assert tally.delivered_intact == tally.sent == 5
+    assert tally.out_of_turn == 0
+
+
 def test_client_killed_mid_message_then_next_client_served() -> None:
     tally = reliability.client_killed(random.Random(4))
     assert_clean(tally)
