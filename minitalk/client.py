@@ -18,7 +18,6 @@ from minitalk.protocol import (
     QUEUE_POLL,
     REPLY_TIMEOUT,
     Sender,
-    SenderState,
 )
 from minitalk.transport import (
     Process,
@@ -86,6 +85,7 @@ class _SendLoop:
         self.config = config
         self.on_progress = on_progress
         self.last_symbol: int | None = None
+        self.resent = 0  # times in a row the last symbol was sent again after a stray ate it
         self.sender = Sender(
             message,
             nonce=secrets.randbits(32),
@@ -102,19 +102,30 @@ class _SendLoop:
         give_up_at = None if self.config.timeout is None else started + self.config.timeout
         sender.start(started)
         acked = 0
+        now = started
+        look_at: float | None = None  # when to look whether our last signal was eaten
         while True:
-            self._flush_outbox()
+            if sender.outbox:
+                self._flush_outbox()
+                look_at = now + _LOOK_AFTER if sender.awaiting_reply else None
             if sender.finished:
                 break
             if self.on_progress is not None and sender.bytes_acked != acked:
                 acked = sender.bytes_acked
                 self.on_progress(acked, self.size)
             deadline = _earliest(sender.deadline, give_up_at)
-            got = waiter.wait(deadline, spin=sender.state is not SenderState.QUEUED)
+            got = waiter.wait(_earliest(deadline, look_at), spin=sender.awaiting_reply)
             now = monotonic()
             if got is not None and got[0] == server.pid:
+                self.resent = 0
+                look_at = None
                 sender.receive(got[1], now)
                 continue
+            if look_at is not None and now >= look_at:
+                look_at, got = self._look_for_loss(waiter, now)
+                if got is not None:  # the answer came after all
+                    sender.receive(got[1], now)
+                    continue
             if give_up_at is not None and now >= give_up_at:
                 raise NoAnswerError(f"gave up after the --timeout of {self.config.timeout:g} s")
             if deadline is not None and now >= deadline:
@@ -126,6 +137,35 @@ class _SendLoop:
             raise sender.error
         frames = sender.frame_index
         return Receipt(server.pid, self.size, frames, sender.resends, monotonic() - started)
+
+    def _look_for_loss(
+        self, waiter: SignalWaiter, now: float
+    ) -> tuple[float | None, tuple[int, int] | None]:
+        """No answer yet: did a stray eat our last signal? Return when to look again (or
+        None), and the server's answer if it arrived meanwhile.
+
+        A stray's signal still pending at the server swallows ours if it is of the same kind
+        (standard signals merge). If the server is asleep in sigtimedwait it has no signal
+        pending and has answered everything it took; so if its answer is not here either,
+        ours never reached it, and sending it again cannot make the server see one symbol
+        twice. A server that is running, stopped or busy is looked at again later; the
+        sender's own timeouts still apply.
+        """
+        symbol = self.last_symbol
+        if self.resent >= _MAX_RESENDS or symbol is None:
+            return None, None
+        if not self.server.asleep_waiting():
+            return now + _LOOK_AFTER, None
+        while (got := waiter.take_pending()) is not None:  # taken after the look, not before
+            if got[0] == self.server.pid:
+                self.resent = 0
+                return None, got
+        self.resent += 1
+        try:
+            self.server.send(symbol)
+        except ProcessLookupError:
+            raise ServerGoneError(f"the server (PID {self.server.pid}) exited") from None
+        return now + _LOOK_AFTER, None
 
     def _flush_outbox(self) -> None:
         outbox = self.sender.outbox
@@ -140,6 +180,12 @@ class _SendLoop:
     def _check_alive(self) -> None:
         if not self.server.alive():
             raise ServerGoneError(f"the server (PID {self.server.pid}) exited")
+
+
+# How long after a signal without an answer the client looks whether a stray ate it (a
+# round trip takes 10-60 µs), and how often in a row it sends one symbol again that way.
+_LOOK_AFTER = 0.002
+_MAX_RESENDS = 3
 
 
 def _earliest(first: float | None, second: float | None) -> float | None:

@@ -666,6 +666,17 @@ class Sender:
         raise LocalProtocolError(f"no transition for a symbol in {self._state}")
 
     @property
+    def awaiting_reply(self) -> bool:
+        """True while the last symbol sent must be answered at once (not queued, resyncing
+        or done)."""
+        state = self._state
+        return (
+            state is SenderState.SENDING
+            or state is SenderState.VERDICT
+            or state is SenderState.REQUESTING
+        )
+
+    @property
     def finished(self) -> bool:
         return self._state is SenderState.DONE or self._state is SenderState.FAILED
 

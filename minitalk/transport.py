@@ -187,6 +187,17 @@ class Process:
             return True
         return bool(pending & (1 << (DATA_SIGNALS[symbol] - 1)))
 
+    def asleep_waiting(self) -> bool:
+        """True if the process is asleep in sigtimedwait/sigwaitinfo: then no signal it
+        waits for is pending (one would have woken it), and a minitalk peer has answered
+        every signal it took. False if it is running, stopped, asleep elsewhere, or the
+        kernel does not say (/proc/PID/wchan reads 0 where it is hidden)."""
+        try:
+            with open(f"/proc/{self.pid}/wchan", encoding="ascii") as wchan:
+                return wchan.read().startswith("do_sigtimedwait")
+        except OSError:
+            return False
+
     def alive(self) -> bool:
         """False once the process has exited (its pidfd polls readable)."""
         return not self._poller.poll(0)

@@ -1,0 +1,88 @@
+"""The transport's views of another process, checked against real processes in known states.
+
+The client relies on ``Process.asleep_waiting`` to send a signal again that a stray ate, and on
+``Process.holding`` to wait for a server that is stopped or has not taken its signal yet; a
+wrong answer from either would show the server one symbol twice, or a symbol never.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from minitalk.transport import Process
+from tests.conftest import Processes, pending_signals, wait_for
+
+pytestmark = pytest.mark.e2e
+
+# Blocks both data signals, says so, then waits in sigtimedwait (argv[1] == "wait") or in an
+# ordinary sleep (anything else) until it is ended.
+HELPER = """
+import signal, sys, time
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1, signal.SIGUSR2})
+print("ready", flush=True)
+if sys.argv[1] == "wait":
+    signal.sigwaitinfo({signal.SIGUSR1, signal.SIGUSR2})
+    print("took one", flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.fixture
+def helpers() -> Iterator[Processes]:
+    processes = Processes()
+    try:
+        yield processes
+    finally:
+        processes.end_all()
+
+
+def _helper(helpers: Processes, how: str) -> tuple[Process, int]:
+    process = helpers.popen([sys.executable, "-c", HELPER, how])
+    assert process.stdout is not None
+    assert process.stdout.readline() == b"ready\n"
+    return Process(process.pid), process.pid
+
+
+def _state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        return stat.read().rsplit(")", 1)[1].split()[0]
+
+
+def test_a_process_asleep_in_sigwaitinfo_is_waiting_and_one_signal_wakes_it(
+    helpers: Processes,
+) -> None:
+    waiting, _ = _helper(helpers, "wait")
+    wait_for(waiting.asleep_waiting, "the helper is asleep in sigwaitinfo")
+    waiting.send(1)
+    wait_for(lambda: not waiting.asleep_waiting(), "the signal woke it")
+    waiting.close()
+
+
+def test_a_process_asleep_elsewhere_with_a_signal_pending_is_not_waiting(
+    helpers: Processes,
+) -> None:
+    sleeper, pid = _helper(helpers, "sleep")
+    wait_for(lambda: _state(pid) == "S", "the helper is asleep in time.sleep")
+    assert not sleeper.asleep_waiting()
+    sleeper.send(0)
+    wait_for(lambda: pending_signals(pid) & (1 << (signal.SIGUSR1 - 1)), "SIGUSR1 pending")
+    assert sleeper.holding(0)  # the signal sits there untaken
+    assert not sleeper.holding(1)
+    sleeper.close()
+
+
+def test_a_stopped_process_is_holding_not_waiting(helpers: Processes) -> None:
+    stopped, pid = _helper(helpers, "wait")
+    wait_for(stopped.asleep_waiting, "the helper is asleep in sigwaitinfo")
+    helpers.started[-1].send_signal(signal.SIGSTOP)
+    wait_for(lambda: _state(pid) == "T", "the helper is stopped")
+    assert not stopped.asleep_waiting()
+    assert stopped.holding(0)
+    helpers.started[-1].send_signal(signal.SIGCONT)
+    wait_for(stopped.asleep_waiting, "the helper waits again")
+    assert not stopped.holding(0)
+    stopped.close()
