@@ -31,7 +31,7 @@ def main() -> int:
         tally = scenario(*args)
         rows.append((name, tally, time.monotonic() - started))
         total.add(tally)
-        print(f"  {name:<38} {_short(tally)}", file=sys.stderr, flush=True)
+        print(f"  {name:<40} {_short(tally)}", file=sys.stderr, flush=True)
 
     print(f"soak: {rounds} rounds", file=sys.stderr)
     for round_ in range(rounds):
@@ -54,6 +54,13 @@ def main() -> int:
             reliability.strangers,
             rate,
             ("naive", "polite"),
+            64 * 1024,
+        )
+        run(
+            f"64 KiB amid 2 naive + polite at {rate:.0f}/s",
+            reliability.strangers,
+            rate,
+            ("naive", "naive", "polite"),
             64 * 1024,
         )
         code, seconds, _ = reliability.server_killed()

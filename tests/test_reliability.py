@@ -48,16 +48,12 @@ def test_server_stopped_and_continued() -> None:
     assert tally.delivered_intact + tally.failed_told == 1
 
 
-def test_strangers_signals_never_corrupt_and_are_never_answered() -> None:
-    # A stray that merges with a client signal eats it; the stall notice and shrinking frames
-    # recover (see docs/protocol.md). In bursts of heavy loss a send can still fail cleanly
-    # after 10 tries of one 32-byte frame (exit 6), so this asserts what must always hold:
-    # never corrupt, never lost silently, never a signal to a stranger. `make soak` counts
-    # how often sends complete.
+def test_strangers_signals_do_not_stop_a_transfer_and_are_never_answered() -> None:
+    # Two strangers at 300 signals a second each: a stray that merges with a client signal
+    # eats it, and the client sends it again or the frame is resent (docs/protocol.md).
     tally = reliability.strangers(rate=300, kinds=("naive", "naive"))
     assert_clean(tally)  # includes: the naive strangers were never answered (still alive)
-    assert tally.sent == 1
-    assert tally.delivered_intact + tally.failed_told == 1
+    assert tally.delivered_intact == tally.sent == 1
     assert tally.strays > 0
 
 
