@@ -20,9 +20,13 @@ The link rules (docs/protocol.md has the diagrams):
   is recognised as such.
 * Verdict ACK moves to the next frame; RESEND, a garbled verdict or a silent server makes the
   client resend the whole frame from its first bit (never a single bit: that is how slips are
-  born), at most ``max_attempts`` times. The server drops a partial frame after
-  ``frame_timeout`` of silence, which is shorter than the client's ``reply_timeout``, so both
-  sides restart the frame together.
+  born), at most ``max_attempts`` times at the smallest size; a rejected frame is cut shorter
+  first. A frame that stalls (a bit eaten by a stray) is abandoned by the server after
+  ``stall_timeout``: it sends FRAME_OVER unprompted, then RESEND. A client that hears nothing
+  for ``bit_timeout`` (longer) asks again with REQUEST, which the server answers with GRANT at
+  a frame start or in the verdict state (polls are 0s), so both sides restart the frame
+  together. (Sending a single symbol again when a stray provably ate it is the client loop's
+  business, below this machine: the machine sees one answer per symbol either way.)
 * A frame repeated because its ACK was lost is acknowledged again and not delivered twice
   (sequence numbers). After the last frame's ACK the client sends BYE (1), answered by 0; the
   server keeps the session until BYE or ``session_timeout``. Every frame carries its message's
@@ -869,8 +873,8 @@ class Sender:
         self._retry(now, ask_first=False)
 
     def _resync(self, now: float) -> None:
-        # Say nothing for a whole reply timeout: the server drops its partial frame after its
-        # (shorter) frame timeout, and any late reply still in flight arrives and is ignored.
+        # Say nothing for bit_timeout: the server abandons a partial frame after its shorter
+        # stall_timeout, and any late reply still in flight arrives and is ignored.
         self.state = SenderState.RESYNC
         self.deadline = now + self.bit_timeout
 
