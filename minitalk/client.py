@@ -11,7 +11,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from minitalk.errors import NoAnswerError, ServerGoneError
+from minitalk.errors import NoAnswerError, ServerGoneError, TargetError
 from minitalk.protocol import (
     BIT_TIMEOUT,
     MAX_ATTEMPTS,
@@ -161,21 +161,25 @@ class _SendLoop:
                 self.resent = 0
                 return None, got
         self.resent += 1
-        try:
-            self.server.send(symbol)
-        except ProcessLookupError:
-            raise ServerGoneError(f"the server (PID {self.server.pid}) exited") from None
+        self._send(symbol)
         return now + _LOOK_AFTER, None
 
     def _flush_outbox(self) -> None:
         outbox = self.sender.outbox
+        for symbol in outbox:
+            self._send(symbol)
+            self.last_symbol = symbol
+        outbox.clear()
+
+    def _send(self, symbol: int) -> None:
         try:
-            for symbol in outbox:
-                self.server.send(symbol)
-                self.last_symbol = symbol
+            self.server.send(symbol)
         except ProcessLookupError:
             raise ServerGoneError(f"the server (PID {self.server.pid}) exited") from None
-        outbox.clear()
+        except OSError as error:  # it changed its user since we checked it
+            raise TargetError(
+                f"cannot signal the server (PID {self.server.pid}): {error.strerror}"
+            ) from None
 
     def _check_alive(self) -> None:
         if not self.server.alive():

@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from minitalk.errors import MinitalkError
 from minitalk.protocol import (
     DEFAULT_MAX_MESSAGE,
     FRAME_TIMEOUT,
@@ -26,8 +27,8 @@ from minitalk.transport import (
     Process,
     SignalWaiter,
     block_signals,
-    handles_both_signals,
     monotonic,
+    open_peer,
 )
 
 
@@ -60,14 +61,15 @@ class _Clients:
         return process.uid if process is not None else -1
 
     def admit(self, pid: int) -> bool:
-        """Open a pidfd for a new client if it looks like one; False if it must be ignored."""
+        """Hold a new client by pidfd if it is a minitalk process we may signal (see
+        ``transport.open_peer``); False if it must be ignored: never answered, never held."""
         if pid in self._open:
             return True
-        if pid <= 1 or pid == os.getpid() or not handles_both_signals(pid):
+        if pid <= 1 or pid == os.getpid():
             return False
         try:
-            self._open[pid] = Process(pid)
-        except OSError:
+            self._open[pid], _ = open_peer(pid)
+        except MinitalkError:
             return False
         return True
 
@@ -77,13 +79,13 @@ class _Clients:
         return process is not None and process.alive()
 
     def send(self, pid: int, symbol: int) -> bool:
-        """Signal a client; False if it has exited."""
+        """Signal a client; False if it has exited or may no longer be signalled."""
         process = self._open.get(pid)
         if process is None:
             return False
         try:
             process.send(symbol)
-        except ProcessLookupError:
+        except OSError:  # exited, or no longer ours to signal: gone either way
             return False
         return True
 

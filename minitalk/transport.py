@@ -6,11 +6,23 @@ signal, so minitalk blocks SIGUSR1 and SIGUSR2 and takes them one at a time with
 ``KeyboardInterrupt``, so that a stop request also ends a write stuck on a full pipe. Sends go
 through a pidfd, so a PID that was recycled after its process exited is never hit. This module
 knows nothing of frames.
+
+It is also the trust boundary (docs/protocol.md, "Trust"), checked here once for both sides:
+
+* A signal counts only if the kernel stamped its sender (``si_code`` SI_USER, what ``kill``
+  and ``pidfd_send_signal`` produce). ``rt_sigqueueinfo`` lets anyone write any PID into a
+  signal; such a signal is dropped here and never reaches the protocol machines.
+* A process is signalled only once it is held by a pidfd opened *before* its checks, is seen
+  to ignore both signals (``SigIgn``: the mark of every minitalk process; a process that
+  catches them, like an interactive shell or a daemon, would act on them, and one that only
+  blocks them dies when it unblocks them), has passed a signal-0 probe through that pidfd,
+  and is still alive after all that, so the /proc entry read was its own.
 """
 
 from __future__ import annotations
 
 import os
+import pwd
 import select
 import signal
 import sys
@@ -24,6 +36,8 @@ _SYMBOL: dict[int, int] = {signal.SIGUSR1: 0, signal.SIGUSR2: 1}
 
 # /proc/PID/status masks: bit (signum - 1) is set when that signal is blocked/ignored/caught.
 _USR_MASK = (1 << (signal.SIGUSR1 - 1)) | (1 << (signal.SIGUSR2 - 1))
+SI_USER = 0  # si_code of a signal whose sender the kernel wrote itself (kill, pidfd_send_signal)
+_CAP_KILL = 5  # capability bit in CapEff: may signal any process
 PID_MAX_LIMIT = 4_194_304  # the kernel's ceiling for pid_max on 64-bit Linux
 
 # Waiting: poll up to _SPIN_POLLS times before blocking, when another CPU can run the peer
@@ -81,6 +95,10 @@ def _may_spin() -> bool:
 class SignalWaiter:
     """Takes blocked signals one at a time, returning (sender PID, symbol).
 
+    Only signals the kernel stamped count: one whose siginfo the sender wrote itself
+    (``rt_sigqueueinfo``: any PID can be claimed there) is dropped and counted in ``forged``,
+    as if it had never arrived.
+
     Adaptive: it polls (``sigtimedwait`` with a zero timeout) before it blocks, and yields
     the CPU while polling when the machine looks crowded (see ``_SPIN_POLLS``). It never
     polls on a single-CPU machine, where polling only takes the CPU from the peer.
@@ -90,6 +108,7 @@ class SignalWaiter:
         self._spins = range(_SPIN_POLLS if (_may_spin() if spin is None else spin) else 0)
         self._crowded = False
         self._prompt = 0
+        self.forged = 0  # signals dropped because their sender was not stamped by the kernel
 
     def wait(self, deadline: float | None, *, spin: bool = True) -> tuple[int, int] | None:
         """Wait until ``deadline`` (a ``monotonic()`` time; None: forever) for a signal.
@@ -103,6 +122,9 @@ class SignalWaiter:
             for polls in self._spins:
                 info = signal.sigtimedwait(_WAITED, 0)
                 if info is not None:
+                    if info.si_code != SI_USER:
+                        self.forged += 1
+                        continue
                     if crowded:
                         self._prompt = self._prompt + 1 if polls < _PROMPT_POLLS else 0
                         if self._prompt >= _PROMPT_STREAK:
@@ -121,36 +143,75 @@ class SignalWaiter:
             return got
         return self._block(deadline)
 
-    @staticmethod
-    def _block(deadline: float | None) -> tuple[int, int] | None:
-        if deadline is None:
-            info: signal.struct_siginfo | None = signal.sigwaitinfo(_WAITED)
-        else:
-            info = signal.sigtimedwait(_WAITED, max(deadline - time.monotonic(), 0.0))
-        return None if info is None else (info.si_pid, _SYMBOL[info.si_signo])
+    def _block(self, deadline: float | None) -> tuple[int, int] | None:
+        while True:
+            if deadline is None:
+                info: signal.struct_siginfo | None = signal.sigwaitinfo(_WAITED)
+            else:
+                info = signal.sigtimedwait(_WAITED, max(deadline - time.monotonic(), 0.0))
+            if info is None:
+                return None
+            if info.si_code == SI_USER:
+                return info.si_pid, _SYMBOL[info.si_signo]
+            self.forged += 1
 
     def take_pending(self) -> tuple[int, int] | None:
         """One signal already pending, as (sender PID, symbol), or None; never waits."""
-        info = signal.sigtimedwait(_WAITED, 0)
-        return None if info is None else (info.si_pid, _SYMBOL[info.si_signo])
+        while (info := signal.sigtimedwait(_WAITED, 0)) is not None:
+            if info.si_code == SI_USER:
+                return info.si_pid, _SYMBOL[info.si_signo]
+            self.forged += 1
+        return None
 
 
-def handles_both_signals(pid: int) -> bool:
-    """True if ``pid`` blocks, catches or ignores both SIGUSR1 and SIGUSR2.
-
-    Such a process survives our signals; any other would be killed by the first one.
-    """
+def _read_status(pid: int) -> dict[str, str]:
+    """The fields of /proc/PID/status, by name; empty if it cannot be read."""
     try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as status:
-            masks = {
-                key: int(value, 16)
-                for key, _, value in (line.partition(":\t") for line in status)
-                if key in ("SigBlk", "SigIgn", "SigCgt")
-            }
-    except (OSError, ValueError):
+        with open(f"/proc/{pid}/status", encoding="utf-8", errors="replace") as status:
+            return dict(line.rstrip("\n").partition(":\t")[::2] for line in status)
+    except OSError:
+        return {}
+
+
+def _mask(fields: dict[str, str], name: str) -> int:
+    try:
+        return int(fields.get(name, "0"), 16)
+    except ValueError:
+        return 0
+
+
+def not_a_peer_because(fields: dict[str, str]) -> str | None:
+    """Why the process whose /proc/PID/status ``fields`` these are is not a minitalk
+    process, or None if it is one (it ignores both SIGUSR1 and SIGUSR2, as every minitalk
+    process does). A process that catches the signals acts on them (an interactive shell
+    exits, a daemon reopens its logs or reloads); one that only blocks them dies of them once
+    it unblocks them; one that does neither dies at once."""
+    if not fields:
+        return "its /proc status cannot be read"
+    if _mask(fields, "SigIgn") & _USR_MASK == _USR_MASK:
+        return None
+    if _mask(fields, "SigCgt") & _USR_MASK:
+        return (
+            "it catches SIGUSR1/SIGUSR2 with a handler of its own (as a shell or a daemon "
+            "does, acting on them), where minitalk ignores them"
+        )
+    if _mask(fields, "SigBlk") & _USR_MASK == _USR_MASK:
+        return "it blocks them without ignoring them, so it would die of them once it unblocks"
+    return "it does not block or ignore SIGUSR1 and SIGUSR2, so the first bit would kill it"
+
+
+def may_signal_us(fields: dict[str, str]) -> bool:
+    """True if the process with these /proc/PID/status ``fields`` may send this process a
+    signal: the kernel's rule (kill(2)) is that its real or effective UID is our real or saved
+    UID, or that it holds CAP_KILL."""
+    try:
+        real, effective = (int(uid) for uid in fields["Uid"].split()[:2])
+    except (KeyError, ValueError):
         return False
-    handled = masks.get("SigBlk", 0) | masks.get("SigIgn", 0) | masks.get("SigCgt", 0)
-    return handled & _USR_MASK == _USR_MASK
+    our_real, _, our_saved = os.getresuid()
+    if {real, effective} & {our_real, our_saved}:
+        return True
+    return bool(_mask(fields, "CapEff") & (1 << _CAP_KILL))
 
 
 class Process:
@@ -158,16 +219,14 @@ class Process:
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
+        self.uid = -1  # its effective UID, once ``open_peer`` has read it
         self._fd = os.pidfd_open(pid)
-        try:
-            self.uid = os.stat(f"/proc/{pid}").st_uid  # the owner of /proc/PID: its euid
-        except OSError:
-            self.uid = -1
         self._poller = select.poll()
         self._poller.register(self._fd, select.POLLIN)
 
     def send(self, symbol: int) -> None:
-        """Send 0 as SIGUSR1, 1 as SIGUSR2. Raise ``ProcessLookupError`` if it has exited."""
+        """Send 0 as SIGUSR1, 1 as SIGUSR2. Raise ``ProcessLookupError`` if it has exited,
+        ``PermissionError`` if we may not signal it."""
         signal.pidfd_send_signal(self._fd, DATA_SIGNALS[symbol])
 
     def probe(self) -> None:
@@ -177,14 +236,10 @@ class Process:
     def holding(self, symbol: int) -> bool:
         """True if the process is stopped, or the signal that carries ``symbol`` is still
         pending at it: it has not taken what we sent yet, so its silence is not a loss."""
-        try:
-            with open(f"/proc/{self.pid}/status", encoding="ascii") as status:
-                fields = dict(line.rstrip("\n").partition(":\t")[::2] for line in status)
-            pending = int(fields.get("ShdPnd", "0"), 16) | int(fields.get("SigPnd", "0"), 16)
-        except (OSError, ValueError):
-            return False
+        fields = _read_status(self.pid)
         if fields.get("State", "")[:1] in ("T", "t"):
             return True
+        pending = _mask(fields, "ShdPnd") | _mask(fields, "SigPnd")
         return bool(pending & (1 << (DATA_SIGNALS[symbol] - 1)))
 
     def asleep_waiting(self) -> bool:
@@ -206,11 +261,60 @@ class Process:
         os.close(self._fd)
 
 
+def open_peer(pid: int, *, check_ignores: bool = True) -> tuple[Process, dict[str, str]]:
+    """Hold ``pid`` by pidfd and check that it is a minitalk process we may signal; return it
+    with the /proc/PID/status fields read for the check.
+
+    The order matters. The pidfd is opened first, so it stands for one process whatever
+    happens to the PID; then /proc is read; then the pidfd must still be alive, which proves
+    the /proc entry read was that process's (a PID is not reused while its process lives).
+    Raise ``TargetError`` saying why not (``ServerGoneError`` if it exited meanwhile).
+    ``check_ignores=False`` skips the is-it-minitalk check (``send --force``).
+    """
+    try:
+        process = Process(pid)
+    except ProcessLookupError:
+        raise TargetError(f"no process has PID {pid}") from None
+    except OSError as error:
+        raise TargetError(f"cannot open PID {pid}: {error.strerror}") from None
+    try:
+        fields = _read_status(pid)
+        reason = not_a_peer_because(fields) if check_ignores else None
+        if reason is not None and process.alive():
+            raise TargetError(f"PID {pid} is not a minitalk server: {reason}")
+        try:
+            process.probe()
+        except PermissionError:
+            raise TargetError(
+                f"PID {pid} belongs to another user; not allowed to signal it"
+            ) from None
+        except ProcessLookupError:
+            pass  # exited: said below
+        except OSError as error:
+            raise TargetError(f"cannot signal PID {pid}: {error.strerror}") from None
+        if not process.alive():
+            raise ServerGoneError(f"PID {pid} exited")
+        process.uid = int(fields.get("Uid", "-1 -1").split()[1])
+    except BaseException:
+        process.close()
+        raise
+    return process, fields
+
+
+def _user(uid: int) -> str:
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
+
+
 def open_server(pid: int, *, force: bool = False) -> Process:
     """Check that ``pid`` is a process we may safely signal as a server, and hold it.
 
     Refuses PID 0, 1, negatives, our own PID, processes that do not exist or belong to
-    someone else, and (unless ``force``) processes that would be killed by SIGUSR1.
+    someone else, processes that do not ignore both signals (unless ``force``: they would be
+    killed by SIGUSR1, or act on it), and servers that may not signal us back (a root client
+    of an ordinary user's server: every answer would fail).
     """
     if pid <= 0:
         raise TargetError(f"PID {pid} is not a process: 0 and negative PIDs name process groups")
@@ -220,25 +324,12 @@ def open_server(pid: int, *, force: bool = False) -> Process:
         raise TargetError(f"PID {pid} is this client itself")
     if pid > PID_MAX_LIMIT:
         raise TargetError(f"PID {pid} is larger than any PID Linux can give")
-    try:
-        process = Process(pid)
-    except ProcessLookupError:
-        raise TargetError(f"no process has PID {pid}") from None
-    except OSError as error:
-        raise TargetError(f"cannot open PID {pid}: {error.strerror}") from None
-    try:
-        process.probe()
-    except PermissionError:
-        process.close()
-        raise TargetError(f"PID {pid} belongs to another user; not allowed to signal it") from None
-    except ProcessLookupError:
-        process.close()
-        raise ServerGoneError(f"PID {pid} exited") from None
-    if not force and not handles_both_signals(pid):
+    process, fields = open_peer(pid, check_ignores=not force)
+    if not may_signal_us(fields):
         process.close()
         raise TargetError(
-            f"PID {pid} is not a minitalk server: it does not block SIGUSR1 and SIGUSR2, "
-            "so the first bit would kill it"
+            f"the server (PID {pid}) runs as {_user(process.uid)} and may not signal this "
+            f"client, which runs as {_user(os.geteuid())}: send as the server's user"
         )
     return process
 

@@ -8,10 +8,15 @@ negative PID, or any process the test did not start.
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import os
+import re
 import selectors
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -21,6 +26,8 @@ from typing import IO
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+import minitalk
 
 # The suite's hypothesis profile: no per-example deadline (the machine is shared and noisy;
 # speed lives in bench/), and a modest example count that keeps `make test` in minutes.
@@ -178,3 +185,209 @@ def clients_held(server: int) -> set[int]:
                 if line.startswith("Pid:"):
                     held.add(int(line.split()[1]))
     return held
+
+
+def signal_masks(pid: int) -> dict[str, int]:
+    """The signal masks of ``pid`` from /proc/PID/status: SigBlk, SigIgn, SigCgt, and the
+    pending signals (ShdPnd | SigPnd) as "pending"."""
+    fields = dict(
+        line.partition(":\t")[::2] for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    masks = {key: int(fields.get(key, "0"), 16) for key in ("SigBlk", "SigIgn", "SigCgt")}
+    masks["pending"] = int(fields.get("ShdPnd", "0"), 16) | int(fields.get("SigPnd", "0"), 16)
+    return masks
+
+
+USR_BITS = (1 << (signal.SIGUSR1 - 1)) | (1 << (signal.SIGUSR2 - 1))
+
+
+def usr_pending(pid: int) -> int:
+    """SIGUSR1/SIGUSR2 pending at ``pid`` (a process that blocks them keeps them there)."""
+    return signal_masks(pid)["pending"] & USR_BITS
+
+
+def at_rest(pid: int) -> bool:
+    """True if ``pid`` is asleep in sigtimedwait with no SIGUSR1/SIGUSR2 pending: a minitalk
+    process in that state has taken every signal sent to it so far and answered all it will
+    answer (a signal sent before this call would have woken it). False where the kernel
+    hides /proc/PID/wchan; callers skip then (``wchan_visible``)."""
+    try:
+        waiting = Path(f"/proc/{pid}/wchan").read_text().startswith("do_sigtimedwait")
+    except OSError:
+        return False
+    return waiting and usr_pending(pid) == 0
+
+
+def wchan_visible() -> bool:
+    """Whether /proc/PID/wchan names the kernel function a sleeping process waits in, here
+    (it reads "0" where the kernel hides it): looked at on a child asleep reading a pipe."""
+    reader = [sys.executable, "-c", "import sys; sys.stdin.buffer.read()"]
+    cat = subprocess.Popen(reader, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + HANG_GUARD  # asleep in read() once it has started
+        while time.monotonic() < deadline:
+            if Path(f"/proc/{cat.pid}/wchan").read_text() == "anon_pipe_read":
+                return True
+            time.sleep(0.001)
+        return False
+    except OSError:
+        return False
+    finally:
+        cat.kill()
+        cat.wait()
+        assert cat.stdin is not None
+        cat.stdin.close()
+
+
+NS_LAST_PID = Path("/proc/sys/kernel/ns_last_pid")
+
+
+def spawn_at_pid(procs: Processes, pid: int, args: list[str]) -> subprocess.Popen[bytes] | None:
+    """Start ``args`` as process ``pid`` (a PID just freed), or return None if the kernel
+    will not let us choose (ns_last_pid needs CAP_SYS_ADMIN) or another fork keeps winning it."""
+    for _ in range(20):
+        try:
+            NS_LAST_PID.write_text(str(pid - 1))
+        except OSError:
+            return None
+        process = procs.popen(args)
+        if process.pid == pid:
+            return process
+        process.kill()  # some other fork took the PID first; ours is not the one we want
+        process.wait(timeout=HANG_GUARD)
+    return None
+
+
+# -- another user: minitalk run as "nobody" ---------------------------------------------------
+
+NOBODY = 65534
+
+
+@dataclass(frozen=True)
+class OtherUser:
+    """How to run minitalk as another user: an interpreter and a world-readable copy of the
+    package and its dependencies (the clone and its .venv may sit in a 0700 home)."""
+
+    uid: int
+    python: str
+    path: str
+
+    def command(self, *args: str) -> list[str]:
+        return [self.python, "-m", "minitalk", *args]
+
+    def popen(self, procs: Processes, args: list[str]) -> subprocess.Popen[bytes]:
+        """Start ``args`` (a command line) as this user, recorded in ``procs``."""
+        process: subprocess.Popen[bytes] = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            user=self.uid,
+            group=self.uid,
+            extra_groups=[],
+            env=self.env(),
+            cwd="/",
+        )
+        procs.started.append(process)
+        return process
+
+    def run(self, args: list[str]) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            args,
+            stdin=subprocess.DEVNULL,
+            user=self.uid,
+            group=self.uid,
+            extra_groups=[],
+            env=self.env(),
+            cwd="/",
+            capture_output=True,
+            timeout=HANG_GUARD,
+            check=False,
+        )
+
+    def env(self) -> dict[str, str]:
+        return {"PYTHONPATH": self.path, "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+
+    def serve(self, procs: Processes, *options: str) -> Server:
+        process = self.popen(procs, self.command("serve", *options))
+        assert process.stdout is not None
+        line = _read_line(process.stdout, HANG_GUARD)
+        assert line.startswith(b"PID "), f"first line was {line!r}"
+        return Server(process, int(line.split()[1]), line)
+
+
+def _runtime_distributions() -> set[str]:
+    """minitalk's run-time dependencies, recursively (extras left out)."""
+    found: set[str] = set()
+    todo = ["minitalk"]
+    while todo:
+        name = todo.pop()
+        try:
+            requires = importlib.metadata.requires(name) or []
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        for requirement in requires:
+            if "extra ==" in requirement:
+                continue
+            match = re.match(r"[A-Za-z0-9._-]+", requirement)
+            if match and match.group(0).lower() not in found:
+                found.add(match.group(0).lower())
+                todo.append(match.group(0))
+    return found
+
+
+def _copy_runtime(into: Path) -> None:
+    package = Path(minitalk.__file__).parent
+    shutil.copytree(package, into / "minitalk", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in _runtime_distributions():
+        try:
+            dist = importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        root = Path(str(dist.locate_file(""))).resolve()
+        for file in dist.files or []:
+            source = Path(str(dist.locate_file(file))).resolve()
+            if root not in source.parents or "__pycache__" in source.parts or not source.is_file():
+                continue  # scripts in bin/, caches
+            target = into / source.relative_to(root)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(source, target)
+
+
+def _interpreters() -> list[str]:
+    """Pythons of our version that another user may be able to run: ours, if its path is
+    open to all, else the system's."""
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    found = [os.path.realpath(sys.executable)]
+    for folder in ("/usr/local/bin", "/usr/bin"):
+        candidate = shutil.which(version, path=folder)
+        if candidate:
+            found.append(candidate)
+    return list(dict.fromkeys(found))
+
+
+@pytest.fixture(scope="session")
+def nobody() -> Iterator[OtherUser]:
+    """minitalk as the user "nobody" (uid 65534), or a skip saying what is missing."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run a process as another user")
+    folder = Path(tempfile.mkdtemp(prefix="minitalk-nobody-"))  # in /tmp, not in a 0700 home
+    try:
+        folder.chmod(0o755)
+        _copy_runtime(folder)
+        problems = []
+        for python in _interpreters():
+            user = OtherUser(NOBODY, python, str(folder))
+            probe = [python, "-c", "import minitalk.cli, sys; print(sys.version_info[:2])"]
+            try:
+                check = user.run(probe)
+            except OSError as error:  # not executable by that user (a 0700 home on its path)
+                problems.append(f"{python}: {error.strerror}")
+                continue
+            if check.returncode == 0 and check.stdout.strip() == str(sys.version_info[:2]).encode():
+                yield user
+                return
+            problems.append(f"{python}: {check.stderr.decode().strip().splitlines()[-1:]}")
+        pytest.skip(f"no Python {sys.version_info[:2]} that uid {NOBODY} can run: {problems}")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -3,10 +3,7 @@ happens: an innocent process stays alive and a running server prints nothing."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from minitalk.errors import ExitCode
-from tests.conftest import HANG_GUARD, MINITALK, SERVER_STDERR, Processes, Server
+from tests.conftest import HANG_GUARD, MINITALK, SERVER_STDERR, OtherUser, Processes, Server
 
 pytestmark = pytest.mark.e2e
 
@@ -118,42 +115,17 @@ def test_stdin_closed(scene: Scene) -> None:
 
 # -- as another user: the permission paths root never meets ------------------------------------
 
-SYSTEM_PYTHON = shutil.which("python3.11", path="/usr/bin") or ""
-ROOT = Path(__file__).resolve().parent.parent
 
-
-def _as_nobody(args: list[str]) -> subprocess.CompletedProcess[bytes]:
-    site = next((ROOT / ".venv" / "lib").glob("python3.*/site-packages"))
-    env = {"PYTHONPATH": f"{ROOT}:{site}", "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
-    return subprocess.run(
-        [SYSTEM_PYTHON, "-m", "minitalk", "send", *args],
-        user=65534,
-        group=65534,
-        env=env,
-        cwd="/",
-        capture_output=True,
-        timeout=HANG_GUARD,
-        check=False,
-    )
-
-
-needs_root_and_system_python = pytest.mark.skipif(
-    os.geteuid() != 0 or not SYSTEM_PYTHON or sys.version_info[:2] != (3, 11),
-    reason="needs root (to run a client as nobody) and /usr/bin/python3.11",
-)
-
-
-@needs_root_and_system_python
-def test_another_users_process_is_refused(scene: Scene) -> None:
-    result = _as_nobody([str(scene.server.pid), "hi"])  # the server runs as root
+def test_another_users_process_is_refused(scene: Scene, nobody: OtherUser) -> None:
+    result = nobody.run(nobody.command("send", str(scene.server.pid), "hi"))  # server: root
     _check(result, ExitCode.BAD_TARGET, "belongs to another user", scene)
 
 
-@needs_root_and_system_python
-def test_unreadable_file_is_refused(scene: Scene, tmp_path: Path) -> None:
+def test_unreadable_file_is_refused(scene: Scene, nobody: OtherUser, tmp_path: Path) -> None:
     secret = tmp_path / "secret.txt"
     secret.write_text("private")
     secret.chmod(0o600)
     tmp_path.chmod(0o755)
-    result = _as_nobody([str(scene.server.pid), "--force", "--file", str(secret)])
+    args = ["send", str(scene.server.pid), "--force", "--file", str(secret)]
+    result = nobody.run(nobody.command(*args))
     _check(result, ExitCode.BAD_INPUT, "no permission to read", scene)

@@ -20,6 +20,7 @@ from tests.conftest import (
     admitted_send,
     clients_held,
     pending_signals,
+    spawn_at_pid,
     wait_for,
 )
 
@@ -311,25 +312,6 @@ def test_a_queued_client_that_dies_is_skipped(procs: Processes, tmp_path: Path) 
     assert out == long_text.encode() + b"\nafter the dead one\n"
 
 
-NS_LAST_PID = Path("/proc/sys/kernel/ns_last_pid")
-
-
-def _spawn_at_pid(procs: Processes, pid: int, args: list[str]) -> subprocess.Popen[bytes] | None:
-    """Start ``args`` as process ``pid`` (a PID just freed), or return None if the kernel
-    will not let us choose (ns_last_pid needs CAP_SYS_ADMIN) or another fork keeps winning it."""
-    for _ in range(20):
-        try:
-            NS_LAST_PID.write_text(str(pid - 1))
-        except OSError:
-            return None
-        process = procs.popen(args)
-        if process.pid == pid:
-            return process
-        process.kill()  # some other fork took the PID first; ours is not the one we want
-        process.wait(timeout=HANG_GUARD)
-    return None
-
-
 def test_a_recycled_client_pid_is_never_signalled(procs: Processes, tmp_path: Path) -> None:
     # The server holds its peer by pidfd. The peer dies and an innocent process (one that
     # SIGUSR1 would kill) takes over its PID while the server is stopped; when the server
@@ -341,7 +323,7 @@ def test_a_recycled_client_pid_is_never_signalled(procs: Processes, tmp_path: Pa
     server.process.send_signal(signal.SIGSTOP)
     victim.kill()
     victim.wait(timeout=HANG_GUARD)
-    impostor = _spawn_at_pid(procs, victim.pid, ["sleep", "600"])
+    impostor = spawn_at_pid(procs, victim.pid, ["sleep", "600"])
     if impostor is None:
         server.process.send_signal(signal.SIGCONT)
         pytest.skip("cannot choose a PID here (writing ns_last_pid needs CAP_SYS_ADMIN)")
