@@ -1,9 +1,11 @@
 """The server loop: the receiver state machine driven by real signals and a real clock.
 
-It validates every process that asks for a session before answering it (a process that does
-not block SIGUSR1/SIGUSR2 would be killed by our reply), holds each peer by pidfd, and hands
-every complete message to ``on_message`` before the acknowledgement goes out. No CLI, no
-printing policy: the caller decides what to do with a message.
+It admits a process that asks for a session only after ``transport.open_peer`` has checked it
+(it ignores SIGUSR1/SIGUSR2 as minitalk does, we may signal it, the pidfd holds the process
+that was checked), holds each peer by that pidfd, and hands every complete message to
+``on_message`` before the acknowledgement goes out. Signals reach it only if the kernel
+stamped their sender (``SignalWaiter``). No CLI, no printing policy: the caller decides what
+to do with a message.
 """
 
 from __future__ import annotations

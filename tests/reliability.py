@@ -12,30 +12,59 @@ from __future__ import annotations
 import os
 import random
 import signal
+import subprocess
 import sys
 import threading
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from tests import forge
 from tests.conftest import HANG_GUARD, MINITALK, Processes, admitted_send, wait_for
 
 # A stranger: signals the server as fast as asked until told to stop, then prints its count.
-# "polite" strangers block both signals (so the server's replies, if any, cannot kill them);
 # "naive" ones keep the default action, so they die if the server ever answers them.
-STRANGER = """
+# "polite" ones block and ignore both signals, exactly like a minitalk client, so they pass the
+# server's check: they get queued and even granted the line, which they fill with noise.
+# A "forger" writes its own siginfo (tests/forge.py, whose source it carries): each signal
+# claims to come from one of the PIDs it was given (the naive strangers: bystanders that die
+# if answered) or from a client the server holds right now (from /proc/SERVER/fdinfo).
+STRANGER = (
+    Path(forge.__file__).read_text()
+    + """
 import os, random, signal, sys, time
-target, rate, polite = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3] == "polite"
-if polite:
+target, rate, kind = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+bystanders = [int(pid) for pid in sys.argv[4:]]
+if kind == "polite":
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1, signal.SIGUSR2})
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+
+def held_by(server):
+    held = []
+    for name in os.listdir(f"/proc/{server}/fdinfo"):
+        try:
+            with open(f"/proc/{server}/fdinfo/{name}") as info:
+                held += [int(l.split()[1]) for l in info if l.startswith("Pid:")]
+        except OSError:
+            pass
+    return [pid for pid in held if pid > 1]
+
 signal.signal(signal.SIGTERM, lambda *_: (print(sent, flush=True), os._exit(0)))
-sent, gap = 0, 1.0 / rate
+sent, gap, victims = 0, 1.0 / rate, bystanders
 print("ready", flush=True)
 while True:
-    os.kill(target, random.choice((signal.SIGUSR1, signal.SIGUSR2)))
+    signum = random.choice((signal.SIGUSR1, signal.SIGUSR2))
+    if kind == "forger":
+        if sent % 16 == 0:
+            victims = bystanders + held_by(target)
+        forge(target, signum, random.choice(victims) if victims else os.getpid())
+    else:
+        os.kill(target, signum)
     sent += 1
     time.sleep(gap)
 """
+)
 
 
 @dataclass
@@ -210,17 +239,20 @@ def server_stopped(stop_seconds: float, size: int = 32 * 1024) -> Tally:
 def strangers(rate: float, kinds: tuple[str, ...] = ("naive",), size: int = 8 * 1024) -> Tally:
     """Strangers signal the server during a transfer, each ``rate`` signals a second. A
     "naive" one dies if the server ever answers it, so its survival shows the server never
-    answers an unvalidated process. A "polite" one blocks both signals, so it passes for a
-    client: it gets queued and even granted the line, which it fills with noise until it
-    loses it. Nothing may be corrupted or lost; a send may still fail (told) under polite
-    noise, see the note in docs/protocol.md."""
+    answers an unvalidated process. A "polite" one passes for a client: it gets queued and
+    even granted the line, which it fills with noise until it loses it. A "forger" sends
+    signals that claim to come from the naive strangers started before it, or from the very
+    client being served. Nothing may be corrupted or lost, and no naive stranger answered; a
+    send may still fail (told) under polite noise, see the note in docs/protocol.md."""
     tally, procs = Tally(), Processes()
     try:
         server = procs.serve()
-        noise = []
+        noise: list[subprocess.Popen[bytes]] = []
         for kind in kinds:
+            naive = [str(n.pid) for n, k in zip(noise, kinds, strict=False) if k == "naive"]
+            named = naive if kind == "forger" else []
             stranger = procs.popen(
-                [sys.executable, "-c", STRANGER, str(server.pid), str(rate), kind]
+                [sys.executable, "-c", STRANGER, str(server.pid), str(rate), kind, *named]
             )
             assert stranger.stdout is not None
             assert stranger.stdout.readline() == b"ready\n"

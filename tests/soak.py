@@ -63,6 +63,19 @@ def main() -> int:
             ("naive", "naive", "polite"),
             64 * 1024,
         )
+        run(
+            f"naive + forger at {rate:.0f}/s",
+            reliability.strangers,
+            rate,
+            ("naive", "forger"),
+        )
+        run(
+            f"64 KiB amid naive + polite + forger at {rate:.0f}/s",
+            reliability.strangers,
+            rate,
+            ("naive", "polite", "forger"),
+            64 * 1024,
+        )
         code, seconds, _ = reliability.server_killed()
         notice.append(seconds if code == 7 else float("inf"))
 
@@ -95,7 +108,7 @@ def _table(rows: list[tuple[str, Tally, float]], total: Tally, notice: list[floa
         f"  clients killed                     {total.clients_killed:>8}",
         f"  server restarts needed (must be 0) {total.server_restarts:>8}",
         f"  served out of turn (must be 0)     {total.out_of_turn:>8}",
-        f"  stray signals injected             {total.strays:>8}",
+        f"  strays injected (forged included)  {total.strays:>8}",
         f"  worst wait for one send (s)        {total.worst_wait:>8.2f}",
         f"  server killed: client noticed in   {max(notice):>8.2f} s (worst of {len(notice)})",
         f"  scenarios run                      {len(rows):>8}"

@@ -9,7 +9,7 @@ import random
 import pytest
 
 from minitalk.errors import ExitCode
-from tests import reliability
+from tests import forge, reliability
 from tests.reliability import Tally
 
 pytestmark = pytest.mark.e2e
@@ -53,6 +53,16 @@ def test_strangers_signals_do_not_stop_a_transfer_and_are_never_answered() -> No
     # eats it, and the client sends it again or the frame is resent (docs/protocol.md).
     tally = reliability.strangers(rate=300, kinds=("naive", "naive"))
     assert_clean(tally)  # includes: the naive strangers were never answered (still alive)
+    assert tally.delivered_intact == tally.sent == 1
+    assert tally.strays > 0
+
+
+@pytest.mark.skipif(not forge.can_forge(), reason="no siginfo layout for this CPU")
+def test_forged_signals_naming_bystanders_and_the_client_change_nothing() -> None:
+    # The forger's signals claim to come from the naive stranger (which dies if answered) or
+    # from the client being served: never data, never answered (docs/protocol.md, "Trust").
+    tally = reliability.strangers(rate=300, kinds=("naive", "forger"))
+    assert_clean(tally)  # includes: the naive stranger was never answered (still alive)
     assert tally.delivered_intact == tally.sent == 1
     assert tally.strays > 0
 
