@@ -316,6 +316,18 @@ def open_server(pid: int, *, force: bool = False) -> Process:
     killed by SIGUSR1, or act on it), and servers that may not signal us back (a root client
     of an ordinary user's server: every answer would fail).
     """
+    _check_pid_number(pid)
+    process, fields = open_peer(pid, check_ignores=not force)
+    if not may_signal_us(fields):
+        process.close()
+        raise TargetError(
+            f"the server (PID {pid}) runs as {_user(process.uid)} and may not signal this "
+            f"client, which runs as {_user(os.geteuid())}: send as the server's user"
+        )
+    return process
+
+
+def _check_pid_number(pid: int) -> None:
     if pid <= 0:
         raise TargetError(f"PID {pid} is not a process: 0 and negative PIDs name process groups")
     if pid == 1:
@@ -324,13 +336,104 @@ def open_server(pid: int, *, force: bool = False) -> Process:
         raise TargetError(f"PID {pid} is this client itself")
     if pid > PID_MAX_LIMIT:
         raise TargetError(f"PID {pid} is larger than any PID Linux can give")
-    process, fields = open_peer(pid, check_ignores=not force)
-    if not may_signal_us(fields):
+
+
+# -- classic mode: plain minitalks catch the signals ---------------------------------------------
+
+
+def handles(pid: int, signum: int) -> bool:
+    """True if ``pid`` blocks, ignores or catches ``signum`` right now (read fresh from
+    /proc/PID/status), so that one such signal will not kill it. For plain minitalks only:
+    they catch the signals; some install their handler late, so ask before each signal."""
+    fields = _read_status(pid)
+    if fields.get("State", "Z")[:1] in ("Z", "X"):
+        return False
+    bit = 1 << (signum - 1)
+    return bool((_mask(fields, "SigBlk") | _mask(fields, "SigIgn") | _mask(fields, "SigCgt")) & bit)
+
+
+# Shells catch SIGUSR1/SIGUSR2 and exit on them (bash, when interactive); none is a minitalk.
+_SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "mksh", "fish", "tcsh", "csh", "ash"})
+
+
+def is_shell(pid: int) -> bool:
+    """True if ``pid`` runs a shell (by its command name in /proc/PID/comm)."""
+    try:
+        with open(f"/proc/{pid}/comm", encoding="utf-8", errors="replace") as comm:
+            return comm.read().strip() in _SHELLS
+    except OSError:
+        return False
+
+
+def ancestors() -> set[int]:
+    """The PIDs of this process's parent, its parent's parent, and so on up to init: the
+    caller's shell among them, which an interactive session must never be sent a signal."""
+    found: set[int] = set()
+    pid = os.getppid()
+    while pid > 1 and pid not in found:
+        found.add(pid)
+        try:
+            pid = int(_read_status(pid).get("PPid", "0"))
+        except ValueError:
+            break
+    return found
+
+
+def open_plain_peer(pid: int) -> Process:
+    """Hold a plain minitalk process by pidfd (opened before its /proc entry is read, which
+    must still be its own after): a classic server answering a client it has not yet heard
+    from, and nothing else. The caller checks ``handles`` before each signal."""
+    try:
+        process = Process(pid)
+    except OSError as error:
+        raise TargetError(f"cannot open PID {pid}: {error.strerror}") from None
+    fields = _read_status(pid)
+    if not fields or not process.alive():
         process.close()
+        raise ServerGoneError(f"PID {pid} exited")
+    process.uid = int(fields.get("Uid", "-1 -1").split()[1])
+    return process
+
+
+def open_plain_server(pid: int, *, force: bool = False) -> Process:
+    """Check that ``pid`` is a process a classic client may signal, and hold it.
+
+    A plain minitalk server catches both signals, so in this mode (and only in it) catching
+    counts: it must block, ignore or catch each of them (unless ``force``). Never this client,
+    PID 0, 1 or a process group, and never one of this client's ancestors: an interactive bash
+    catches both signals and exits on them, so `send --classic $$` would close the terminal.
+    """
+    _check_pid_number(pid)
+    if pid in ancestors():
         raise TargetError(
-            f"the server (PID {pid}) runs as {_user(process.uid)} and may not signal this "
-            f"client, which runs as {_user(os.geteuid())}: send as the server's user"
+            f"PID {pid} is this client's own parent shell or one of its ancestors, never a "
+            "minitalk server (an interactive shell exits on SIGUSR1)"
         )
+    if is_shell(pid):
+        raise TargetError(
+            f"PID {pid} is a shell, never a minitalk server (a shell exits on SIGUSR1)"
+        )
+    process = open_plain_peer(pid)
+    try:
+        for signum in DATA_SIGNALS:
+            if not force and not handles(pid, signum):
+                raise TargetError(
+                    f"PID {pid} is not a minitalk server: it does not block, ignore or catch "
+                    f"{signal.Signals(signum).name}, so the first bit would kill it"
+                )
+        try:
+            process.probe()
+        except PermissionError:
+            raise TargetError(
+                f"PID {pid} belongs to another user; not allowed to signal it"
+            ) from None
+        except ProcessLookupError:
+            pass
+        if not process.alive():
+            raise ServerGoneError(f"PID {pid} exited")
+    except BaseException:
+        process.close()
+        raise
     return process
 
 

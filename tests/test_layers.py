@@ -1,4 +1,5 @@
-"""Imports flow one way: cli -> client/server -> protocol -> frame -> errors.
+"""Imports flow one way: cli -> client/server -> protocol -> frame -> errors (and, for the
+plain protocol, cli -> classic_link -> classic -> errors).
 
 transport sits beside the protocol and knows nothing of frames; the sans-I/O core never
 imports the transport, the clock or the signal module.
@@ -18,9 +19,20 @@ ALLOWED = {
     "frame": {"errors"},
     "protocol": {"errors", "frame"},
     "transport": {"errors"},
+    "classic": {"errors"},
+    "classic_link": {"errors", "classic", "transport"},
     "client": {"errors", "frame", "protocol", "transport"},
     "server": {"errors", "frame", "protocol", "transport"},
-    "cli": {"__init__", "errors", "protocol", "client", "server", "progress"},
+    "cli": {
+        "__init__",
+        "errors",
+        "protocol",
+        "client",
+        "server",
+        "progress",
+        "classic",
+        "classic_link",
+    },
     "progress": set(),
     "__main__": {"cli"},
     "__init__": set(),
@@ -51,7 +63,7 @@ def test_imports_point_down(module: str) -> None:
     assert own <= ALLOWED[module], f"{module} imports {own - ALLOWED[module]}"
 
 
-@pytest.mark.parametrize("module", ["frame", "protocol"])
+@pytest.mark.parametrize("module", ["frame", "protocol", "classic"])
 def test_core_does_no_io(module: str) -> None:
     top_level = {name.split(".")[0] for name in imports_of(module)}
     assert not top_level & CORE_FORBIDDEN, f"{module} imports {top_level & CORE_FORBIDDEN}"

@@ -1,0 +1,494 @@
+"""The classic protocol that plain minitalks speak, as pure code: a codec and two machines.
+
+A plain minitalk (the exercise's C client and server) sends each byte of the text as 8 signals,
+with no frame, no check and no sequence number, and ends the message with a NUL byte. About
+half of them send a length prefix first; some send bits least significant first, or use
+SIGUSR2 for 0 (docs/classic.md, from 40 public implementations). ``ClassicFormat`` says which
+variant is spoken and turns text into symbols. ``ClassicReceiver`` assembles the bytes of each
+sender apart, by the PID the kernel stamped on its signals, and says when to answer.
+``ClassicSender`` sends one message and decides how to pace it: by the server's answers when it
+gives them, else by a fixed delay. It never sends a bit twice: a plain server has no way to
+tell a repeat from the next bit.
+
+Sans-I/O like ``protocol``: a symbol is a signal (0 = SIGUSR1, 1 = SIGUSR2, as everywhere in
+minitalk); time is an argument; answers go to an outbox, results come out as events. Each
+sender's timing is recorded so that ``describe`` can explain what crossed the line (``--trace``).
+"""
+
+from __future__ import annotations
+
+import statistics
+from array import array
+from dataclasses import dataclass, field
+from enum import Enum
+
+from minitalk.errors import LocalProtocolError, NoAnswerError
+
+SIGNAL_NAMES = ("SIGUSR1", "SIGUSR2")  # symbol 0 and symbol 1
+IDLE_TIMEOUT = 1.0  # a sender silent this long mid-message is dropped (plain servers: 0.4-10 s)
+DEFAULT_DELAY = 0.0005  # between bits when the server does not answer: 400-500 µs is safe
+PROBE_WAIT = 0.01  # after the first bit: an answer within this means "paced by answers"
+REPLY_TIMEOUT = 1.0  # paced by answers: the longest wait for one
+END_WAIT = 0.05  # after the last bit: time for an end-of-message signal, not required
+MAX_TRACE_BYTES = 16  # --trace shows the bits of this many bytes per message, then a summary
+MAX_GAPS = 1 << 20  # gaps kept per sender for the trace's figures (8 MiB of doubles at most)
+DEFAULT_MAX_MESSAGE = 1024 * 1024  # a plain sender moves 1-10 KiB/s: 1 MiB takes minutes
+
+
+class Ack(Enum):
+    """When a classic server answers a sender."""
+
+    BIT = "bit"  # one signal per bit received: the common handshake
+    END = "end"  # one signal when the message is complete
+    NONE = "none"  # never
+
+
+@dataclass(frozen=True, slots=True)
+class ClassicFormat:
+    """One variant of the plain protocol. The default is the exercise's plain form: 8-bit
+    bytes, most significant bit first, SIGUSR1 = 0, the message ended by a NUL byte."""
+
+    msb_first: bool = True
+    zero_symbol: int = 0  # the signal that carries a 0 bit: 0 = SIGUSR1, 1 = SIGUSR2
+    terminator: bytes = b"\0"  # b"\0", b"\n", or b"" for none
+    length_bits: int = 0  # a length prefix of 32 or 64 bits before the text; 0 for none
+    length_msb_first: bool | None = None  # the prefix's own bit order; None: as the text
+    length_counts_terminator: bool = False  # the prefix counts the terminator too
+
+    def __post_init__(self) -> None:
+        if self.zero_symbol not in (0, 1):
+            raise LocalProtocolError("zero_symbol must be 0 (SIGUSR1) or 1 (SIGUSR2)")
+        if self.terminator not in (b"\0", b"\n", b""):
+            raise LocalProtocolError("the terminator is a NUL, a newline, or none")
+        if self.length_bits not in (0, 32, 64):
+            raise LocalProtocolError("a length prefix has 32 or 64 bits, or is absent")
+
+    @property
+    def prefix_msb_first(self) -> bool:
+        return self.msb_first if self.length_msb_first is None else self.length_msb_first
+
+    def encode(self, data: bytes) -> list[int]:
+        """The symbols that carry ``data`` (without its terminator) in this variant."""
+        bits: list[int] = []
+        if self.length_bits:
+            length = len(data) + (len(self.terminator) if self.length_counts_terminator else 0)
+            if length >= 1 << self.length_bits:
+                raise LocalProtocolError("message too long for the length prefix")
+            bits += _bits(length, self.length_bits, msb_first=self.prefix_msb_first)
+        for byte in data + self.terminator:
+            bits += _bits(byte, 8, msb_first=self.msb_first)
+        return [bit ^ self.zero_symbol for bit in bits]
+
+    def describe(self) -> str:
+        """The variant in a few words, for receipts and traces."""
+        order = "MSB first" if self.msb_first else "LSB first"
+        zero = f"{SIGNAL_NAMES[self.zero_symbol]} = 0"
+        end = {b"\0": "NUL-ended", b"\n": "newline-ended", b"": "no terminator"}[self.terminator]
+        words = [order, zero, end]
+        if self.length_bits:
+            prefix_order = "MSB" if self.prefix_msb_first else "LSB"
+            words.append(f"{self.length_bits}-bit length prefix ({prefix_order} first)")
+        return ", ".join(words)
+
+
+def _bits(value: int, width: int, *, msb_first: bool) -> list[int]:
+    bits = [(value >> shift) & 1 for shift in range(width)]  # LSB first
+    return bits[::-1] if msb_first else bits
+
+
+def _value(bits: list[int], *, msb_first: bool) -> int:
+    value = 0
+    for bit in bits if msb_first else bits[::-1]:
+        value = value << 1 | bit
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# Receiving: one assembly per sender
+
+
+@dataclass(slots=True)
+class SenderRecord:
+    """What one sender has sent so far: its bits, bytes and their timing."""
+
+    pid: int
+    started: float
+    last: float
+    signals: int = 0
+    answered: int = 0
+    unanswered: int = 0  # answers owed that the server could not safely send
+    pending_bits: list[int] = field(default_factory=list)
+    length: int | None = None  # from the prefix, once read
+    data: bytearray = field(default_factory=bytearray)
+    # Seconds between consecutive signals (the first MAX_GAPS), the longest gap before each
+    # byte's bits, and the bits of the first MAX_TRACE_BYTES bytes as they arrived.
+    gaps: array[float] = field(default_factory=lambda: array("d"))
+    byte_gaps: array[float] = field(default_factory=lambda: array("d"))
+    byte_bits: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class ClassicMessage:
+    """A whole message from one sender; ``text`` is its UTF-8, with bad bytes shown as U+FFFD."""
+
+    pid: int
+    data: bytes
+    seconds: float
+    record: SenderRecord
+
+    @property
+    def text(self) -> str:
+        return self.data.decode("utf-8", errors="replace")
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    @property
+    def utf8_error(self) -> int | None:
+        """The offset of the first byte that breaks UTF-8, or None if the text is valid."""
+        try:
+            self.data.decode("utf-8")
+        except UnicodeDecodeError as error:
+            return error.start
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class SenderDropped:
+    """A sender went silent mid-message (or broke a limit); its partial message is dropped."""
+
+    pid: int
+    reason: str
+    record: SenderRecord
+
+
+ClassicEvent = ClassicMessage | SenderDropped
+
+
+class ClassicReceiver:
+    """Assembles the plain protocol, one sender apart from another: (pid, symbol, now) in;
+    answers (pid, symbol) and events out.
+
+    Senders are told apart by the PID the kernel stamped on each signal (the transport hands
+    over nothing else), so two clients sending at once never mix. A sender silent for
+    ``idle_timeout`` mid-message is dropped, and with no terminator and no length prefix a
+    message ends at that silence. Whoever drives it must print each ``ClassicMessage`` before
+    sending the outbox that follows it, and must check before each answer that the process
+    handles that signal (a plain client that expects no answer dies of one).
+    """
+
+    def __init__(
+        self,
+        fmt: ClassicFormat = ClassicFormat(),
+        *,
+        ack: Ack = Ack.BIT,
+        ack_symbol: int = 0,
+        idle_timeout: float = IDLE_TIMEOUT,
+        max_message: int = DEFAULT_MAX_MESSAGE,
+        max_senders: int = 64,
+    ) -> None:
+        if idle_timeout <= 0:
+            raise LocalProtocolError("idle_timeout must be positive")
+        if ack_symbol not in (0, 1):
+            raise LocalProtocolError("ack_symbol must be 0 (SIGUSR1) or 1 (SIGUSR2)")
+        self.fmt = fmt
+        self.ack = ack
+        self.ack_symbol = ack_symbol
+        self.idle_timeout = idle_timeout
+        self.max_message = max_message
+        self.max_senders = max_senders
+        self.senders: dict[int, SenderRecord] = {}
+        self.outbox: list[tuple[int, int]] = []
+        self.events: list[ClassicEvent] = []
+
+    def receive(self, pid: int, symbol: int, now: float) -> None:
+        """One signal from ``pid``: symbol 0 for SIGUSR1, 1 for SIGUSR2."""
+        if symbol not in (0, 1):
+            raise LocalProtocolError(f"a symbol is 0 or 1, not {symbol!r}")
+        record = self.senders.get(pid)
+        if record is None:
+            if len(self.senders) >= self.max_senders:  # bounded: forget the quietest
+                quiet = min(self.senders.values(), key=lambda sender: sender.last)
+                self._drop(quiet, "too many senders at once; the quietest was dropped")
+            record = self.senders[pid] = SenderRecord(pid=pid, started=now, last=now)
+        elif len(record.gaps) < MAX_GAPS:
+            record.gaps.append(now - record.last)
+        record.last = now
+        record.signals += 1
+        record.pending_bits.append(symbol ^ self.fmt.zero_symbol)
+        if self.ack is Ack.BIT:
+            self.outbox.append((pid, self.ack_symbol))
+        self._assemble(record, now)
+
+    def _assemble(self, record: SenderRecord, now: float) -> None:
+        fmt = self.fmt
+        if fmt.length_bits and record.length is None:
+            if len(record.pending_bits) == fmt.length_bits:
+                record.length = _value(record.pending_bits, msb_first=fmt.prefix_msb_first)
+                record.pending_bits.clear()
+                counted = len(fmt.terminator) if fmt.length_counts_terminator else 0
+                if record.length - counted > self.max_message:
+                    self._drop(record, f"its length prefix announces {record.length} bytes")
+                    return
+                if self._complete(record):
+                    self._finish(record, now)
+            return
+        if len(record.pending_bits) < 8:
+            return
+        bits = record.pending_bits
+        record.data.append(_value(bits, msb_first=fmt.msb_first))
+        if len(record.byte_bits) < MAX_TRACE_BYTES:
+            record.byte_bits.append("".join(map(str, bits)))
+        record.byte_gaps.append(max(record.gaps[-8:], default=0.0))
+        bits.clear()
+        if self._complete(record):
+            self._finish(record, now)
+        elif len(record.data) > self.max_message + len(fmt.terminator):
+            self._drop(record, f"its message passed the limit of {self.max_message} bytes")
+
+    def _complete(self, record: SenderRecord) -> bool:
+        fmt = self.fmt
+        if fmt.length_bits and record.length is not None:
+            expected = record.length
+            if fmt.terminator and not fmt.length_counts_terminator:
+                expected += len(fmt.terminator)
+            return len(record.data) >= expected
+        return bool(fmt.terminator) and record.data.endswith(fmt.terminator)
+
+    def _finish(self, record: SenderRecord, now: float) -> None:
+        data = bytes(record.data)
+        terminator = self.fmt.terminator
+        if terminator and data.endswith(terminator):
+            data = data[: -len(terminator)]
+        del self.senders[record.pid]
+        self.events.append(ClassicMessage(record.pid, data, now - record.started, record))
+        if self.ack is Ack.END:
+            self.outbox.append((record.pid, self.ack_symbol))
+
+    def _drop(self, record: SenderRecord, reason: str) -> None:
+        del self.senders[record.pid]
+        self.events.append(SenderDropped(record.pid, reason, record))
+
+    def answered(self, pid: int, events: list[ClassicEvent]) -> None:
+        """The driver sent an answer owed to ``pid``; noted for the trace. ``events``: those
+        just taken from ``events``, where a sender whose message just ended now stands."""
+        record = self._record(pid, events)
+        if record is not None:
+            record.answered += 1
+
+    def not_answered(self, pid: int, events: list[ClassicEvent]) -> None:
+        """The driver could not safely send an answer owed to ``pid``; noted for the trace."""
+        record = self._record(pid, events)
+        if record is not None:
+            record.unanswered += 1
+
+    def _record(self, pid: int, events: list[ClassicEvent]) -> SenderRecord | None:
+        record = self.senders.get(pid)
+        if record is None:
+            record = next((e.record for e in reversed(events) if e.pid == pid), None)
+        return record
+
+    def get_timer(self) -> float | None:
+        """When the quietest sender's silence passes ``idle_timeout``; None with no sender."""
+        if not self.senders:
+            return None
+        return min(record.last for record in self.senders.values()) + self.idle_timeout
+
+    def handle_timer(self, now: float) -> None:
+        """End every sender silent for ``idle_timeout``: with no terminator and no length
+        prefix that silence ends its message, otherwise its partial message is dropped."""
+        for record in list(self.senders.values()):
+            if now - record.last < self.idle_timeout:
+                continue
+            fmt = self.fmt
+            if not fmt.terminator and not fmt.length_bits and record.data:
+                self._finish(record, now)
+            else:
+                self._drop(record, self._why_silent(record))
+
+    def _why_silent(self, record: SenderRecord) -> str:
+        bits = len(record.pending_bits)
+        where = f"{len(record.data)} bytes and {bits} bits"
+        if self.fmt.length_bits and record.length is None:
+            where = f"{bits} bits of its {self.fmt.length_bits}-bit length prefix"
+        ending = "no NUL arrived" if self.fmt.terminator == b"\0" else "the message never ended"
+        silent = f"silent for {self.idle_timeout:g} s after {record.signals} signals"
+        return f"{silent} ({where}): {ending}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Sending: one message, paced by answers or by a delay
+
+
+class ClassicSenderState(Enum):
+    PROBING = "first bit sent; an answer within probe_wait means paced by answers"
+    PACED = "each bit waits for the server's answer to the one before"
+    TIMED = "bits go out a fixed delay apart"
+    ENDING = "all sent; waiting briefly for an end-of-message signal"
+    DONE = "sent"
+    FAILED = "gave up"
+
+
+class ClassicSender:
+    """Sends ``symbols`` to a plain server: symbols and time in, symbols out.
+
+    After the first bit it waits ``probe_wait``: any signal from the server within that time
+    means the server answers each bit, and from then on every signal from it lets the next bit
+    go. Otherwise bits go out ``delay`` apart. A paced send whose answer does not come within
+    ``reply_timeout`` fails; nothing is ever sent twice (a plain server would take a repeat for
+    the next bit). After the last bit it waits ``end_wait`` for an end signal, which it counts
+    but does not require.
+    """
+
+    def __init__(
+        self,
+        symbols: list[int],
+        *,
+        delay: float = DEFAULT_DELAY,
+        probe_wait: float = PROBE_WAIT,
+        reply_timeout: float = REPLY_TIMEOUT,
+        end_wait: float = END_WAIT,
+    ) -> None:
+        if delay < 0 or probe_wait < 0 or reply_timeout <= 0 or end_wait < 0:
+            raise LocalProtocolError("delays must not be negative, reply_timeout positive")
+        self.symbols = symbols
+        self.delay = delay
+        self.probe_wait = probe_wait
+        self.reply_timeout = reply_timeout
+        self.end_wait = end_wait
+        self.outbox: list[int] = []
+        self.sent = 0
+        self.answers = 0  # signals from the server, whatever they meant
+        self.round_trips: list[float] = []  # paced: from each bit to its answer
+        self.error: NoAnswerError | None = None
+        self.state = ClassicSenderState.DONE
+        self._deadline: float | None = None
+        self._sent_at = 0.0
+
+    @property
+    def finished(self) -> bool:
+        return self.state in (ClassicSenderState.DONE, ClassicSenderState.FAILED)
+
+    @property
+    def paced(self) -> bool:
+        """True once the server has shown it answers each bit."""
+        return bool(self.round_trips) or self.state is ClassicSenderState.PACED
+
+    def start(self, now: float) -> None:
+        if not self.symbols:
+            self.state = ClassicSenderState.DONE
+            return
+        self._send_next(now)
+        self.state = ClassicSenderState.PROBING
+        self._deadline = now + self.probe_wait
+
+    def get_timer(self) -> float | None:
+        return None if self.finished else self._deadline
+
+    def receive(self, now: float) -> None:
+        """A signal from the server (which one does not matter: plain servers differ)."""
+        self.answers += 1
+        state = self.state
+        if state in (ClassicSenderState.PROBING, ClassicSenderState.PACED):
+            self.round_trips.append(now - self._sent_at)
+            self.state = ClassicSenderState.PACED
+            if self.sent < len(self.symbols):
+                self._send_next(now)
+                self._deadline = now + self.reply_timeout
+            else:
+                self._end(now)
+        # TIMED or ENDING: an answer at the end of the message, or late; counted only.
+
+    def handle_timer(self, now: float) -> None:
+        if self._deadline is None or now < self._deadline:
+            return
+        state = self.state
+        if state in (ClassicSenderState.PROBING, ClassicSenderState.TIMED):
+            if self.sent < len(self.symbols):
+                self.state = ClassicSenderState.TIMED
+                self._send_next(now)
+                self._deadline = now + self.delay
+            else:
+                self._end(now)
+        elif state is ClassicSenderState.PACED:
+            self.state = ClassicSenderState.FAILED
+            self.error = NoAnswerError(
+                f"the server stopped answering after signal {self.sent} of "
+                f"{len(self.symbols)} (waited {self.reply_timeout:g} s; a bit is never "
+                "sent twice)"
+            )
+        elif state is ClassicSenderState.ENDING:
+            self.state = ClassicSenderState.DONE
+            self._deadline = None
+
+    def _send_next(self, now: float) -> None:
+        self.outbox.append(self.symbols[self.sent])
+        self.sent += 1
+        self._sent_at = now
+
+    def _end(self, now: float) -> None:
+        self.state = ClassicSenderState.ENDING
+        self._deadline = now + self.end_wait
+
+
+# ---------------------------------------------------------------------------------------------
+# Explaining what crossed the line (--trace)
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.2f} ms"
+
+
+def gap_summary(gaps: array[float] | list[float]) -> str:
+    """Smallest, median and largest gap, in words."""
+    if not gaps:
+        return "no gaps (one signal)"
+    return (
+        f"gaps smallest {_ms(min(gaps))}, median {_ms(statistics.median(gaps))}, "
+        f"largest {_ms(max(gaps))}"
+    )
+
+
+def describe(event: ClassicEvent, fmt: ClassicFormat, ack: Ack) -> list[str]:
+    """The trace of one sender's message (or of what it left unfinished), line by line."""
+    record = event.record
+    head = f"PID {record.pid}:"
+    lines: list[str] = []
+    if record.length is not None:
+        lines.append(f"{head} length prefix says {record.length} bytes")
+    for index, (bits, value) in enumerate(
+        zip(record.byte_bits[:MAX_TRACE_BYTES], record.data[:MAX_TRACE_BYTES], strict=False)
+    ):
+        shown = chr(value) if 32 <= value < 127 else f"\\x{value:02x}"
+        lines.append(f"{head} byte {index}: bits {bits} = 0x{value:02x} {shown!r}")
+    if len(record.data) > MAX_TRACE_BYTES:
+        lines.append(f"{head} ... {len(record.data) - MAX_TRACE_BYTES} more bytes")
+    lines.append(f"{head} {record.signals} signals, {gap_summary(record.gaps)}")
+    if ack is not Ack.NONE:
+        owed = record.answered + record.unanswered
+        missing = f", {record.unanswered} not sent (unsafe)" if record.unanswered else ""
+        lines.append(f"{head} answers sent {record.answered} of {owed}{missing}")
+    if isinstance(event, SenderDropped):
+        lines.append(f"{head} dropped: {event.reason}")
+        return lines
+    bad = event.utf8_error
+    if bad is not None:
+        lines.append(f"{head} {_utf8_break(record, bad)}")
+    lines.append(f"{head} complete: {event.size} bytes in {event.seconds:.3f} s ({fmt.describe()})")
+    return lines
+
+
+def _utf8_break(record: SenderRecord, offset: int) -> str:
+    byte = record.data[offset]
+    where = f"byte {offset} (0x{byte:02x}) breaks UTF-8"
+    if offset >= len(record.byte_gaps) or len(record.gaps) < 2:
+        return where
+    # The sequence that starts at ``offset`` is broken by it or by the byte after it.
+    gap, median = max(record.byte_gaps[offset : offset + 2]), statistics.median(record.gaps)
+    if gap > 5 * median:
+        return (
+            f"{where} right after a gap of {_ms(gap)} (median {_ms(median)}): a signal was "
+            "probably lost or merged there, and every byte after it is shifted"
+        )
+    return f"{where} with no unusual gap (largest {_ms(gap)}): check the bit order and signals"

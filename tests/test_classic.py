@@ -1,0 +1,241 @@
+"""The classic (plain minitalk) codec and machines, without a single signal."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from minitalk.classic import (
+    Ack,
+    ClassicFormat,
+    ClassicMessage,
+    ClassicReceiver,
+    ClassicSender,
+    ClassicSenderState,
+    SenderDropped,
+    describe,
+)
+from minitalk.errors import LocalProtocolError, NoAnswerError
+
+PLAIN = ClassicFormat()
+
+
+def test_the_plain_form_is_msb_first_sigusr1_zero_and_a_nul() -> None:
+    assert PLAIN.encode(b"A") == [0, 1, 0, 0, 0, 0, 0, 1] + [0] * 8
+
+
+def test_variants_encode_as_documented() -> None:
+    assert ClassicFormat(msb_first=False).encode(b"A")[:8] == [1, 0, 0, 0, 0, 0, 1, 0]
+    assert ClassicFormat(zero_symbol=1).encode(b"A") == [1, 0, 1, 1, 1, 1, 1, 0] + [1] * 8
+    assert ClassicFormat(terminator=b"\n").encode(b"")[:8] == [0, 0, 0, 0, 1, 0, 1, 0]
+    assert ClassicFormat(terminator=b"").encode(b"") == []
+    prefixed = ClassicFormat(length_bits=32, terminator=b"").encode(b"hi")
+    assert prefixed[:32] == [0] * 30 + [1, 0]  # 2, MSB first
+    assert len(prefixed) == 32 + 16
+    lsb_prefix = ClassicFormat(length_bits=32, length_msb_first=False).encode(b"hi")
+    assert lsb_prefix[:32] == [0, 1] + [0] * 30
+    counted = ClassicFormat(length_bits=64, length_counts_terminator=True).encode(b"hi")
+    assert counted[:64] == [0] * 62 + [1, 1]  # 3: the NUL counted
+
+
+def test_bad_formats_are_refused() -> None:
+    with pytest.raises(LocalProtocolError):
+        ClassicFormat(length_bits=16)
+    with pytest.raises(LocalProtocolError):
+        ClassicFormat(terminator=b"\r")
+
+
+formats = st.builds(
+    ClassicFormat,
+    msb_first=st.booleans(),
+    zero_symbol=st.sampled_from([0, 1]),
+    terminator=st.sampled_from([b"\0", b"\n", b""]),
+    length_bits=st.sampled_from([0, 32, 64]),
+    length_msb_first=st.sampled_from([None, True, False]),
+    length_counts_terminator=st.booleans(),
+).filter(lambda f: bool(f.terminator or f.length_bits))  # else only silence ends a message
+
+
+def _text_for(fmt: ClassicFormat, data: bytes) -> bytes:
+    # Without a length prefix the terminator byte cannot occur inside the text.
+    return data if fmt.length_bits else data.replace(fmt.terminator or b"\0", b"")
+
+
+@given(fmt=formats, data=st.binary(max_size=40))
+def test_what_a_format_encodes_its_receiver_assembles(fmt: ClassicFormat, data: bytes) -> None:
+    text = _text_for(fmt, data)
+    receiver = ClassicReceiver(fmt, ack=Ack.BIT)
+    symbols = fmt.encode(text)
+    for index, symbol in enumerate(symbols):
+        receiver.receive(7, symbol, index * 0.001)
+    assert [(type(e), e.pid) for e in receiver.events] == [(ClassicMessage, 7)]
+    message = receiver.events[0]
+    assert isinstance(message, ClassicMessage)
+    assert message.data == text
+    assert receiver.outbox == [(7, 0)] * len(symbols)  # one answer per bit
+    assert receiver.senders == {}
+
+
+@given(
+    texts=st.lists(st.text(max_size=12), min_size=2, max_size=4),
+    order=st.randoms(use_true_random=False),
+)
+def test_senders_at_once_never_mix(texts: list[str], order: object) -> None:
+    streams = {100 + n: PLAIN.encode(t.replace("\0", "").encode()) for n, t in enumerate(texts)}
+    pending = [pid for pid, symbols in streams.items() for _ in symbols]
+    order.shuffle(pending)  # type: ignore[attr-defined]
+    position = dict.fromkeys(streams, 0)
+    receiver = ClassicReceiver(PLAIN, ack=Ack.END)
+    for step, pid in enumerate(pending):
+        receiver.receive(pid, streams[pid][position[pid]], step * 1e-4)
+        position[pid] += 1
+    got = {e.pid: e.data for e in receiver.events if isinstance(e, ClassicMessage)}
+    assert got == {100 + n: t.replace("\0", "").encode() for n, t in enumerate(texts)}
+    assert sorted(receiver.outbox) == sorted((pid, 0) for pid in streams)  # one end answer each
+
+
+def test_a_silent_sender_is_dropped_and_said_why() -> None:
+    receiver = ClassicReceiver(PLAIN, idle_timeout=1.0)
+    for index, symbol in enumerate(PLAIN.encode(b"hi")[:19]):
+        receiver.receive(5, symbol, index * 0.001)
+    assert receiver.get_timer() == pytest.approx(0.018 + 1.0)
+    receiver.handle_timer(0.5)
+    assert receiver.events == []
+    receiver.handle_timer(1.1)
+    [dropped] = receiver.events
+    assert isinstance(dropped, SenderDropped)
+    assert "2 bytes and 3 bits" in dropped.reason
+    assert "no NUL arrived" in dropped.reason
+
+
+def test_without_a_terminator_silence_ends_the_message() -> None:
+    fmt = ClassicFormat(terminator=b"")
+    receiver = ClassicReceiver(fmt, idle_timeout=0.5)
+    for index, symbol in enumerate(fmt.encode(b"ok")):
+        receiver.receive(5, symbol, index * 0.001)
+    receiver.handle_timer(1.0)
+    [message] = receiver.events
+    assert isinstance(message, ClassicMessage)
+    assert message.data == b"ok"
+
+
+def test_a_length_prefix_over_the_limit_is_dropped_at_once() -> None:
+    fmt = ClassicFormat(length_bits=32)
+    receiver = ClassicReceiver(fmt, max_message=10)
+    for index, symbol in enumerate(fmt.encode(b"x" * 11)[:32]):
+        receiver.receive(5, symbol, index * 0.001)
+    [dropped] = receiver.events
+    assert isinstance(dropped, SenderDropped)
+    assert "announces 11 bytes" in dropped.reason
+
+
+def test_invalid_utf8_is_shown_safely_and_the_trace_points_at_a_long_gap() -> None:
+    # "é" is c3 a9; a lost bit in the a9 after a long pause shifts it: the byte breaks UTF-8.
+    symbols = PLAIN.encode("é!".encode())
+    symbols = symbols[:10] + symbols[11:]  # one signal of the second byte lost
+    receiver = ClassicReceiver(PLAIN)
+    now = 0.0
+    for index, symbol in enumerate(symbols):
+        now += 0.050 if index == 10 else 0.0003
+        receiver.receive(9, symbol, now)
+    events = list(receiver.events)
+    receiver.handle_timer(now + 2)  # never ends with a whole NUL: dropped, explained
+    events += receiver.events
+    assert all(e.pid == 9 for e in events)
+    text = "\n".join(line for e in events for line in describe(e, PLAIN, Ack.BIT))
+    assert "byte 0: bits 11000011 = 0xc3" in text
+    assert "gaps smallest 0.30 ms" in text
+    assert "largest 50.00 ms" in text
+
+
+def test_a_utf8_break_right_after_a_long_gap_is_pointed_out() -> None:
+    symbols = PLAIN.encode("é".encode())  # c3 a9, then the NUL
+    symbols[8] ^= 1  # after a long pause the second byte arrives as 0x29, no continuation
+    receiver = ClassicReceiver(PLAIN)
+    now = 0.0
+    for index, symbol in enumerate(symbols):
+        now += 0.040 if index == 9 else 0.0003
+        receiver.receive(3, symbol, now)
+    [message] = receiver.events
+    assert isinstance(message, ClassicMessage)
+    assert message.data == b"\xc3)"
+    assert message.utf8_error == 0
+    assert message.text == "\ufffd)"
+    lines = describe(message, PLAIN, Ack.BIT)
+    assert any("breaks UTF-8 right after a gap of 40.00 ms" in line for line in lines)
+
+
+# -- the sender -----------------------------------------------------------------------------
+
+
+def test_a_server_that_answers_paces_the_send() -> None:
+    symbols = PLAIN.encode(b"ab")
+    sender = ClassicSender(symbols, probe_wait=0.01, reply_timeout=1.0)
+    sender.start(0.0)
+    sent = list(sender.outbox)
+    now = 0.0
+    while not sender.finished:
+        sender.outbox.clear()
+        now += 0.0001
+        if sender.state is ClassicSenderState.ENDING:
+            sender.handle_timer(now + 1)
+            continue
+        sender.receive(now)
+        sent += sender.outbox
+    assert sent == symbols  # every symbol once, in order, never twice
+    assert sender.paced
+    assert sender.answers == len(symbols)
+
+
+def test_a_server_that_never_answers_is_paced_by_the_delay() -> None:
+    symbols = PLAIN.encode(b"a")
+    sender = ClassicSender(symbols, delay=0.0005, probe_wait=0.01)
+    sender.start(0.0)
+    assert sender.get_timer() == pytest.approx(0.01)
+    sent = list(sender.outbox)
+    while not sender.finished:
+        sender.outbox.clear()
+        timer = sender.get_timer()
+        assert timer is not None
+        sender.handle_timer(timer)
+        sent += sender.outbox
+    assert sent == symbols
+    assert not sender.paced
+    assert sender.state is ClassicSenderState.DONE
+
+
+def test_a_paced_send_whose_answers_stop_fails_and_never_repeats_a_bit() -> None:
+    symbols = PLAIN.encode(b"a")
+    sender = ClassicSender(symbols, reply_timeout=1.0)
+    sender.start(0.0)
+    sender.receive(0.001)  # paced now
+    sender.receive(0.002)
+    sent = 3
+    sender.outbox.clear()
+    sender.handle_timer(1.5)  # the answer to bit 3 never came
+    assert sender.state is ClassicSenderState.FAILED
+    assert sender.outbox == []
+    assert isinstance(sender.error, NoAnswerError)
+    assert f"after signal {sent} of {len(symbols)}" in str(sender.error)
+
+
+@given(
+    answers=st.lists(st.booleans(), max_size=60),
+    data=st.binary(max_size=4),
+)
+def test_whatever_the_server_does_no_symbol_is_sent_twice(answers: list[bool], data: bytes) -> None:
+    symbols = PLAIN.encode(data.replace(b"\0", b""))
+    sender = ClassicSender(symbols)
+    sender.start(0.0)
+    sent = list(sender.outbox)
+    now = 0.0
+    for answer in answers:
+        sender.outbox.clear()
+        now += 0.003
+        if answer:
+            sender.receive(now)
+        else:
+            sender.handle_timer(sender.get_timer() or now)
+        sent += sender.outbox
+    assert sent == symbols[: len(sent)]
