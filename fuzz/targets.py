@@ -17,6 +17,14 @@ from collections.abc import Callable
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from minitalk.classic import (
+    Ack,
+    ClassicFormat,
+    ClassicMessage,
+    ClassicReceiver,
+    SenderDropped,
+    describe,
+)
 from minitalk.errors import FrameError, ProtocolError
 from minitalk.frame import (
     HEADER_LEN,
@@ -322,11 +330,80 @@ def _check_link(net: Network, sent: dict[int, str]) -> None:
             assert printed.count(client.text) == 1, f"{client.pid} succeeded undelivered"
 
 
+# -- classic assembler ----------------------------------------------------------------------------
+
+_CLASSIC_FORMATS = st.builds(
+    ClassicFormat,
+    msb_first=st.booleans(),
+    zero_symbol=st.sampled_from([0, 1]),
+    terminator=st.sampled_from([b"\0", b"\n", b""]),
+    length_bits=st.sampled_from([0, 32, 64]),
+    length_msb_first=st.sampled_from([None, True, False]),
+    length_counts_terminator=st.booleans(),
+)
+
+
+@given(
+    fmt=_CLASSIC_FORMATS,
+    ack=st.sampled_from(list(Ack)),
+    signals=st.lists(
+        st.tuples(st.sampled_from([11, 12, 13]), st.sampled_from([0, 1]), st.floats(0, 0.3)),
+        max_size=400,
+    ),
+)
+def fuzz_classic_receiver(
+    fmt: ClassicFormat, ack: Ack, signals: list[tuple[int, int, float]]
+) -> None:
+    """Any symbol stream from several senders, at any pace: the assembler never crashes and
+    never mixes senders (each message is exactly what its sender's own symbols decode to), and
+    its answers go only to senders that signalled it."""
+    _counted("classic_receiver")
+    receiver = ClassicReceiver(fmt, ack=ack, idle_timeout=0.5, max_message=64)
+    streams: dict[int, list[int]] = {}
+    now = 0.0
+    for pid, symbol, gap in signals:
+        now += gap
+        timer = receiver.get_timer()
+        if timer is not None and now >= timer:
+            receiver.handle_timer(now)
+            _check_classic_events(receiver, streams, fmt, ack)
+        receiver.receive(pid, symbol, now)
+        streams.setdefault(pid, []).append(symbol)
+        _check_classic_events(receiver, streams, fmt, ack)
+        assert {pid for pid, _ in receiver.outbox} <= {p for p, _, _ in signals}
+        assert all(answer == 0 for _, answer in receiver.outbox)
+        receiver.outbox.clear()
+
+
+def _check_classic_events(
+    receiver: ClassicReceiver, streams: dict[int, list[int]], fmt: ClassicFormat, ack: Ack
+) -> None:
+    for event in receiver.events:
+        assert isinstance(event, (ClassicMessage, SenderDropped))
+        own = streams.pop(event.pid)  # what this sender sent since its last message
+        if isinstance(event, ClassicMessage):
+            assert event.data == _alone(fmt, own), (event, own)
+        describe(event, fmt, ack)  # the trace of anything at all is printable
+    receiver.events.clear()
+
+
+def _alone(fmt: ClassicFormat, symbols: list[int]) -> bytes:
+    """What ``symbols`` decode to when their sender is the only one (ended by silence)."""
+    receiver = ClassicReceiver(fmt, idle_timeout=0.5, max_message=64)
+    for symbol in symbols:
+        receiver.receive(1, symbol, 0.0)
+    receiver.handle_timer(1.0)
+    [message] = receiver.events
+    assert isinstance(message, ClassicMessage)
+    return message.data
+
+
 TARGETS = {
     "frame_decoder": fuzz_frame_decoder,
     "frame_bit_stream": fuzz_frame_bit_stream,
     "round_trip": fuzz_round_trip,
     "receiver": fuzz_receiver,
     "faulty_link": fuzz_faulty_link,
+    "classic_receiver": fuzz_classic_receiver,
 }
 assert HEADER_LEN == 13  # _well_formed above spells out the 1.0 header
