@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import statistics
 from array import array
+from collections import deque
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -31,6 +32,9 @@ PROBE_WAIT = 0.01  # after the first bit: an answer within this means "paced by 
 REPLY_TIMEOUT = 1.0  # paced by answers: the longest wait for one
 END_WAIT = 0.05  # after the last bit: time for an end-of-message signal, not required
 MAX_TRACE_BYTES = 16  # --trace shows the bits of this many bytes per message, then a summary
+# A plain client that waits for answers sends its next bit microseconds after ours; one that does
+# not wait never does. So an answer is "in flight" until its sender's next bit, or this long.
+ANSWER_HOLD = 0.05
 MAX_GAPS = 1 << 20  # gaps kept per sender for the trace's figures (8 MiB of doubles at most)
 DEFAULT_MAX_MESSAGE = 1024 * 1024  # a plain sender moves 1-10 KiB/s: 1 MiB takes minutes
 
@@ -171,7 +175,12 @@ class ClassicReceiver:
     answers (pid, symbol) and events out.
 
     Senders are told apart by the PID the kernel stamped on each signal (the transport hands
-    over nothing else), so two clients sending at once never mix. A sender silent for
+    over nothing else), so two clients sending at once never mix. Their *signals* can still
+    merge: two SIGUSR1 pending at once are one. A client that waits for each answer sends its
+    next bit at once, so answers are released one at a time: the next owed answer goes out only
+    once the sender answered last has sent its next bit (or ``ANSWER_HOLD`` passed, for one
+    that does not wait). Then at most one waiting client has a bit on its way at any moment,
+    and two such clients cannot merge into each other. A sender silent for
     ``idle_timeout`` mid-message is dropped, and with no terminator and no length prefix a
     message ends at that silence. Whoever drives it must print each ``ClassicMessage`` before
     sending the outbox that follows it, and must check before each answer that the process
@@ -201,6 +210,9 @@ class ClassicReceiver:
         self.senders: dict[int, SenderRecord] = {}
         self.outbox: list[tuple[int, int]] = []
         self.events: list[ClassicEvent] = []
+        self._owed: deque[int] = deque()  # one PID per answer owed, oldest first
+        self._in_flight: int | None = None  # answered last; its next bit is on its way
+        self._in_flight_since = 0.0
 
     def receive(self, pid: int, symbol: int, now: float) -> None:
         """One signal from ``pid``: symbol 0 for SIGUSR1, 1 for SIGUSR2."""
@@ -217,9 +229,20 @@ class ClassicReceiver:
         record.last = now
         record.signals += 1
         record.pending_bits.append(symbol ^ self.fmt.zero_symbol)
+        if pid == self._in_flight:
+            self._in_flight = None
         if self.ack is Ack.BIT:
-            self.outbox.append((pid, self.ack_symbol))
+            self._owed.append(pid)
         self._assemble(record, now)
+        self._release(now)
+
+    def _release(self, now: float) -> None:
+        """Send the oldest owed answers while no sender has a bit on its way."""
+        while self._in_flight is None and self._owed:
+            pid = self._owed.popleft()
+            self.outbox.append((pid, self.ack_symbol))
+            if pid in self.senders:  # mid-message: its next bit will follow our answer
+                self._in_flight, self._in_flight_since = pid, now
 
     def _assemble(self, record: SenderRecord, now: float) -> None:
         fmt = self.fmt
@@ -264,7 +287,7 @@ class ClassicReceiver:
         del self.senders[record.pid]
         self.events.append(ClassicMessage(record.pid, data, now - record.started, record))
         if self.ack is Ack.END:
-            self.outbox.append((record.pid, self.ack_symbol))
+            self._owed.append(record.pid)
 
     def _drop(self, record: SenderRecord, reason: str) -> None:
         del self.senders[record.pid]
@@ -277,11 +300,15 @@ class ClassicReceiver:
         if record is not None:
             record.answered += 1
 
-    def not_answered(self, pid: int, events: list[ClassicEvent]) -> None:
-        """The driver could not safely send an answer owed to ``pid``; noted for the trace."""
+    def not_answered(self, pid: int, events: list[ClassicEvent], now: float) -> None:
+        """The driver could not safely send an answer owed to ``pid``: noted for the trace,
+        and no bit of that sender is on its way because of it."""
         record = self._record(pid, events)
         if record is not None:
             record.unanswered += 1
+        if pid == self._in_flight:
+            self._in_flight = None
+            self._release(now)
 
     def _record(self, pid: int, events: list[ClassicEvent]) -> SenderRecord | None:
         record = self.senders.get(pid)
@@ -290,14 +317,24 @@ class ClassicReceiver:
         return record
 
     def get_timer(self) -> float | None:
-        """When the quietest sender's silence passes ``idle_timeout``; None with no sender."""
-        if not self.senders:
-            return None
-        return min(record.last for record in self.senders.values()) + self.idle_timeout
+        """The next deadline: an answer in flight while others wait (``ANSWER_HOLD``), or the
+        quietest sender's silence passing ``idle_timeout``; None with no sender."""
+        deadlines = [record.last + self.idle_timeout for record in self.senders.values()]
+        if self._in_flight is not None and self._owed:
+            deadlines.append(self._in_flight_since + ANSWER_HOLD)
+        return min(deadlines, default=None)
 
     def handle_timer(self, now: float) -> None:
-        """End every sender silent for ``idle_timeout``: with no terminator and no length
-        prefix that silence ends its message, otherwise its partial message is dropped."""
+        """Stop waiting for the next bit of a sender that did not send one within
+        ``ANSWER_HOLD`` of our answer; end every sender silent for ``idle_timeout``: with no
+        terminator and no length prefix that silence ends its message, otherwise its partial
+        message is dropped."""
+        if self._in_flight is not None and now >= self._in_flight_since + ANSWER_HOLD:
+            self._in_flight = None
+        self._end_silent(now)
+        self._release(now)
+
+    def _end_silent(self, now: float) -> None:
         for record in list(self.senders.values()):
             if now - record.last < self.idle_timeout:
                 continue
@@ -436,6 +473,11 @@ class ClassicSender:
 # Explaining what crossed the line (--trace)
 
 
+def _show(value: int) -> str:
+    """A byte as hex, and as its character when it is printable ASCII."""
+    return f"0x{value:02x} {chr(value)!r}" if 32 <= value < 127 else f"0x{value:02x}"
+
+
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.2f} ms"
 
@@ -460,8 +502,7 @@ def describe(event: ClassicEvent, fmt: ClassicFormat, ack: Ack) -> list[str]:
     for index, (bits, value) in enumerate(
         zip(record.byte_bits[:MAX_TRACE_BYTES], record.data[:MAX_TRACE_BYTES], strict=False)
     ):
-        shown = chr(value) if 32 <= value < 127 else f"\\x{value:02x}"
-        lines.append(f"{head} byte {index}: bits {bits} = 0x{value:02x} {shown!r}")
+        lines.append(f"{head} byte {index}: bits {bits} = {_show(value)}")
     if len(record.data) > MAX_TRACE_BYTES:
         lines.append(f"{head} ... {len(record.data) - MAX_TRACE_BYTES} more bytes")
     lines.append(f"{head} {record.signals} signals, {gap_summary(record.gaps)}")
@@ -492,3 +533,29 @@ def _utf8_break(record: SenderRecord, offset: int) -> str:
             "probably lost or merged there, and every byte after it is shifted"
         )
     return f"{where} with no unusual gap (largest {_ms(gap)}): check the bit order and signals"
+
+
+def describe_send(sender: ClassicSender, fmt: ClassicFormat, data: bytes) -> list[str]:
+    """The trace of one classic send: what went out, how it was paced, what came back."""
+    lines = [f"sending {len(data)} bytes as {len(sender.symbols)} signals ({fmt.describe()})"]
+    wire = data + fmt.terminator
+    for index, value in enumerate(wire[:MAX_TRACE_BYTES]):
+        bits = "".join(map(str, _bits(value, 8, msb_first=fmt.msb_first)))
+        lines.append(f"byte {index}: bits {bits} = {_show(value)}")
+    if len(wire) > MAX_TRACE_BYTES:
+        lines.append(f"... {len(wire) - MAX_TRACE_BYTES} more bytes")
+    lines.append(f"signals sent {sender.sent} of {len(sender.symbols)}")
+    if sender.paced:
+        lines.append(
+            f"paced by the server's answers: {sender.answers} received; round trips "
+            + gap_summary(sender.round_trips).removeprefix("gaps ")
+        )
+    else:
+        lines.append(
+            f"paced by a delay of {sender.delay * 1e6:.0f} µs (no answer within "
+            f"{_ms(sender.probe_wait)} of the first bit); {sender.answers} answers received"
+            + (" (an end-of-message signal)" if sender.answers == 1 else "")
+        )
+    if sender.error is not None:
+        lines.append(f"stopped: {sender.error}")
+    return lines

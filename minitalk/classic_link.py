@@ -28,6 +28,7 @@ from minitalk.classic import (
     ClassicMessage,
     ClassicReceiver,
     ClassicSender,
+    describe_send,
 )
 from minitalk.errors import MinitalkError, NoAnswerError, ServerGoneError
 from minitalk.transport import (
@@ -41,6 +42,9 @@ from minitalk.transport import (
     open_plain_peer,
     open_plain_server,
 )
+
+# At most this many signals are taken in one step before the answers go out.
+_DRAIN = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,8 +108,12 @@ class _ClassicServerLoop:
         deadline = receiver.get_timer()
         got = self.waiter.wait(deadline, spin=bool(receiver.senders))
         now = monotonic()
-        if got is not None and got[0] > 1 and got[0] != self.own:
-            receiver.receive(got[0], got[1], now)
+        taken = 0
+        while got is not None:  # take what else is pending before the slower work below
+            if got[0] > 1 and got[0] != self.own:
+                receiver.receive(got[0], got[1], now)
+            taken += 1
+            got = self.waiter.take_pending() if taken < _DRAIN else None
         if deadline is not None and now >= deadline:
             receiver.handle_timer(now)
         events = receiver.events[:]
@@ -115,12 +123,13 @@ class _ClassicServerLoop:
                 peer = self.peers.get(event.pid)
                 self.on_message(event, peer.uid if peer is not None else -1)
                 self.delivered += 1
-        for pid, symbol in receiver.outbox:
+        outbox = receiver.outbox
+        while outbox:
+            pid, symbol = outbox.pop(0)
             if self._answer(pid, symbol):
                 receiver.answered(pid, events)
             else:
-                receiver.not_answered(pid, events)
-        receiver.outbox.clear()
+                receiver.not_answered(pid, events, now)  # may release the next answer
         for event in events:
             if self.on_trace is not None:
                 self.on_trace(event)
@@ -129,10 +138,10 @@ class _ClassicServerLoop:
 
     def _answer(self, pid: int, symbol: int) -> bool:
         """Send ``symbol`` to ``pid`` only if that cannot kill or upset it."""
-        if pid <= 1 or pid == self.own or is_shell(pid):
-            return False
         process = self.peers.get(pid)
         if process is None:
+            if pid <= 1 or pid == self.own or is_shell(pid):
+                return False
             try:
                 process = self.peers[pid] = open_plain_peer(pid)
             except MinitalkError:
@@ -179,25 +188,34 @@ class ClassicReceipt:
     seconds: float
 
 
-def send_classic(pid: int, data: bytes, config: ClassicClientConfig) -> ClassicReceipt:
+def send_classic(
+    pid: int,
+    data: bytes,
+    config: ClassicClientConfig,
+    *,
+    on_trace: Callable[[list[str]], None] | None = None,
+) -> ClassicReceipt:
     """Send ``data`` to the plain minitalk server ``pid`` in the plain protocol; return once
-    every signal is sent (a plain server cannot acknowledge a message as a whole)."""
+    every signal is sent (a plain server cannot acknowledge a message as a whole).
+    ``on_trace`` gets the account of the send (``describe_send``), even when it fails."""
     block_signals()
     server = open_plain_server(pid, force=config.force)
+    symbols = config.fmt.encode(data)
+    sender = ClassicSender(
+        symbols,
+        delay=config.delay,
+        probe_wait=config.probe_wait,
+        reply_timeout=config.reply_timeout,
+        end_wait=config.end_wait,
+    )
     try:
-        symbols = config.fmt.encode(data)
-        sender = ClassicSender(
-            symbols,
-            delay=config.delay,
-            probe_wait=config.probe_wait,
-            reply_timeout=config.reply_timeout,
-            end_wait=config.end_wait,
-        )
         started = monotonic()
         _run_sender(server, sender, config, started)
         return ClassicReceipt(pid, len(data), symbols, sender, monotonic() - started)
     finally:
         server.close()
+        if on_trace is not None:
+            on_trace([f"to PID {pid}: {line}" for line in describe_send(sender, config.fmt, data)])
 
 
 def _run_sender(

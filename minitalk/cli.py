@@ -13,12 +13,28 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, NoReturn, Optional
 
 import typer
 
 from minitalk import __version__
+from minitalk.classic import (
+    Ack,
+    ClassicEvent,
+    ClassicFormat,
+    ClassicMessage,
+    describe,
+    gap_summary,
+)
+from minitalk.classic_link import (
+    ClassicClientConfig,
+    ClassicReceipt,
+    ClassicServerConfig,
+    send_classic,
+    serve_classic,
+)
 from minitalk.client import ClientConfig, Receipt, send_message
 from minitalk.errors import (
     ExitCode,
@@ -82,6 +98,139 @@ def main(
     """minitalk: text over SIGUSR1/SIGUSR2. Linux only."""
 
 
+# -- classic mode options (docs/classic.md) ------------------------------------------------------
+
+
+class BitOrder(StrEnum):
+    msb = "msb"
+    lsb = "lsb"
+
+
+class Signal(StrEnum):
+    usr1 = "usr1"
+    usr2 = "usr2"
+
+
+class End(StrEnum):
+    nul = "nul"
+    newline = "newline"
+    none = "none"
+
+
+class Prefix(StrEnum):
+    none = "none"
+    bits32 = "32"
+    bits64 = "64"
+
+
+class AckWhen(StrEnum):
+    bit = "bit"
+    end = "end"
+    none = "none"
+
+
+_CLASSIC = "Classic mode"  # the help panel of the options that only --classic takes
+ClassicFlag = Annotated[
+    bool,
+    typer.Option(
+        "--classic",
+        help="Speak the plain, unframed protocol of the classic minitalk exercise (8 signals "
+        "per byte, no checks), to test or debug a plain C minitalk. See docs/classic.md.",
+        rich_help_panel=_CLASSIC,
+    ),
+]
+BitOrderOption = Annotated[
+    Optional[BitOrder],  # noqa: UP045 - typer reads the annotation at run time
+    typer.Option(help="Bit order of each byte (default: msb).", rich_help_panel=_CLASSIC),
+]
+ZeroOption = Annotated[
+    Optional[Signal],  # noqa: UP045
+    typer.Option(
+        "--zero", help="The signal that carries a 0 bit (default: usr1).", rich_help_panel=_CLASSIC
+    ),
+]
+EndOption = Annotated[
+    Optional[End],  # noqa: UP045
+    typer.Option("--end", help="What ends a message (default: nul).", rich_help_panel=_CLASSIC),
+]
+PrefixOption = Annotated[
+    Optional[Prefix],  # noqa: UP045
+    typer.Option(
+        "--length-prefix",
+        help="A 32- or 64-bit length before the text (default: none).",
+        rich_help_panel=_CLASSIC,
+    ),
+]
+PrefixOrderOption = Annotated[
+    Optional[BitOrder],  # noqa: UP045
+    typer.Option(
+        help="Bit order of the length prefix (default: as --bit-order).",
+        rich_help_panel=_CLASSIC,
+    ),
+]
+CountsEndOption = Annotated[
+    bool,
+    typer.Option(
+        "--length-counts-end",
+        help="The length prefix counts the terminator.",
+        rich_help_panel=_CLASSIC,
+    ),
+]
+TraceOption = Annotated[
+    bool,
+    typer.Option(
+        "--trace",
+        help="Explain on stderr what crossed the line: bits, bytes, gaps between signals, "
+        "answers, and where a message stopped making sense.",
+        rich_help_panel=_CLASSIC,
+    ),
+]
+
+
+def _classic_format(
+    classic: bool,
+    bit_order: BitOrder | None,
+    zero: Signal | None,
+    end: End | None,
+    length_prefix: Prefix | None,
+    prefix_order: BitOrder | None,
+    counts_end: bool,
+    **only_classic: object,
+) -> ClassicFormat | None:
+    """The classic format the options describe, or None in framed mode (where giving any of
+    them is a usage error)."""
+    given = {
+        "--bit-order": bit_order,
+        "--zero": zero,
+        "--end": end,
+        "--length-prefix": length_prefix,
+        "--prefix-order": prefix_order,
+        "--length-counts-end": counts_end or None,
+        **only_classic,
+    }
+    if not classic:
+        named = [name for name, value in given.items() if value not in (None, False)]
+        if named:
+            raise UsageError(f"{named[0]} is an option of --classic mode only")
+        return None
+    prefix_bits = int(length_prefix.value) if length_prefix not in (None, Prefix.none) else 0
+    if counts_end and not prefix_bits:
+        raise UsageError("--length-counts-end needs --length-prefix 32 or 64")
+    return ClassicFormat(
+        msb_first=(bit_order or BitOrder.msb) is BitOrder.msb,
+        zero_symbol=1 if zero is Signal.usr2 else 0,
+        terminator={End.nul: b"\0", End.newline: b"\n", End.none: b""}[end or End.nul],
+        length_bits=prefix_bits,
+        length_msb_first=None if prefix_order is None else prefix_order is BitOrder.msb,
+        length_counts_terminator=counts_end,
+    )
+
+
+def _trace(lines: list[str]) -> None:
+    for line in lines:
+        print(f"trace: {line}", file=sys.stderr, flush=True)
+
+
 @app.command("serve")
 def serve_command(
     max_bytes: Annotated[
@@ -117,6 +266,36 @@ def serve_command(
         Optional[Path],  # noqa: UP045 - typer reads the annotation at run time
         typer.Option(help="Also write the PID to this file (removed on a clean exit)."),
     ] = None,
+    classic: ClassicFlag = False,
+    ack: Annotated[
+        Optional[AckWhen],  # noqa: UP045
+        typer.Option(
+            help="When to answer a classic sender: each bit, once at the end of its message, "
+            "or never (default: bit). Never a process that would die of it (checked before "
+            "each signal).",
+            rich_help_panel=_CLASSIC,
+        ),
+    ] = None,
+    ack_signal: Annotated[
+        Optional[Signal],  # noqa: UP045
+        typer.Option(help="The signal that answers (default: usr1).", rich_help_panel=_CLASSIC),
+    ] = None,
+    idle_timeout: Annotated[
+        Optional[float],  # noqa: UP045
+        typer.Option(
+            min=0.01,
+            help="Seconds a classic sender may go silent mid-message before it is dropped "
+            "(with --end none, the silence that ends a message) (default: 1.0).",
+            rich_help_panel=_CLASSIC,
+        ),
+    ] = None,
+    bit_order: BitOrderOption = None,
+    zero: ZeroOption = None,
+    end: EndOption = None,
+    length_prefix: PrefixOption = None,
+    prefix_order: PrefixOrderOption = None,
+    length_counts_end: CountsEndOption = False,
+    trace: TraceOption = False,
 ) -> None:
     """Start a server: print its PID, then every message received, each on its own line.
 
@@ -131,6 +310,28 @@ def serve_command(
         max_messages=count,
     )
     with _errors_to_exit_codes():
+        fmt = _classic_format(
+            classic,
+            bit_order,
+            zero,
+            end,
+            length_prefix,
+            prefix_order,
+            length_counts_end,
+            **{"--ack": ack, "--ack-signal": ack_signal, "--idle-timeout": idle_timeout},
+            **{"--trace": trace or None},
+        )
+        if fmt is not None:
+            classic_config = ClassicServerConfig(
+                fmt=fmt,
+                ack=Ack((ack or AckWhen.bit).value),
+                ack_symbol=1 if ack_signal is Signal.usr2 else 0,
+                idle_timeout=1.0 if idle_timeout is None else idle_timeout,
+                max_message=max_bytes,
+                max_messages=count,
+            )
+            _serve_classic(classic_config, pid_file, json_lines=json_lines, trace=trace)
+            return
         if frame_timeout >= session_timeout:
             raise UsageError("--frame-timeout must be shorter than --session-timeout")
         if os.geteuid() == 0:
@@ -150,6 +351,36 @@ def serve_command(
                 pid_file.unlink(missing_ok=True)
 
 
+def _serve_classic(
+    config: ClassicServerConfig, pid_file: Path | None, *, json_lines: bool, trace: bool
+) -> None:
+    def trace_event(event: ClassicEvent) -> None:
+        _trace(describe(event, config.fmt, config.ack))
+
+    try:
+        serve_classic(
+            config,
+            on_ready=lambda pid: _announce(pid, pid_file),
+            on_message=_print_classic_json if json_lines else _print_text,
+            on_trace=trace_event if trace else None,
+        )
+    finally:
+        if pid_file is not None:
+            pid_file.unlink(missing_ok=True)
+
+
+def _print_classic_json(message: ClassicMessage, uid: int) -> None:
+    record = {
+        "pid": message.pid,
+        "uid": uid,
+        "bytes": message.size,
+        "seconds": round(message.seconds, 6),
+        "text": message.text,
+        "valid_utf8": message.utf8_error is None,
+    }
+    _write_line(json.dumps(record, ensure_ascii=False).encode("utf-8"))
+
+
 def _announce(pid: int, pid_file: Path | None) -> None:
     if pid_file is not None:
         try:
@@ -159,7 +390,7 @@ def _announce(pid: int, pid_file: Path | None) -> None:
     _write_line(f"PID {pid}".encode())
 
 
-def _print_text(message: MessageReceived, uid: int) -> None:
+def _print_text(message: MessageReceived | ClassicMessage, uid: int) -> None:
     _write_line(message.text.encode("utf-8"))
 
 
@@ -221,10 +452,29 @@ def send_command(
         bool,
         typer.Option(
             "--force",
-            help="Skip the check that PID blocks SIGUSR1/SIGUSR2. DANGEROUS: the first bit "
-            "kills a process that does not.",
+            help="Skip the check that PID ignores SIGUSR1/SIGUSR2 (with --classic: handles "
+            "them). DANGEROUS: the first bit kills a process that does not.",
         ),
     ] = False,
+    classic: ClassicFlag = False,
+    delay_us: Annotated[
+        Optional[float],  # noqa: UP045
+        typer.Option(
+            "--delay-us",
+            min=0.0,
+            help="Microseconds between bits when the server does not answer each bit "
+            "(default: 500). A server that answers the first bit within 10 ms paces the "
+            "send by its answers instead.",
+            rich_help_panel=_CLASSIC,
+        ),
+    ] = None,
+    bit_order: BitOrderOption = None,
+    zero: ZeroOption = None,
+    end: EndOption = None,
+    length_prefix: PrefixOption = None,
+    prefix_order: PrefixOrderOption = None,
+    length_counts_end: CountsEndOption = False,
+    trace: TraceOption = False,
 ) -> None:
     """Send TEXT (or a file, or standard input) to a server; exit 0 once it acknowledged all.
 
@@ -232,8 +482,32 @@ def send_command(
     echo hi | minitalk send 4242 -
     """
     with _errors_to_exit_codes():
+        fmt = _classic_format(
+            classic,
+            bit_order,
+            zero,
+            end,
+            length_prefix,
+            prefix_order,
+            length_counts_end,
+            **{"--delay-us": delay_us, "--trace": trace or None},
+        )
         target = _parse_pid(pid)
         message = _read_message(text, file)
+        if fmt is not None:
+            classic_config = ClassicClientConfig(
+                fmt=fmt,
+                delay=(500.0 if delay_us is None else delay_us) / 1e6,
+                reply_timeout=reply_timeout,
+                timeout=timeout,
+                force=force,
+            )
+            receipt_ = send_classic(
+                target, message, classic_config, on_trace=_trace if trace else None
+            )
+            if not quiet:
+                print(_describe_classic(receipt_), flush=True)
+            return
         config = ClientConfig(
             reply_timeout=reply_timeout, max_attempts=attempts, timeout=timeout, force=force
         )
@@ -306,6 +580,23 @@ def _describe(receipt: Receipt) -> str:
     size = f"{receipt.size} byte" + ("" if receipt.size == 1 else "s")
     resends = f", {receipt.resends} resent" if receipt.resends else ""
     return f"delivered {size} in {frames} to PID {receipt.pid}{resends} ({receipt.seconds:.3f} s)"
+
+
+def _describe_classic(receipt: ClassicReceipt) -> str:
+    sender = receipt.sender
+    size = f"{receipt.size} byte" + ("" if receipt.size == 1 else "s")
+    if sender.paced:
+        pace = (
+            "paced by its answers (round trips "
+            + gap_summary(sender.round_trips).removeprefix("gaps ")
+            + ")"
+        )
+    else:
+        pace = f"paced by a {sender.delay * 1e6:.0f} µs delay, {sender.answers} answers received"
+    return (
+        f"sent {size} as {len(receipt.symbols)} signals to PID {receipt.pid} in classic mode, "
+        f"{pace} ({receipt.seconds:.3f} s); a plain server cannot confirm what it printed"
+    )
 
 
 # typer re-exports only BadParameter from its bundled Click; the parse errors it raises

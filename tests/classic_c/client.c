@@ -1,6 +1,7 @@
 /* A plain minitalk client, as the exercise's usual patterns: each byte MSB first, SIGUSR1 = 0,
  * then a NUL byte. "wait" waits for the server's answer to each bit (blocking the answer signal
  * first, so it cannot arrive before the wait); "sleep" sleeps between bits and catches nothing.
+ * It prints "started" once its first byte is through.
  * Usage: client PID wait|sleep TEXT */
 #define _GNU_SOURCE
 #include <signal.h>
@@ -36,6 +37,10 @@ int main(int argc, char **argv)
         sigprocmask(SIG_BLOCK, &answer, &old);
     }
     for (i = 0; i < size; i++) {
+        if (i == 1) { /* one byte is through: say so, for tests that start a second client */
+            fputs("started\n", stdout);
+            fflush(stdout);
+        }
         for (bit = 7; bit >= 0; bit--) {
             if (kill(server, (text[i] >> bit) & 1 ? SIGUSR2 : SIGUSR1) != 0)
                 return 1;
