@@ -109,8 +109,8 @@ def serve_command(
         bool,
         typer.Option(
             "--json",
-            help="Print one JSON object per message (pid, uid, bytes, frames, resends, "
-            "seconds, text) instead of the bare text.",
+            help='JSON Lines: first {"pid": <n>}, then one JSON object per message (pid, '
+            "uid, bytes, frames, resends, seconds, text) instead of the bare text.",
         ),
     ] = False,
     pid_file: Annotated[
@@ -133,16 +133,10 @@ def serve_command(
     with _errors_to_exit_codes():
         if frame_timeout >= session_timeout:
             raise UsageError("--frame-timeout must be shorter than --session-timeout")
-        if os.geteuid() == 0:
-            print(
-                "minitalk: warning: running as root; a root server can signal every process",
-                file=sys.stderr,
-                flush=True,
-            )
         try:
             serve(
                 config,
-                on_ready=lambda pid: _announce(pid, pid_file),
+                on_ready=lambda pid: _announce(pid, pid_file, json_lines=json_lines),
                 on_message=_print_json if json_lines else _print_text,
             )
         finally:
@@ -150,13 +144,16 @@ def serve_command(
                 pid_file.unlink(missing_ok=True)
 
 
-def _announce(pid: int, pid_file: Path | None) -> None:
+def _announce(pid: int, pid_file: Path | None, *, json_lines: bool) -> None:
+    """The first line of output names our PID: ``PID 4242``, or ``{"pid": 4242}`` with
+    --json so that the output is JSON Lines throughout. Either way the PID is the first number
+    on the first line, which is where scripts and testers look for it."""
     if pid_file is not None:
         try:
             pid_file.write_text(f"{pid}\n")
         except OSError as error:
             raise OutputError(f"cannot write the PID file {pid_file}: {error.strerror}") from None
-    _write_line(f"PID {pid}".encode())
+    _write_line(json.dumps({"pid": pid}).encode() if json_lines else f"PID {pid}".encode())
 
 
 def _print_text(message: MessageReceived, uid: int) -> None:

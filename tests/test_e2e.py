@@ -19,6 +19,7 @@ from tests.conftest import (
     Processes,
     admitted_send,
     clients_held,
+    first_number,
     pending_signals,
     wait_for,
 )
@@ -50,6 +51,44 @@ def test_messages_of_every_script_in_a_row_through_one_server(procs: Processes) 
     assert err == SERVER_STDERR
     expected = "".join(f"{text}\n" for text in UNICODE_SAMPLES)
     assert out.decode("utf-8") == expected
+
+
+def _serve_into_log(procs: Processes, log: Path, *options: str) -> tuple[int, Path]:
+    """Start a server the way tester scripts do, `sh -c 'exec minitalk serve > log 2>&1'`,
+    and return its PID as read from the log's first line (once that line is complete)."""
+    script = 'log=$1; shift; exec "$@" > "$log" 2>&1'
+    log.write_bytes(b"")  # there to read before the shell opens it
+    server = procs.popen(["sh", "-c", script, "sh", str(log), *MINITALK, "serve", *options])
+    wait_for(lambda: b"\n" in log.read_bytes() or server.poll() is not None, "the first line")
+    pid = first_number(log.read_bytes().splitlines()[0])
+    assert pid == server.pid  # exec: the shell became the server
+    return pid, log
+
+
+MINUS_TEXTS = ["hello", "-1", "-456", "- dash and space"]
+
+
+def test_merged_log_is_the_pid_line_then_exactly_the_messages(
+    procs: Processes, tmp_path: Path
+) -> None:
+    pid, log = _serve_into_log(procs, tmp_path / "log", "--count", str(len(MINUS_TEXTS)))
+    for text in MINUS_TEXTS:
+        result = procs.send(str(pid), "--", text)
+        assert result.returncode == 0, result.stderr
+    wait_for(lambda: procs.started[0].poll() is not None, "the server exited after --count")
+    assert procs.started[0].returncode == 0
+    expected = f"PID {pid}\n" + "".join(f"{text}\n" for text in MINUS_TEXTS)
+    assert log.read_text() == expected  # nothing on stderr, for root too
+
+
+def test_json_output_is_json_lines_from_the_first_line(procs: Processes, tmp_path: Path) -> None:
+    pid, log = _serve_into_log(procs, tmp_path / "log", "--json", "--count", "2")
+    for text in ("one", "-1"):
+        assert procs.send(str(pid), "--", text).returncode == 0
+    wait_for(lambda: procs.started[0].poll() is not None, "the server exited after --count")
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert records[0] == {"pid": pid}
+    assert [record["text"] for record in records[1:]] == ["one", "-1"]
 
 
 def test_empty_message_and_newlines(procs: Processes) -> None:
@@ -216,6 +255,7 @@ def test_python_dash_m_help_and_version() -> None:
 def test_json_output_and_pid_file(procs: Processes, tmp_path: Path) -> None:
     pid_file = tmp_path / "server.pid"
     server = procs.serve("--json", "--count", "1", "--pid-file", str(pid_file))
+    assert json.loads(server.first_line) == {"pid": server.pid}  # JSON Lines from the start
     assert pid_file.read_text() == f"{server.pid}\n"
     text = 'quote " backslash \\ emoji 🎉 newline\n end'
     assert procs.send(str(server.pid), text).returncode == 0
