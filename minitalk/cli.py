@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -245,7 +246,7 @@ def send_command(
 
 def _parse_pid(text: str) -> int:
     stripped = text.strip()
-    if not stripped.lstrip("-").isdigit() or not stripped.isascii():
+    if not re.fullmatch(r"-?[0-9]+", stripped):
         raise TargetError(f"PID must be a whole number, got {text!r}")
     return int(stripped)
 
@@ -310,14 +311,78 @@ def _describe(receipt: Receipt) -> str:
 _ParseError: type[Exception] = typer.BadParameter.__mro__[1]
 
 
+# argparse's rule for arguments that look like negative numbers: when no option looks like
+# one (none of minitalk's does), such an argument is a positional, so `send PID -1` sends "-1".
+_NEGATIVE_NUMBER = re.compile(r"^-\d+$|^-\d*\.\d+$")
+# The options of `send` that take a value (long forms, and short letters); a test checks
+# these against the command's own parameters.
+SEND_VALUE_OPTIONS = frozenset({"--file", "--reply-timeout", "--attempts", "--timeout"})
+SEND_VALUE_SHORT = frozenset({"f"})
+_DASH_HINT = "to send text that starts with '-', put -- before it"
+
+
+def negative_numbers_as_text(args: list[str]) -> list[str]:
+    """Rewrite ``send``'s arguments so that one that looks like a negative number is taken
+    as a positional (PID or TEXT), as argparse would, instead of as an unknown option.
+
+    Its options keep their order and values; the positionals move after a ``--``. Anything
+    else (other commands, an explicit ``--`` before it) is left as it is.
+    """
+    command = _command(args)
+    if command is None or args[command] != "send":
+        return args
+    options: list[str] = []
+    positionals: list[str] = []
+    rest = args[command + 1 :]
+    index = 0
+    while index < len(rest):
+        arg = rest[index]
+        index += 1
+        if arg == "--":
+            positionals += rest[index:]
+            break
+        if _NEGATIVE_NUMBER.match(arg) or arg == "-" or not arg.startswith("-"):
+            positionals.append(arg)
+            continue
+        options.append(arg)
+        if _takes_next_value(arg) and index < len(rest):
+            options.append(rest[index])
+            index += 1
+    if not any(_NEGATIVE_NUMBER.match(arg) for arg in positionals):
+        return args
+    return [*args[: command + 1], *options, "--", *positionals]
+
+
+def _command(args: list[str]) -> int | None:
+    """Where the command name is: the first argument that is not an option."""
+    return next((i for i, arg in enumerate(args) if not arg.startswith("-")), None)
+
+
+def _takes_next_value(option: str) -> bool:
+    """True if ``option`` (as typed) takes the next argument as its value."""
+    if option.startswith("--"):
+        return option in SEND_VALUE_OPTIONS  # --name=value carries its own
+    # A cluster of short options: the first one that takes a value takes the rest of the
+    # cluster, or the next argument if the cluster ends there.
+    for position, letter in enumerate(option[1:], start=1):
+        if letter in SEND_VALUE_SHORT:
+            return position == len(option) - 1
+    return False
+
+
 def run() -> None:
     """Console-script entry point: typer parses; every error leaves as one stderr line."""
+    args = negative_numbers_as_text(sys.argv[1:])
     try:
-        code = app(prog_name="minitalk", standalone_mode=False)
+        code = app(args=args, prog_name="minitalk", standalone_mode=False)
     except _ParseError as error:
         message = error.format_message().strip()  # type: ignore[attr-defined]
+        command = _command(args)
+        hint = "see minitalk --help"
+        if message.startswith("No such option") and command is not None:
+            hint = f"{_DASH_HINT}; {hint}" if args[command] == "send" else hint
         if message:  # empty when typer has just shown the help (no arguments at all)
-            print(f"minitalk: {message} (see minitalk --help)", file=sys.stderr, flush=True)
+            print(f"minitalk: {message} ({hint})", file=sys.stderr, flush=True)
         sys.exit(ExitCode.USAGE)
     except typer.Abort:
         print("minitalk: aborted", file=sys.stderr, flush=True)

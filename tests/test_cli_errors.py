@@ -54,6 +54,8 @@ CASES = [
     ("PID zero", ["0", "hi"], ExitCode.BAD_TARGET, "process group"),
     ("PID negative", ["--", "-5", "hi"], ExitCode.BAD_TARGET, "process group"),
     ("PID minus one", ["--", "-1", "hi"], ExitCode.BAD_TARGET, "process group"),
+    ("PID negative, no --", ["-5", "hi"], ExitCode.BAD_TARGET, "process group"),
+    ("PID of dashes", ["--", "--5", "hi"], ExitCode.BAD_TARGET, "whole number"),
     ("PID one", ["1", "hi"], ExitCode.BAD_TARGET, "init"),
     ("PID too large", ["99999999999", "hi"], ExitCode.BAD_TARGET, "larger than any PID"),
     ("PID of no process", ["4194303", "hi"], ExitCode.BAD_TARGET, "no process has PID"),
@@ -76,6 +78,7 @@ CASES = [
     ("neither TEXT nor --file", ["{server}"], ExitCode.USAGE, "nothing to send"),
     ("stdin empty", ["{server}", "-"], ExitCode.BAD_INPUT, "standard input is empty"),
     ("unknown option", ["{server}", "hi", "--bogus"], ExitCode.USAGE, "No such option"),
+    ("text like an option", ["{server}", "-x"], ExitCode.USAGE, "put -- before it"),
     (
         "bad option value",
         ["{server}", "hi", "--timeout", "soon"],

@@ -65,15 +65,17 @@ def _serve_into_log(procs: Processes, log: Path, *options: str) -> tuple[int, Pa
     return pid, log
 
 
-MINUS_TEXTS = ["hello", "-1", "-456", "- dash and space"]
+# How each message is given on the command line: "-1" and "-456" look like negative numbers
+# and are text without "--" (argparse's rule); "-x..." needs "--".
+MINUS_TEXTS = {"hello": ["hello"], "-1": ["-1"], "-456": ["-456"], "-x y": ["--", "-x y"]}
 
 
 def test_merged_log_is_the_pid_line_then_exactly_the_messages(
     procs: Processes, tmp_path: Path
 ) -> None:
     pid, log = _serve_into_log(procs, tmp_path / "log", "--count", str(len(MINUS_TEXTS)))
-    for text in MINUS_TEXTS:
-        result = procs.send(str(pid), "--", text)
+    for args in MINUS_TEXTS.values():
+        result = procs.send(str(pid), *args)
         assert result.returncode == 0, result.stderr
     wait_for(lambda: procs.started[0].poll() is not None, "the server exited after --count")
     assert procs.started[0].returncode == 0
@@ -84,7 +86,7 @@ def test_merged_log_is_the_pid_line_then_exactly_the_messages(
 def test_json_output_is_json_lines_from_the_first_line(procs: Processes, tmp_path: Path) -> None:
     pid, log = _serve_into_log(procs, tmp_path / "log", "--json", "--count", "2")
     for text in ("one", "-1"):
-        assert procs.send(str(pid), "--", text).returncode == 0
+        assert procs.send(str(pid), text).returncode == 0
     wait_for(lambda: procs.started[0].poll() is not None, "the server exited after --count")
     records = [json.loads(line) for line in log.read_text().splitlines()]
     assert records[0] == {"pid": pid}
