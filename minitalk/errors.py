@@ -25,6 +25,7 @@ class ExitCode(IntEnum):
     SERVER_GONE = 7  # the server exited during the send
     UNSUPPORTED = 8  # not Linux: the signal calls minitalk needs are missing
     OUTPUT_FAILED = 9  # the server could not write a received message
+    TEMPFAIL = 75  # the server turned us away for now (queue full): try again later
     INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), as shells report it
 
 
@@ -83,6 +84,15 @@ class RefusedError(MinitalkError):
     """The server refused the message and said why."""
 
     exit_code = ExitCode.REFUSED
+
+
+class TryLaterError(MinitalkError):
+    """The server turned the message away for now (its queue is full); the same send may
+    succeed later. Exit code 75 is EX_TEMPFAIL of sysexits.h, which mail systems and
+    scripts already read as "retry". A server that is shutting down is not in this class:
+    it will not come back under the same PID, so retrying cannot help."""
+
+    exit_code = ExitCode.TEMPFAIL
 
 
 class NoAnswerError(MinitalkError):

@@ -49,6 +49,7 @@ from minitalk.errors import (
     OversizeError,
     RefusedError,
     ServerGoneError,
+    TryLaterError,
 )
 from minitalk.frame import (
     MAX_MESSAGE,
@@ -110,7 +111,6 @@ class Verdict(IntEnum):
 
 
 VERDICT_REASONS = {
-    Verdict.BUSY: "its queue of waiting clients is full; try again later",
     Verdict.NOT_UTF8: "a frame was not valid UTF-8",
     Verdict.OUT_OF_ORDER: "its frames arrived out of order",
 }
@@ -791,6 +791,12 @@ class Sender:
             self._frame_rejected(now)
         elif verdict is Verdict.RESTART:
             self._restart_message(now)
+        elif verdict is Verdict.BUSY:
+            self._fail(
+                TryLaterError(
+                    "the server's queue of waiting clients is full; try again later"
+                )
+            )
         elif verdict is Verdict.GOING_AWAY:
             self._fail(ServerGoneError("the server is shutting down; the message was not sent"))
         elif verdict is Verdict.TOO_LARGE:

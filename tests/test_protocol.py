@@ -12,6 +12,7 @@ from minitalk.errors import (
     ProtocolError,
     RefusedError,
     ServerGoneError,
+    TryLaterError,
 )
 from minitalk.frame import MAX_PAYLOAD, Frame, encode_frame, split_message, to_bits
 from minitalk.protocol import (
@@ -522,7 +523,9 @@ def test_a_full_queue_is_told_busy() -> None:
     assert first.succeeded
     assert second.succeeded
     assert third.sender.state is SenderState.FAILED
-    assert "queue of waiting clients is full" in str(third.sender.error)
+    assert "queue of waiting clients is full; try again later" in str(third.sender.error)
+    assert isinstance(third.sender.error, TryLaterError)  # temporary: exit 75, EX_TEMPFAIL
+    assert third.sender.error.exit_code == 75
     assert net.printed_texts() == ["first", "second"]
 
 
