@@ -13,7 +13,7 @@ import os
 import re
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Annotated, NoReturn, Optional
 
@@ -29,11 +29,13 @@ from minitalk.errors import (
     TargetError,
     UsageError,
 )
+from minitalk.frame import MAX_MESSAGE
 from minitalk.progress import display_for
 from minitalk.protocol import (
     DEFAULT_MAX_MESSAGE,
     FRAME_TIMEOUT,
     MAX_ATTEMPTS,
+    QUEUE_POLL,
     REPLY_TIMEOUT,
     SESSION_TIMEOUT,
     STALL_TIMEOUT,
@@ -86,12 +88,14 @@ def main(
 @app.command("serve")
 def serve_command(
     max_bytes: Annotated[
-        int, typer.Option(min=0, help="Largest message accepted, in bytes; larger is refused.")
+        int,
+        typer.Option(
+            help="Largest message accepted, in bytes (at most 4294967295); larger is refused."
+        ),
     ] = DEFAULT_MAX_MESSAGE,
     frame_timeout: Annotated[
         float,
         typer.Option(
-            min=0.01,
             help="Seconds of silence before a half-done frame exchange is dropped. A frame "
             "that stalls is asked for again sooner: after 0.05 s, or half this if shorter.",
         ),
@@ -99,12 +103,13 @@ def serve_command(
     session_timeout: Annotated[
         float,
         typer.Option(
-            min=0.02, help="Seconds without a good frame before a client's session is abandoned."
+            help="Seconds without a good frame before a client's session is abandoned; longer "
+            "than --frame-timeout and than 1 s (a queued client asks again every second)."
         ),
     ] = SESSION_TIMEOUT,
     count: Annotated[
         Optional[int],  # noqa: UP045 - typer reads the annotation at run time
-        typer.Option(min=1, help="Exit after this many messages have been delivered."),
+        typer.Option(help="Exit after this many messages have been delivered."),
     ] = None,
     json_lines: Annotated[
         bool,
@@ -124,37 +129,109 @@ def serve_command(
     Examples: minitalk serve > messages.log | minitalk serve --json --count 1 |
     minitalk serve --pid-file /run/user/$UID/minitalk.pid
     """
-    config = ServerConfig(
-        max_message=max_bytes,
-        stall_timeout=min(STALL_TIMEOUT, frame_timeout / 2),
-        frame_timeout=frame_timeout,
-        session_timeout=session_timeout,
-        max_messages=count,
-    )
     with _errors_to_exit_codes():
-        if frame_timeout >= session_timeout:
-            raise UsageError("--frame-timeout must be shorter than --session-timeout")
+        _check_options(
+            _serve_rules(max_bytes, frame_timeout, session_timeout, count, pid_file)
+        )
+        config = ServerConfig(
+            max_message=max_bytes,
+            stall_timeout=min(STALL_TIMEOUT, frame_timeout / 2),
+            frame_timeout=frame_timeout,
+            session_timeout=session_timeout,
+            max_messages=count,
+        )
+        written: list[Path] = []  # the PID file, once we wrote it: only ours is removed
         try:
             serve(
                 config,
-                on_ready=lambda pid: _announce(pid, pid_file, json_lines=json_lines),
+                on_ready=lambda pid: _announce(pid, pid_file, written, json_lines=json_lines),
                 on_message=_print_json if json_lines else _print_text,
             )
         finally:
-            if pid_file is not None:
-                pid_file.unlink(missing_ok=True)
+            for path in written:
+                with suppress(OSError):
+                    path.unlink()
 
 
-def _announce(pid: int, pid_file: Path | None, *, json_lines: bool) -> None:
-    """The first line of output names our PID: ``PID 4242``, or ``{"pid": 4242}`` with
-    --json so that the output is JSON Lines throughout. Either way the PID is the first number
-    on the first line, which is where scripts and testers look for it."""
+# -- option checks: every rule between options, in one place, each a one-line usage error ---
+
+
+def _check_options(rules: list[tuple[bool, str]]) -> None:
+    """Raise a ``UsageError`` naming the first rule broken."""
+    for holds, problem in rules:
+        if not holds:
+            raise UsageError(problem)
+
+
+def _serve_rules(
+    max_bytes: int,
+    frame_timeout: float,
+    session_timeout: float,
+    count: int | None,
+    pid_file: Path | None,
+) -> list[tuple[bool, str]]:
+    return [
+        (
+            0 <= max_bytes <= MAX_MESSAGE,
+            f"--max-bytes must be between 0 and {MAX_MESSAGE} "
+            "(the largest message length a frame header can carry)",
+        ),
+        (frame_timeout > 0, "--frame-timeout must be more than 0 s"),
+        (
+            frame_timeout < session_timeout,
+            "--frame-timeout must be shorter than --session-timeout",
+        ),
+        (
+            session_timeout > QUEUE_POLL,
+            f"--session-timeout must be longer than {QUEUE_POLL:g} s, "
+            "the time in which a queued client asks for the line again",
+        ),
+        (count is None or count >= 1, "--count must be at least 1"),
+        (
+            pid_file is None or not pid_file.is_dir(),
+            f"--pid-file names a directory: {pid_file}",
+        ),
+    ]
+
+
+def _send_rules(
+    reply_timeout: float, attempts: int, timeout: float | None
+) -> list[tuple[bool, str]]:
+    return [
+        (
+            reply_timeout > STALL_TIMEOUT,
+            f"--reply-timeout must be longer than {STALL_TIMEOUT:g} s, the longest a server "
+            "waits before it abandons a stalled frame",
+        ),
+        (attempts >= 1, "--attempts must be at least 1"),
+        (timeout is None or timeout > 0, "--timeout must be more than 0 s"),
+    ]
+
+
+def _announce(pid: int, pid_file: Path | None, written: list[Path], *, json_lines: bool) -> None:
+    """Called once the signals are blocked: write the PID file, then the first line.
+
+    The first line names our PID: ``PID 4242``, or ``{"pid": 4242}`` with --json so that the
+    output is JSON Lines throughout. Either way the PID is the first number on the first line,
+    which is where scripts and testers look for it. The PID file appears whole, at once
+    (written aside, then renamed), so a script that waits for it to be non-empty reads a
+    whole PID of a server that is ready.
+    """
     if pid_file is not None:
-        try:
-            pid_file.write_text(f"{pid}\n")
-        except OSError as error:
-            raise OutputError(f"cannot write the PID file {pid_file}: {error.strerror}") from None
+        _write_pid_file(pid_file, pid)
+        written.append(pid_file)
     _write_line(json.dumps({"pid": pid}).encode() if json_lines else f"PID {pid}".encode())
+
+
+def _write_pid_file(path: Path, pid: int) -> None:
+    aside = path.with_name(f".{path.name}.{pid}.tmp")
+    try:
+        aside.write_text(f"{pid}\n")
+        os.replace(aside, path)
+    except OSError as error:
+        with suppress(OSError):
+            aside.unlink()
+        raise OutputError(f"cannot write the PID file {path}: {error.strerror}") from None
 
 
 def _print_text(message: MessageReceived, uid: int) -> None:
@@ -201,7 +278,6 @@ def send_command(
     reply_timeout: Annotated[
         float,
         typer.Option(
-            min=0.01,
             help="Seconds to wait for an answer to a request for the line, and the longest "
             "wait for a stopped or busy server. In a frame the client asks again after "
             "min(0.15, this) of silence.",
@@ -209,11 +285,11 @@ def send_command(
     ] = REPLY_TIMEOUT,
     attempts: Annotated[
         int,
-        typer.Option(min=1, help="Failed tries per frame, at the smallest size, before giving up."),
+        typer.Option(help="Failed tries per frame, at the smallest size, before giving up."),
     ] = MAX_ATTEMPTS,
     timeout: Annotated[
         Optional[float],  # noqa: UP045 - typer reads the annotation at run time
-        typer.Option(min=0.0, help="Give up if the whole send, queueing included, takes longer."),
+        typer.Option(help="Give up if the whole send, queueing included, takes longer."),
     ] = None,
     force: Annotated[
         bool,
@@ -230,6 +306,7 @@ def send_command(
     echo hi | minitalk send 4242 -
     """
     with _errors_to_exit_codes():
+        _check_options(_send_rules(reply_timeout, attempts, timeout))
         target = _parse_pid(pid)
         message = _read_message(text, file)
         config = ClientConfig(
@@ -283,12 +360,9 @@ def _read_stdin() -> bytes:
     if sys.stdin is None:
         raise InputError("standard input is closed")
     try:
-        data = sys.stdin.buffer.read()
+        return sys.stdin.buffer.read()  # empty input is the empty message, like TEXT ""
     except OSError as error:
         raise InputError(f"cannot read standard input: {error.strerror}") from None
-    if not data:
-        raise InputError("standard input is empty")
-    return data
 
 
 def _decode_check(data: bytes, where: str) -> bytes:

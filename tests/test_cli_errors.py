@@ -76,7 +76,6 @@ CASES = [
     ),
     ("TEXT and --file", ["{server}", "hi", "-f", "{files}/ok.txt"], ExitCode.USAGE, "not both"),
     ("neither TEXT nor --file", ["{server}"], ExitCode.USAGE, "nothing to send"),
-    ("stdin empty", ["{server}", "-"], ExitCode.BAD_INPUT, "standard input is empty"),
     ("unknown option", ["{server}", "hi", "--bogus"], ExitCode.USAGE, "No such option"),
     ("text like an option", ["{server}", "-x"], ExitCode.USAGE, "put -- before it"),
     (

@@ -93,13 +93,20 @@ def test_json_output_is_json_lines_from_the_first_line(procs: Processes, tmp_pat
     assert [record["text"] for record in records[1:]] == ["one", "-1"]
 
 
-def test_empty_message_and_newlines(procs: Processes) -> None:
-    server = procs.serve("--count", "2")
+def test_empty_message_and_newlines(procs: Processes, tmp_path: Path) -> None:
+    server = procs.serve("--count", "4")
+    empty = tmp_path / "empty.txt"
+    empty.write_bytes(b"")
+    # The empty message, three ways alike: TEXT "", an empty file, empty standard input.
     assert procs.send(str(server.pid), "").returncode == 0
+    assert procs.send(str(server.pid), "--file", str(empty)).returncode == 0
+    result = procs.send(str(server.pid), "-", stdin=b"")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(b"delivered 0 bytes in 1 frame")
     assert procs.send(str(server.pid), "line one\nline two\n\nlast").returncode == 0
     out, _, code = server.finish()
     assert code == 0
-    assert out == b"\nline one\nline two\n\nlast\n"
+    assert out == b"\n\n\nline one\nline two\n\nlast\n"
 
 
 def test_300_kib_file(procs: Processes, tmp_path: Path) -> None:
@@ -229,7 +236,6 @@ def test_bad_files_get_one_line_errors(procs: Processes, tmp_path: Path) -> None
         (["--file", str(tmp_path)], ExitCode.BAD_INPUT, "is a directory"),
         (["--file", str(bad)], ExitCode.BAD_INPUT, "bad byte at offset 3"),
         (["text", "--file", str(bad)], ExitCode.USAGE, "not both"),
-        (["-"], ExitCode.BAD_INPUT, "standard input is empty"),
     ]
     for args, code, words in cases:
         result = procs.send(str(server.pid), *args, stdin=b"")
