@@ -15,9 +15,10 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Annotated, NoReturn, Optional
+from typing import Annotated, Any, NoReturn, Optional
 
 import typer
+from typer.core import TyperCommand
 
 from minitalk import __version__
 from minitalk.client import ClientConfig, Receipt, send_message
@@ -126,8 +127,10 @@ def serve_command(
 ) -> None:
     """Start a server: print its PID, then every message received, each on its own line.
 
-    Examples: minitalk serve > messages.log | minitalk serve --json --count 1 |
-    minitalk serve --pid-file /run/user/$UID/minitalk.pid
+    Examples:
+      minitalk serve > messages.log 2>&1
+      minitalk serve --json --count 1
+      minitalk serve --pid-file mt.pid &  # then wait until mt.pid is not empty
     """
     with _errors_to_exit_codes():
         _check_options(
@@ -261,12 +264,35 @@ def _write_line(line: bytes) -> None:
         raise OutputError(f"cannot write to standard output: {error.strerror}") from None
 
 
-@app.command("send")
+class _PlainUsage(TyperCommand):
+    """Shows a required argument in the usage line as ``PID``, not typer's ``{PID}``."""
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:  # Any: typer's Click Context
+        pieces: list[str] = super().collect_usage_pieces(ctx)
+        return [_unbrace(piece) for piece in pieces]
+
+
+def _unbrace(piece: str) -> str:
+    return piece[1:-1] if piece.startswith("{") and piece.endswith("}") else piece
+
+
+@app.command("send", cls=_PlainUsage)
 def send_command(
-    pid: Annotated[str, typer.Argument(help="The server's PID, as `minitalk serve` printed it.")],
+    pid: Annotated[
+        str,
+        typer.Argument(
+            metavar="PID",
+            show_default=False,
+            help="The server's PID, as `minitalk serve` printed it.",
+        ),
+    ],
     text: Annotated[
         Optional[str],  # noqa: UP045 - typer reads the annotation at run time
-        typer.Argument(help="The text to send; `-` reads standard input."),
+        typer.Argument(
+            metavar="[TEXT]",
+            show_default=False,
+            help="The text to send; `-` reads standard input.",
+        ),
     ] = None,
     file: Annotated[
         Optional[Path],  # noqa: UP045 - typer reads the annotation at run time
@@ -302,8 +328,12 @@ def send_command(
 ) -> None:
     """Send TEXT (or a file, or standard input) to a server; exit 0 once it acknowledged all.
 
-    Examples: minitalk send 4242 "emoji 🎉" | minitalk send 4242 --file notes.txt |
-    echo hi | minitalk send 4242 -
+    Examples:
+      minitalk send 4242 "emoji 🎉"
+      minitalk send 4242 --file notes.txt
+      echo hi | minitalk send 4242 -
+      minitalk send 4242 -1
+      minitalk send 4242 -- "-x marks it"
     """
     with _errors_to_exit_codes():
         _check_options(_send_rules(reply_timeout, attempts, timeout))

@@ -3,6 +3,9 @@ are text (argparse's rule), options keep their values."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+
 import pytest
 import typer.main
 
@@ -12,6 +15,7 @@ from minitalk.cli import (
     app,
     negative_numbers_as_text,
 )
+from tests.conftest import HANG_GUARD, MINITALK
 
 
 @pytest.mark.parametrize(
@@ -58,3 +62,38 @@ def test_the_value_options_are_the_commands_own() -> None:
     assert {opt[1:] for opt in takes_value if not opt.startswith("--")} == SEND_VALUE_SHORT
     every_option = [opt for param in send.params for opt in getattr(param, "opts", [])]
     assert not any(opt[1:].isdigit() for opt in every_option)  # argparse's condition holds
+
+
+SERVE_EXAMPLES = [
+    "minitalk serve > messages.log 2>&1",
+    "minitalk serve --json --count 1",
+    "minitalk serve --pid-file mt.pid &  # then wait until mt.pid is not empty",
+]
+SEND_EXAMPLES = [
+    'minitalk send 4242 "emoji 🎉"',
+    "minitalk send 4242 --file notes.txt",
+    "echo hi | minitalk send 4242 -",
+    "minitalk send 4242 -1",
+    'minitalk send 4242 -- "-x marks it"',
+]
+
+
+@pytest.mark.parametrize(
+    ("command", "usage", "examples"),
+    [
+        ("serve", "Usage: minitalk serve [OPTIONS]", SERVE_EXAMPLES),
+        ("send", "Usage: minitalk send [OPTIONS] PID [TEXT]", SEND_EXAMPLES),
+    ],
+)
+def test_help_shows_examples_one_per_line(command: str, usage: str, examples: list[str]) -> None:
+    result = subprocess.run(
+        [*MINITALK, command, "--help"],
+        capture_output=True,
+        timeout=HANG_GUARD,
+        check=True,
+        env={**os.environ, "COLUMNS": "120", "TERM": "dumb"},
+    )
+    lines = [line.strip() for line in result.stdout.decode().splitlines()]
+    assert usage in lines
+    start = lines.index("Examples:")
+    assert lines[start + 1 : start + 1 + len(examples)] == examples

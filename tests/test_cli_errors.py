@@ -48,7 +48,7 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scene]:
 # (what is wrong, arguments to `minitalk send`, exit code, words the error must contain).
 # {server}, {innocent} and {files} stand for the scene's server PID, a `sleep` PID and a folder.
 CASES = [
-    ("PID missing", [], ExitCode.USAGE, "Missing argument 'pid'"),
+    ("PID missing", [], ExitCode.USAGE, "Missing argument 'PID'"),
     ("PID not a number", ["abc", "hi"], ExitCode.BAD_TARGET, "whole number"),
     ("PID with junk", ["12ab", "hi"], ExitCode.BAD_TARGET, "whole number"),
     ("PID zero", ["0", "hi"], ExitCode.BAD_TARGET, "process group"),
