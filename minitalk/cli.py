@@ -304,9 +304,9 @@ def send_command(
     reply_timeout: Annotated[
         float,
         typer.Option(
-            help="Seconds to wait for an answer to a request for the line, and the longest "
-            "wait for a stopped or busy server. In a frame the client asks again after "
-            "min(0.15, this) of silence.",
+            help="Seconds to wait for an answer to a request for the line before asking "
+            "again (a signal may have been lost); in a frame, min(0.15, this). More than "
+            "0.05. A stopped server is waited for without asking again: see --timeout.",
         ),
     ] = REPLY_TIMEOUT,
     attempts: Annotated[
@@ -315,7 +315,10 @@ def send_command(
     ] = MAX_ATTEMPTS,
     timeout: Annotated[
         Optional[float],  # noqa: UP045 - typer reads the annotation at run time
-        typer.Option(help="Give up if the whole send, queueing included, takes longer."),
+        typer.Option(
+            help="Give up (exit 6) after this many seconds in all, however they are spent: "
+            "waiting for one's turn, for a stopped server, or resending. Default: no limit."
+        ),
     ] = None,
     force: Annotated[
         bool,

@@ -18,6 +18,7 @@ from minitalk.protocol import (
     QUEUE_POLL,
     REPLY_TIMEOUT,
     Sender,
+    SenderState,
 )
 from minitalk.transport import (
     Process,
@@ -127,11 +128,14 @@ class _SendLoop:
                     sender.receive(got[1], now)
                     continue
             if give_up_at is not None and now >= give_up_at:
-                raise NoAnswerError(f"gave up after the --timeout of {self.config.timeout:g} s")
+                raise NoAnswerError(
+                    f"gave up after the --timeout of {self.config.timeout:g} s{self._why()}"
+                )
             if deadline is not None and now >= deadline:
                 self._check_alive()
+                stopped = server_stopped(server.pid)
                 busy = self.last_symbol is not None and server.holding(self.last_symbol)
-                sender.handle_timer(now, server_busy=busy)
+                sender.handle_timer(now, server_busy=busy, server_stopped=stopped)
         if sender.error is not None:
             self._check_alive()
             raise sender.error
@@ -177,9 +181,29 @@ class _SendLoop:
             raise ServerGoneError(f"the server (PID {self.server.pid}) exited") from None
         outbox.clear()
 
+    def _why(self) -> str:
+        """What the send was waiting for when it gave up, in plain words."""
+        if server_stopped(self.server.pid):
+            return " (the server is stopped)"
+        if self.sender.state is SenderState.QUEUED:
+            return " (still waiting for its turn)"
+        return ""
+
     def _check_alive(self) -> None:
         if not self.server.alive():
             raise ServerGoneError(f"the server (PID {self.server.pid}) exited")
+
+
+def server_stopped(pid: int) -> bool:
+    """True if the process is stopped (SIGSTOP, Ctrl-Z) or stopped under a tracer: it will
+    answer once it runs again. The state is the field after the command name, which is in
+    parentheses and may itself contain spaces or parentheses."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as stat:
+            state = stat.read().rpartition(")")[2].split()[:1]
+    except OSError:
+        return False
+    return state in (["T"], ["t"])
 
 
 # How long after a signal without an answer the client looks whether a stray ate it (a

@@ -284,11 +284,15 @@ def test_send_timeout_bounds_the_whole_send(procs: Processes) -> None:
     server = procs.serve()
     server.process.send_signal(signal.SIGSTOP)  # alive, but it will never answer
     try:
-        result = procs.send(str(server.pid), "hello", "--timeout", "0.5")
+        # Two requests 0.1 s apart would end the wait for a running server that never
+        # answers; a stopped server is waited for until --timeout, which says why it ended.
+        args = ["hello", "--timeout", "1", "--reply-timeout", "0.1", "--attempts", "2"]
+        result = procs.send(str(server.pid), *args)
     finally:
         server.process.send_signal(signal.SIGCONT)
     assert result.returncode == ExitCode.NO_ANSWER
-    assert b"--timeout of 0.5 s" in result.stderr
+    said = b"minitalk: gave up after the --timeout of 1 s (the server is stopped)\n"
+    assert result.stderr == said
 
 
 def test_server_output_failure_is_one_line_and_non_zero() -> None:
