@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from minitalk.errors import ExitCode
+from minitalk.transport import handles_both_signals
 from tests.conftest import (
     HANG_GUARD,
     MINITALK,
@@ -278,6 +279,19 @@ def test_json_output_and_pid_file(procs: Processes, tmp_path: Path) -> None:
     assert record["resends"] >= 0
     assert record["seconds"] >= 0
     assert not pid_file.exists()  # removed on the clean exit
+
+
+def test_the_pid_file_appears_whole_once_the_server_is_ready(
+    procs: Processes, tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "mt.pid"
+    server = procs.popen([*MINITALK, "serve", "--pid-file", str(pid_file)])
+    wait_for(pid_file.exists, "the PID file appeared")
+    # Checked the moment it exists: the file is whole, and the server already survives a
+    # signal (it blocks and ignores both), so a script may send at once.
+    assert pid_file.read_text() == f"{server.pid}\n"
+    assert handles_both_signals(server.pid)
+    assert procs.send(str(server.pid), "right away", "--quiet").returncode == 0
 
 
 def test_send_timeout_bounds_the_whole_send(procs: Processes) -> None:
