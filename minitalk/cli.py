@@ -31,7 +31,7 @@ from minitalk.errors import (
     UsageError,
 )
 from minitalk.frame import MAX_MESSAGE
-from minitalk.progress import display_for
+from minitalk.progress import Display, display_for
 from minitalk.protocol import (
     DEFAULT_MAX_MESSAGE,
     FRAME_TIMEOUT,
@@ -341,13 +341,21 @@ def send_command(
     with _errors_to_exit_codes():
         _check_options(_send_rules(reply_timeout, attempts, timeout))
         target = _parse_pid(pid)
-        message = _read_message(text, file)
+        display = display_for(quiet)
+        message = _read_message(text, file, display)
         config = ClientConfig(
             reply_timeout=reply_timeout, max_attempts=attempts, timeout=timeout, force=force
         )
-        display = display_for(quiet)
         try:
-            receipt = send_message(target, message, config, on_progress=display.update)
+            receipt = send_message(
+                target,
+                message,
+                config,
+                on_progress=display.update,
+                on_queued=lambda: display.note(
+                    "queued: the server is busy with another client; waiting for our turn"
+                ),
+            )
         finally:
             display.stop()
         if not quiet:
@@ -361,7 +369,7 @@ def _parse_pid(text: str) -> int:
     return int(stripped)
 
 
-def _read_message(text: str | None, file: Path | None) -> bytes:
+def _read_message(text: str | None, file: Path | None, display: Display) -> bytes:
     if text is not None and file is not None:
         raise UsageError("give TEXT or --file, not both")
     if file is not None:
@@ -369,6 +377,8 @@ def _read_message(text: str | None, file: Path | None) -> bytes:
     if text is None:
         raise UsageError("nothing to send: give TEXT, --file PATH, or - for standard input")
     if text == "-":
+        if sys.stdin is not None and sys.stdin.isatty():
+            display.note("reading the text to send from the terminal until end of input (Ctrl-D)")
         return _decode_check(_read_stdin(), "standard input")
     try:
         return text.encode("utf-8")

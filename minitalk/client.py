@@ -57,16 +57,18 @@ def send_message(
     config: ClientConfig = ClientConfig(),
     *,
     on_progress: Callable[[int, int], None] | None = None,
+    on_queued: Callable[[], None] | None = None,
 ) -> Receipt:
     """Send ``message`` to the server ``pid``; return once every frame is acknowledged.
 
     Raises a ``MinitalkError`` subclass on any failure. ``on_progress(acked, total)`` is
-    called after each acknowledged frame.
+    called after each acknowledged frame, and ``on_queued()`` once, if the server puts this
+    send in its queue (another client has the line).
     """
     block_signals()
     server = open_server(pid, force=config.force)
     try:
-        return _SendLoop(server, message, config, on_progress).run()
+        return _SendLoop(server, message, config, on_progress, on_queued).run()
     finally:
         server.close()
 
@@ -80,11 +82,13 @@ class _SendLoop:
         message: bytes,
         config: ClientConfig,
         on_progress: Callable[[int, int], None] | None,
+        on_queued: Callable[[], None] | None = None,
     ) -> None:
         self.server = server
         self.size = len(message)
         self.config = config
         self.on_progress = on_progress
+        self.on_queued = on_queued
         self.last_symbol: int | None = None
         self.resent = 0  # times in a row the last symbol was sent again after a stray ate it
         self.sender = Sender(
@@ -121,6 +125,9 @@ class _SendLoop:
                 self.resent = 0
                 look_at = None
                 sender.receive(got[1], now)
+                if self.on_queued is not None and sender.state is SenderState.QUEUED:
+                    self.on_queued()
+                    self.on_queued = None  # once
                 continue
             if look_at is not None and now >= look_at:
                 look_at, got = self._look_for_loss(waiter, now)

@@ -16,6 +16,7 @@ SHOW_AFTER = 0.5  # seconds: below this a bar would only flicker
 
 class Display(Protocol):
     def update(self, done: int, total: int) -> None: ...
+    def note(self, text: str) -> None: ...
     def stop(self) -> None: ...
 
 
@@ -24,6 +25,9 @@ class SilentDisplay:
 
     def update(self, done: int, total: int) -> None:
         """Ignore progress."""
+
+    def note(self, text: str) -> None:
+        """Say nothing."""
 
     def stop(self) -> None:
         """Nothing to stop."""
@@ -43,6 +47,13 @@ class BarDisplay:
                 return
             self._start(total)
         self._progress.update(self._task, completed=done)
+
+    def note(self, text: str) -> None:
+        """Tell the person watching what the send is waiting for (one line on stderr)."""
+        if self._progress is not None:
+            self._progress.console.print(f"minitalk: {text}", markup=False, highlight=False)
+        else:
+            print(f"minitalk: {text}", file=sys.stderr, flush=True)
 
     def _start(self, total: int) -> None:
         from rich.console import Console  # noqa: PLC0415 - only when a bar is shown
