@@ -175,7 +175,7 @@ class _SendLoop:
         try:
             self.server.send(symbol)
         except ProcessLookupError:
-            raise ServerGoneError(f"the server (PID {self.server.pid}) exited") from None
+            raise self._gone() from None
         return now + _LOOK_AFTER, None
 
     def _flush_outbox(self) -> None:
@@ -185,8 +185,16 @@ class _SendLoop:
                 self.server.send(symbol)
                 self.last_symbol = symbol
         except ProcessLookupError:
-            raise ServerGoneError(f"the server (PID {self.server.pid}) exited") from None
+            raise self._gone() from None
         outbox.clear()
+
+    def _gone(self) -> ServerGoneError:
+        # The protocol has no verdict for "could not write it" (a new code would read as
+        # garbled to older clients), so the exit is all we learn: say what it means for us.
+        return ServerGoneError(
+            f"the server (PID {self.server.pid}) exited before it acknowledged the message; "
+            "it may not have been written"
+        )
 
     def _why(self) -> str:
         """What the send was waiting for when it gave up, in plain words."""
@@ -198,7 +206,7 @@ class _SendLoop:
 
     def _check_alive(self) -> None:
         if not self.server.alive():
-            raise ServerGoneError(f"the server (PID {self.server.pid}) exited")
+            raise self._gone()
 
 
 def server_stopped(pid: int) -> bool:

@@ -330,7 +330,9 @@ def test_server_whose_reader_went_away_exits_without_acknowledging(procs: Proces
     pid = int(server.stdout.readline().split()[1])
     server.stdout.close()  # nobody reads the server's output any more: its next write fails
     result = procs.send(str(pid), "into the void", "--reply-timeout", "0.2")
-    assert result.returncode != 0  # never acknowledged: the message was not written
+    assert result.returncode == ExitCode.SERVER_GONE  # never acknowledged: not written
+    said = b"exited before it acknowledged the message; it may not have been written"
+    assert said in result.stderr
     assert server.wait(timeout=HANG_GUARD) == ExitCode.OUTPUT_FAILED
     err = server.stderr.read().removeprefix(SERVER_STDERR)
     assert err == b"minitalk: cannot write to standard output: Broken pipe\n"
