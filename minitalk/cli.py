@@ -122,7 +122,10 @@ def serve_command(
     ] = False,
     pid_file: Annotated[
         Optional[Path],  # noqa: UP045 - typer reads the annotation at run time
-        typer.Option(help="Also write the PID to this file (removed on a clean exit)."),
+        typer.Option(
+            help="Write the PID to this file once the server is ready for signals, so a "
+            "script can wait for it (removed on a clean exit)."
+        ),
     ] = None,
 ) -> None:
     """Start a server: print its PID, then every message received, each on its own line.

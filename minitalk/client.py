@@ -36,7 +36,7 @@ class ClientConfig:
     reply_timeout: float = REPLY_TIMEOUT
     queue_poll: float = QUEUE_POLL
     max_attempts: int = MAX_ATTEMPTS
-    timeout: float | None = None  # bound on the whole send, queueing included
+    timeout: float | None = None  # bound on the whole send: queueing, a stopped server, all
     force: bool = False  # skip the is-it-a-minitalk-server check
 
 

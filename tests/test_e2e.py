@@ -18,6 +18,8 @@ from tests.conftest import (
     MINITALK,
     SERVER_STDERR,
     Processes,
+    Server,
+    _read_line,
     admitted_send,
     clients_held,
     first_number,
@@ -307,6 +309,44 @@ def test_send_timeout_bounds_the_whole_send(procs: Processes) -> None:
     assert result.returncode == ExitCode.NO_ANSWER
     said = b"minitalk: gave up after the --timeout of 1 s (the server is stopped)\n"
     assert result.stderr == said
+
+
+def test_timeout_while_queued_says_so(procs: Processes, tmp_path: Path) -> None:
+    server = procs.serve()
+    big = tmp_path / "long.txt"
+    big.write_text("long " + "✓" * 30_000)  # about 90 kB: the line stays busy while we act
+    admitted_send(procs, server, "--file", str(big))
+    result = procs.send(str(server.pid), "in the queue", "--timeout", "0.3")
+    assert result.returncode == ExitCode.NO_ANSWER
+    said = b"minitalk: gave up after the --timeout of 0.3 s (still waiting for its turn)\n"
+    assert result.stderr == said
+
+
+SMALL_QUEUE_SERVER = """
+from minitalk.server import ServerConfig, serve
+serve(
+    ServerConfig(max_queue=1),
+    on_ready=lambda pid: print(f"PID {pid}", flush=True),
+    on_message=lambda message, uid: print(message.text, flush=True),
+)
+"""
+
+
+def test_a_full_queue_exits_75_try_again_later(procs: Processes, tmp_path: Path) -> None:
+    # A real server whose queue holds one client (the CLI's holds 64): the third is turned away.
+    process = procs.popen([sys.executable, "-c", SMALL_QUEUE_SERVER])
+    assert process.stdout is not None
+    line = _read_line(process.stdout, HANG_GUARD)
+    server = Server(process, first_number(line), line)
+    big = tmp_path / "long.txt"
+    big.write_text("long " + "✓" * 30_000)  # about 90 kB: the line stays busy while we act
+    admitted_send(procs, server, "--file", str(big))
+    admitted_send(procs, server, "queued")
+    result = procs.send(str(server.pid), "one too many")
+    assert result.returncode == ExitCode.TEMPFAIL  # 75, EX_TEMPFAIL
+    said = b"minitalk: the server's queue of waiting clients is full; try again later\n"
+    assert result.stderr == said
+    server.stop()
 
 
 def test_server_output_failure_is_one_line_and_non_zero() -> None:
