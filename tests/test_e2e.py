@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from minitalk.errors import ExitCode
-from minitalk.transport import handles_both_signals
 from tests.conftest import (
     HANG_GUARD,
     MINITALK,
@@ -292,7 +291,10 @@ def test_the_pid_file_appears_whole_once_the_server_is_ready(
     # Checked the moment it exists: the file is whole, and the server already survives a
     # signal (it blocks and ignores both), so a script may send at once.
     assert pid_file.read_text() == f"{server.pid}\n"
-    assert handles_both_signals(server.pid)
+    usr = (1 << (signal.SIGUSR1 - 1)) | (1 << (signal.SIGUSR2 - 1))
+    status = Path(f"/proc/{server.pid}/status").read_text().splitlines()
+    ignored = next(int(line.split()[1], 16) for line in status if line.startswith("SigIgn:"))
+    assert ignored & usr == usr  # set to SIG_IGN right after blocking, before the file
     assert procs.send(str(server.pid), "right away", "--quiet").returncode == 0
 
 
