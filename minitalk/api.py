@@ -116,7 +116,9 @@ def serve(
     it (``break`` out of the loop, or ``close()``) or an exception tells every waiting client
     the server is going away, lets the current session finish for at most
     ``session_timeout``, and restores the caller's signal state. SIGINT and SIGTERM raise
-    ``KeyboardInterrupt`` out of it. Main thread only (see the module's docstring).
+    ``KeyboardInterrupt`` out of it. Main thread only (see the module's docstring). Iterate
+    it to the end or close it: a generator left open keeps the signals borrowed until it is
+    garbage-collected.
     """
     if count is not None and count < 1:
         raise UsageError("count must be at least 1")
