@@ -12,17 +12,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test,lint]'
 	touch $(STAMP)
 
-## demo: start a server, send three messages through it (text, file, stdin), show what it printed
+## demo: start a server, send three short messages through it (text, file, stdin), show its output
 demo: $(STAMP)
-	@set -eu; log=$$(mktemp); \
-	$(BIN)/minitalk serve --count 3 > "$$log" & srv=$$!; \
-	trap 'kill $$srv 2>/dev/null || true; rm -f "$$log"' EXIT; \
-	until grep -q '^PID' "$$log"; do kill -0 $$srv; sleep 0.05; done; \
-	pid=$$(awk '{print $$2; exit}' "$$log"); echo "server started: PID $$pid"; \
+	@set -eu; dir=$$(mktemp -d); srv=; \
+	trap '[ -z "$$srv" ] || kill $$srv 2>/dev/null || true; rm -rf "$$dir"' EXIT; \
+	$(BIN)/minitalk serve --count 3 --pid-file "$$dir/mt.pid" > "$$dir/log" & srv=$$!; \
+	until [ -s "$$dir/mt.pid" ]; do kill -0 $$srv; sleep 0.05; done; \
+	pid=$$(cat "$$dir/mt.pid"); echo "server started: PID $$pid"; \
+	printf 'a short file, sent with --file' > "$$dir/note.txt"; \
 	$(BIN)/minitalk send "$$pid" "emoji 🎉 and 日本語, ça marche"; \
-	$(BIN)/minitalk send "$$pid" --file README.md; \
-	echo "hello from standard input" | $(BIN)/minitalk send "$$pid" -; \
-	wait $$srv; echo "--- the server printed:"; sed 1d "$$log" | head -n 12; echo "[...]"
+	$(BIN)/minitalk send "$$pid" --file "$$dir/note.txt"; \
+	printf 'hello from standard input' | $(BIN)/minitalk send "$$pid" -; \
+	wait $$srv; srv=; echo "--- the server printed:"; cat "$$dir/log"
 
 ## test: lint, type-check and run the whole test suite
 test: $(STAMP)

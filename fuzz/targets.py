@@ -256,6 +256,7 @@ FAULTS = [
     "kill",
     "swap_order",
     "shutdown",
+    "stop_server",
 ]
 link_ops = st.lists(
     st.tuples(st.sampled_from(FAULTS), st.integers(0, 2), st.integers(0, 1), st.integers(1, 300)),
@@ -311,8 +312,17 @@ def _apply(net: Network, pid: int, kind: str, symbol: int, amount: int) -> None:
         "kill": lambda: net.kill(pid) if client.alive and amount > 250 else None,
         "swap_order": lambda: net.deliver_to_server(1 - symbol),
         "shutdown": lambda: _shut_down(net) if amount > 280 else None,
+        "stop_server": lambda: _stopped_for(net, amount / 10),
     }
     actions[kind]()
+
+
+def _stopped_for(net: Network, seconds: float) -> None:
+    """SIGSTOP the server for ``seconds``: it takes nothing and its deadlines wait; the
+    clients see it stopped."""
+    net.server_stopped = True
+    net.advance(seconds)
+    net.server_stopped = False
 
 
 def _shut_down(net: Network) -> None:

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, NoReturn, Optional
+from typing import Annotated, Any, NoReturn, Optional
 
 import typer
+from typer.core import TyperCommand
 
 from minitalk import __version__
 from minitalk.classic import (
@@ -44,11 +46,13 @@ from minitalk.errors import (
     TargetError,
     UsageError,
 )
-from minitalk.progress import display_for
+from minitalk.frame import MAX_MESSAGE
+from minitalk.progress import Display, display_for
 from minitalk.protocol import (
     DEFAULT_MAX_MESSAGE,
     FRAME_TIMEOUT,
     MAX_ATTEMPTS,
+    QUEUE_POLL,
     REPLY_TIMEOUT,
     SESSION_TIMEOUT,
     STALL_TIMEOUT,
@@ -234,12 +238,14 @@ def _trace(lines: list[str]) -> None:
 @app.command("serve")
 def serve_command(
     max_bytes: Annotated[
-        int, typer.Option(min=0, help="Largest message accepted, in bytes; larger is refused.")
+        int,
+        typer.Option(
+            help="Largest message accepted, in bytes (at most 4294967295); larger is refused."
+        ),
     ] = DEFAULT_MAX_MESSAGE,
     frame_timeout: Annotated[
         float,
         typer.Option(
-            min=0.01,
             help="Seconds of silence before a half-done frame exchange is dropped. A frame "
             "that stalls is asked for again sooner: after 0.05 s, or half this if shorter.",
         ),
@@ -247,24 +253,28 @@ def serve_command(
     session_timeout: Annotated[
         float,
         typer.Option(
-            min=0.02, help="Seconds without a good frame before a client's session is abandoned."
+            help="Seconds without a good frame before a client's session is abandoned; longer "
+            "than --frame-timeout and than 1 s (a queued client asks again every second)."
         ),
     ] = SESSION_TIMEOUT,
     count: Annotated[
         Optional[int],  # noqa: UP045 - typer reads the annotation at run time
-        typer.Option(min=1, help="Exit after this many messages have been delivered."),
+        typer.Option(help="Exit after this many messages have been delivered."),
     ] = None,
     json_lines: Annotated[
         bool,
         typer.Option(
             "--json",
-            help="Print one JSON object per message (pid, uid, bytes, frames, resends, "
-            "seconds, text) instead of the bare text.",
+            help='JSON Lines: first {"pid": <n>}, then one JSON object per message (pid, '
+            "uid, bytes, frames, resends, seconds, text) instead of the bare text.",
         ),
     ] = False,
     pid_file: Annotated[
         Optional[Path],  # noqa: UP045 - typer reads the annotation at run time
-        typer.Option(help="Also write the PID to this file (removed on a clean exit)."),
+        typer.Option(
+            help="Write the PID to this file once the server is ready for signals, so a "
+            "script can wait for it (removed on a clean exit)."
+        ),
     ] = None,
     classic: ClassicFlag = False,
     ack: Annotated[
@@ -299,16 +309,11 @@ def serve_command(
 ) -> None:
     """Start a server: print its PID, then every message received, each on its own line.
 
-    Examples: minitalk serve > messages.log | minitalk serve --json --count 1 |
-    minitalk serve --pid-file /run/user/$UID/minitalk.pid
+    Examples:
+      minitalk serve > messages.log 2>&1
+      minitalk serve --json --count 1
+      minitalk serve --pid-file mt.pid &  # then wait until mt.pid is not empty
     """
-    config = ServerConfig(
-        max_message=max_bytes,
-        stall_timeout=min(STALL_TIMEOUT, frame_timeout / 2),
-        frame_timeout=frame_timeout,
-        session_timeout=session_timeout,
-        max_messages=count,
-    )
     with _errors_to_exit_codes():
         fmt = _classic_format(
             classic,
@@ -321,6 +326,9 @@ def serve_command(
             **{"--ack": ack, "--ack-signal": ack_signal, "--idle-timeout": idle_timeout},
             **{"--trace": trace or None},
         )
+        _check_options(
+            _serve_rules(max_bytes, frame_timeout, session_timeout, count, pid_file)
+        )
         if fmt is not None:
             classic_config = ClassicServerConfig(
                 fmt=fmt,
@@ -332,23 +340,24 @@ def serve_command(
             )
             _serve_classic(classic_config, pid_file, json_lines=json_lines, trace=trace)
             return
-        if frame_timeout >= session_timeout:
-            raise UsageError("--frame-timeout must be shorter than --session-timeout")
-        if os.geteuid() == 0:
-            print(
-                "minitalk: warning: running as root; a root server can signal every process",
-                file=sys.stderr,
-                flush=True,
-            )
+        config = ServerConfig(
+            max_message=max_bytes,
+            stall_timeout=min(STALL_TIMEOUT, frame_timeout / 2),
+            frame_timeout=frame_timeout,
+            session_timeout=session_timeout,
+            max_messages=count,
+        )
+        written: list[Path] = []  # the PID file, once we wrote it: only ours is removed
         try:
             serve(
                 config,
-                on_ready=lambda pid: _announce(pid, pid_file),
+                on_ready=lambda pid: _announce(pid, pid_file, written, json_lines=json_lines),
                 on_message=_print_json if json_lines else _print_text,
             )
         finally:
-            if pid_file is not None:
-                pid_file.unlink(missing_ok=True)
+            for path in written:
+                with suppress(OSError):
+                    path.unlink()
 
 
 def _serve_classic(
@@ -357,16 +366,18 @@ def _serve_classic(
     def trace_event(event: ClassicEvent) -> None:
         _trace(describe(event, config.fmt, config.ack))
 
+    written: list[Path] = []  # the PID file, once we wrote it: only ours is removed
     try:
         serve_classic(
             config,
-            on_ready=lambda pid: _announce(pid, pid_file),
+            on_ready=lambda pid: _announce(pid, pid_file, written, json_lines=json_lines),
             on_message=_print_classic_json if json_lines else _print_text,
             on_trace=trace_event if trace else None,
         )
     finally:
-        if pid_file is not None:
-            pid_file.unlink(missing_ok=True)
+        for path in written:
+            with suppress(OSError):
+                path.unlink()
 
 
 def _print_classic_json(message: ClassicMessage, uid: int) -> None:
@@ -381,13 +392,85 @@ def _print_classic_json(message: ClassicMessage, uid: int) -> None:
     _write_line(json.dumps(record, ensure_ascii=False).encode("utf-8"))
 
 
-def _announce(pid: int, pid_file: Path | None) -> None:
+# -- option checks: every rule between options, in one place, each a one-line usage error ---
+
+
+def _check_options(rules: list[tuple[bool, str]]) -> None:
+    """Raise a ``UsageError`` naming the first rule broken."""
+    for holds, problem in rules:
+        if not holds:
+            raise UsageError(problem)
+
+
+def _serve_rules(
+    max_bytes: int,
+    frame_timeout: float,
+    session_timeout: float,
+    count: int | None,
+    pid_file: Path | None,
+) -> list[tuple[bool, str]]:
+    return [
+        (
+            0 <= max_bytes <= MAX_MESSAGE,
+            f"--max-bytes must be between 0 and {MAX_MESSAGE} "
+            "(the largest message length a frame header can carry)",
+        ),
+        (frame_timeout > 0, "--frame-timeout must be more than 0 s"),
+        (
+            frame_timeout < session_timeout,
+            "--frame-timeout must be shorter than --session-timeout",
+        ),
+        (
+            session_timeout > QUEUE_POLL,
+            f"--session-timeout must be longer than {QUEUE_POLL:g} s, "
+            "the time in which a queued client asks for the line again",
+        ),
+        (count is None or count >= 1, "--count must be at least 1"),
+        (
+            pid_file is None or not pid_file.is_dir(),
+            f"--pid-file names a directory: {pid_file}",
+        ),
+    ]
+
+
+def _send_rules(
+    reply_timeout: float, attempts: int, timeout: float | None
+) -> list[tuple[bool, str]]:
+    return [
+        (
+            reply_timeout > STALL_TIMEOUT,
+            f"--reply-timeout must be longer than {STALL_TIMEOUT:g} s, the longest a server "
+            "waits before it abandons a stalled frame",
+        ),
+        (attempts >= 1, "--attempts must be at least 1"),
+        (timeout is None or timeout > 0, "--timeout must be more than 0 s"),
+    ]
+
+
+def _announce(pid: int, pid_file: Path | None, written: list[Path], *, json_lines: bool) -> None:
+    """Called once the signals are blocked: write the PID file, then the first line.
+
+    The first line names our PID: ``PID 4242``, or ``{"pid": 4242}`` with --json so that the
+    output is JSON Lines throughout. Either way the PID is the first number on the first line,
+    which is where scripts and testers look for it. The PID file appears whole, at once
+    (written aside, then renamed), so a script that waits for it to be non-empty reads a
+    whole PID of a server that is ready.
+    """
     if pid_file is not None:
-        try:
-            pid_file.write_text(f"{pid}\n")
-        except OSError as error:
-            raise OutputError(f"cannot write the PID file {pid_file}: {error.strerror}") from None
-    _write_line(f"PID {pid}".encode())
+        _write_pid_file(pid_file, pid)
+        written.append(pid_file)
+    _write_line(json.dumps({"pid": pid}).encode() if json_lines else f"PID {pid}".encode())
+
+
+def _write_pid_file(path: Path, pid: int) -> None:
+    aside = path.with_name(f".{path.name}.{pid}.tmp")
+    try:
+        aside.write_text(f"{pid}\n")
+        os.replace(aside, path)
+    except OSError as error:
+        with suppress(OSError):
+            aside.unlink()
+        raise OutputError(f"cannot write the PID file {path}: {error.strerror}") from None
 
 
 def _print_text(message: MessageReceived | ClassicMessage, uid: int) -> None:
@@ -417,12 +500,35 @@ def _write_line(line: bytes) -> None:
         raise OutputError(f"cannot write to standard output: {error.strerror}") from None
 
 
-@app.command("send")
+class _PlainUsage(TyperCommand):
+    """Shows a required argument in the usage line as ``PID``, not typer's ``{PID}``."""
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:  # Any: typer's Click Context
+        pieces: list[str] = super().collect_usage_pieces(ctx)
+        return [_unbrace(piece) for piece in pieces]
+
+
+def _unbrace(piece: str) -> str:
+    return piece[1:-1] if piece.startswith("{") and piece.endswith("}") else piece
+
+
+@app.command("send", cls=_PlainUsage)
 def send_command(
-    pid: Annotated[str, typer.Argument(help="The server's PID, as `minitalk serve` printed it.")],
+    pid: Annotated[
+        str,
+        typer.Argument(
+            metavar="PID",
+            show_default=False,
+            help="The server's PID, as `minitalk serve` printed it.",
+        ),
+    ],
     text: Annotated[
         Optional[str],  # noqa: UP045 - typer reads the annotation at run time
-        typer.Argument(help="The text to send; `-` reads standard input."),
+        typer.Argument(
+            metavar="[TEXT]",
+            show_default=False,
+            help="The text to send; `-` reads standard input.",
+        ),
     ] = None,
     file: Annotated[
         Optional[Path],  # noqa: UP045 - typer reads the annotation at run time
@@ -434,19 +540,21 @@ def send_command(
     reply_timeout: Annotated[
         float,
         typer.Option(
-            min=0.01,
-            help="Seconds to wait for an answer to a request for the line, and the longest "
-            "wait for a stopped or busy server. In a frame the client asks again after "
-            "min(0.15, this) of silence.",
+            help="Seconds to wait for an answer to a request for the line before asking "
+            "again (a signal may have been lost); in a frame, min(0.15, this). More than "
+            "0.05. A stopped server is waited for without asking again: see --timeout.",
         ),
     ] = REPLY_TIMEOUT,
     attempts: Annotated[
         int,
-        typer.Option(min=1, help="Failed tries per frame, at the smallest size, before giving up."),
+        typer.Option(help="Failed tries per frame, at the smallest size, before giving up."),
     ] = MAX_ATTEMPTS,
     timeout: Annotated[
         Optional[float],  # noqa: UP045 - typer reads the annotation at run time
-        typer.Option(min=0.0, help="Give up if the whole send, queueing included, takes longer."),
+        typer.Option(
+            help="Give up (exit 6) after this many seconds in all, however they are spent: "
+            "waiting for one's turn, for a stopped server, or resending. Default: no limit."
+        ),
     ] = None,
     force: Annotated[
         bool,
@@ -478,8 +586,12 @@ def send_command(
 ) -> None:
     """Send TEXT (or a file, or standard input) to a server; exit 0 once it acknowledged all.
 
-    Examples: minitalk send 4242 "emoji 🎉" | minitalk send 4242 --file notes.txt |
-    echo hi | minitalk send 4242 -
+    Examples:
+      minitalk send 4242 "emoji 🎉"
+      minitalk send 4242 --file notes.txt
+      echo hi | minitalk send 4242 -
+      minitalk send 4242 -1
+      minitalk send 4242 -- "-x marks it"
     """
     with _errors_to_exit_codes():
         fmt = _classic_format(
@@ -492,8 +604,10 @@ def send_command(
             length_counts_end,
             **{"--delay-us": delay_us, "--trace": trace or None},
         )
+        _check_options(_send_rules(reply_timeout, attempts, timeout))
         target = _parse_pid(pid)
-        message = _read_message(text, file)
+        display = display_for(quiet or fmt is not None)
+        message = _read_message(text, file, display)
         if fmt is not None:
             classic_config = ClassicClientConfig(
                 fmt=fmt,
@@ -511,9 +625,16 @@ def send_command(
         config = ClientConfig(
             reply_timeout=reply_timeout, max_attempts=attempts, timeout=timeout, force=force
         )
-        display = display_for(quiet)
         try:
-            receipt = send_message(target, message, config, on_progress=display.update)
+            receipt = send_message(
+                target,
+                message,
+                config,
+                on_progress=display.update,
+                on_queued=lambda: display.note(
+                    "queued: the server is busy with another client; waiting for our turn"
+                ),
+            )
         finally:
             display.stop()
         if not quiet:
@@ -522,12 +643,12 @@ def send_command(
 
 def _parse_pid(text: str) -> int:
     stripped = text.strip()
-    if not stripped.lstrip("-").isdigit() or not stripped.isascii():
+    if not re.fullmatch(r"-?[0-9]+", stripped):
         raise TargetError(f"PID must be a whole number, got {text!r}")
     return int(stripped)
 
 
-def _read_message(text: str | None, file: Path | None) -> bytes:
+def _read_message(text: str | None, file: Path | None, display: Display) -> bytes:
     if text is not None and file is not None:
         raise UsageError("give TEXT or --file, not both")
     if file is not None:
@@ -535,6 +656,8 @@ def _read_message(text: str | None, file: Path | None) -> bytes:
     if text is None:
         raise UsageError("nothing to send: give TEXT, --file PATH, or - for standard input")
     if text == "-":
+        if sys.stdin is not None and sys.stdin.isatty():
+            display.note("reading the text to send from the terminal until end of input (Ctrl-D)")
         return _decode_check(_read_stdin(), "standard input")
     try:
         return text.encode("utf-8")
@@ -559,12 +682,9 @@ def _read_stdin() -> bytes:
     if sys.stdin is None:
         raise InputError("standard input is closed")
     try:
-        data = sys.stdin.buffer.read()
+        return sys.stdin.buffer.read()  # empty input is the empty message, like TEXT ""
     except OSError as error:
         raise InputError(f"cannot read standard input: {error.strerror}") from None
-    if not data:
-        raise InputError("standard input is empty")
-    return data
 
 
 def _decode_check(data: bytes, where: str) -> bytes:
@@ -604,14 +724,81 @@ def _describe_classic(receipt: ClassicReceipt) -> str:
 _ParseError: type[Exception] = typer.BadParameter.__mro__[1]
 
 
+# argparse's rule for arguments that look like negative numbers: when no option looks like
+# one (none of minitalk's does), such an argument is a positional, so `send PID -1` sends "-1".
+_NEGATIVE_NUMBER = re.compile(r"^-\d+$|^-\d*\.\d+$")
+# The options of `send` that take a value (long forms, and short letters); a test checks
+# these against the command's own parameters.
+SEND_VALUE_OPTIONS = frozenset(
+    {"--file", "--reply-timeout", "--attempts", "--timeout", "--delay-us", "--bit-order"}
+    | {"--zero", "--end", "--length-prefix", "--prefix-order"}  # classic mode
+)
+SEND_VALUE_SHORT = frozenset({"f"})
+_DASH_HINT = "to send text that starts with '-', put -- before it"
+
+
+def negative_numbers_as_text(args: list[str]) -> list[str]:
+    """Rewrite ``send``'s arguments so that one that looks like a negative number is taken
+    as a positional (PID or TEXT), as argparse would, instead of as an unknown option.
+
+    Its options keep their order and values; the positionals move after a ``--``. Anything
+    else (other commands, an explicit ``--`` before it) is left as it is.
+    """
+    command = _command(args)
+    if command is None or args[command] != "send":
+        return args
+    options: list[str] = []
+    positionals: list[str] = []
+    rest = args[command + 1 :]
+    index = 0
+    while index < len(rest):
+        arg = rest[index]
+        index += 1
+        if arg == "--":
+            positionals += rest[index:]
+            break
+        if _NEGATIVE_NUMBER.match(arg) or arg == "-" or not arg.startswith("-"):
+            positionals.append(arg)
+            continue
+        options.append(arg)
+        if _takes_next_value(arg) and index < len(rest):
+            options.append(rest[index])
+            index += 1
+    if not any(_NEGATIVE_NUMBER.match(arg) for arg in positionals):
+        return args
+    return [*args[: command + 1], *options, "--", *positionals]
+
+
+def _command(args: list[str]) -> int | None:
+    """Where the command name is: the first argument that is not an option."""
+    return next((i for i, arg in enumerate(args) if not arg.startswith("-")), None)
+
+
+def _takes_next_value(option: str) -> bool:
+    """True if ``option`` (as typed) takes the next argument as its value."""
+    if option.startswith("--"):
+        return option in SEND_VALUE_OPTIONS  # --name=value carries its own
+    # A cluster of short options: the first one that takes a value takes the rest of the
+    # cluster, or the next argument if the cluster ends there.
+    for position, letter in enumerate(option[1:], start=1):
+        if letter in SEND_VALUE_SHORT:
+            return position == len(option) - 1
+    return False
+
+
 def run() -> None:
     """Console-script entry point: typer parses; every error leaves as one stderr line."""
+    args = negative_numbers_as_text(sys.argv[1:])
     try:
-        code = app(prog_name="minitalk", standalone_mode=False)
+        code = app(args=args, prog_name="minitalk", standalone_mode=False)
     except _ParseError as error:
         message = error.format_message().strip()  # type: ignore[attr-defined]
+        command = _command(args)
+        hint = "see minitalk --help"
+        if message.startswith("No such option") and command is not None:
+            hint = f"{_DASH_HINT}; {hint}" if args[command] == "send" else hint
         if message:  # empty when typer has just shown the help (no arguments at all)
-            print(f"minitalk: {message} (see minitalk --help)", file=sys.stderr, flush=True)
+            print(f"minitalk: {message} ({hint})", file=sys.stderr, flush=True)
         sys.exit(ExitCode.USAGE)
     except typer.Abort:
         print("minitalk: aborted", file=sys.stderr, flush=True)

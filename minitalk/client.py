@@ -18,6 +18,7 @@ from minitalk.protocol import (
     QUEUE_POLL,
     REPLY_TIMEOUT,
     Sender,
+    SenderState,
 )
 from minitalk.transport import (
     Process,
@@ -35,7 +36,7 @@ class ClientConfig:
     reply_timeout: float = REPLY_TIMEOUT
     queue_poll: float = QUEUE_POLL
     max_attempts: int = MAX_ATTEMPTS
-    timeout: float | None = None  # bound on the whole send, queueing included
+    timeout: float | None = None  # bound on the whole send: queueing, a stopped server, all
     force: bool = False  # skip the is-it-a-minitalk-server check
 
 
@@ -56,16 +57,18 @@ def send_message(
     config: ClientConfig = ClientConfig(),
     *,
     on_progress: Callable[[int, int], None] | None = None,
+    on_queued: Callable[[], None] | None = None,
 ) -> Receipt:
     """Send ``message`` to the server ``pid``; return once every frame is acknowledged.
 
     Raises a ``MinitalkError`` subclass on any failure. ``on_progress(acked, total)`` is
-    called after each acknowledged frame.
+    called after each acknowledged frame, and ``on_queued()`` once, if the server puts this
+    send in its queue (another client has the line).
     """
     block_signals()
     server = open_server(pid, force=config.force)
     try:
-        return _SendLoop(server, message, config, on_progress).run()
+        return _SendLoop(server, message, config, on_progress, on_queued).run()
     finally:
         server.close()
 
@@ -79,11 +82,13 @@ class _SendLoop:
         message: bytes,
         config: ClientConfig,
         on_progress: Callable[[int, int], None] | None,
+        on_queued: Callable[[], None] | None = None,
     ) -> None:
         self.server = server
         self.size = len(message)
         self.config = config
         self.on_progress = on_progress
+        self.on_queued = on_queued
         self.last_symbol: int | None = None
         self.resent = 0  # times in a row the last symbol was sent again after a stray ate it
         self.sender = Sender(
@@ -120,6 +125,9 @@ class _SendLoop:
                 self.resent = 0
                 look_at = None
                 sender.receive(got[1], now)
+                if self.on_queued is not None and sender.state is SenderState.QUEUED:
+                    self.on_queued()
+                    self.on_queued = None  # once
                 continue
             if look_at is not None and now >= look_at:
                 look_at, got = self._look_for_loss(waiter, now)
@@ -127,11 +135,14 @@ class _SendLoop:
                     sender.receive(got[1], now)
                     continue
             if give_up_at is not None and now >= give_up_at:
-                raise NoAnswerError(f"gave up after the --timeout of {self.config.timeout:g} s")
+                raise NoAnswerError(
+                    f"gave up after the --timeout of {self.config.timeout:g} s{self._why()}"
+                )
             if deadline is not None and now >= deadline:
                 self._check_alive()
+                stopped = server_stopped(server.pid)
                 busy = self.last_symbol is not None and server.holding(self.last_symbol)
-                sender.handle_timer(now, server_busy=busy)
+                sender.handle_timer(now, server_busy=busy, server_stopped=stopped)
         if sender.error is not None:
             self._check_alive()
             raise sender.error
@@ -175,15 +186,43 @@ class _SendLoop:
         try:
             self.server.send(symbol)
         except ProcessLookupError:
-            raise ServerGoneError(f"the server (PID {self.server.pid}) exited") from None
+            raise self._gone() from None
         except OSError as error:  # it changed its user since we checked it
             raise TargetError(
                 f"cannot signal the server (PID {self.server.pid}): {error.strerror}"
             ) from None
 
+    def _gone(self) -> ServerGoneError:
+        # The protocol has no verdict for "could not write it" (a new code would read as
+        # garbled to older clients), so the exit is all we learn: say what it means for us.
+        return ServerGoneError(
+            f"the server (PID {self.server.pid}) exited before it acknowledged the message; "
+            "it may not have been written"
+        )
+
+    def _why(self) -> str:
+        """What the send was waiting for when it gave up, in plain words."""
+        if server_stopped(self.server.pid):
+            return " (the server is stopped)"
+        if self.sender.state is SenderState.QUEUED:
+            return " (still waiting for its turn)"
+        return ""
+
     def _check_alive(self) -> None:
         if not self.server.alive():
-            raise ServerGoneError(f"the server (PID {self.server.pid}) exited")
+            raise self._gone()
+
+
+def server_stopped(pid: int) -> bool:
+    """True if the process is stopped (SIGSTOP, Ctrl-Z) or stopped under a tracer: it will
+    answer once it runs again. The state is the field after the command name, which is in
+    parentheses and may itself contain spaces or parentheses."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as stat:
+            state = stat.read().rpartition(")")[2].split()[:1]
+    except OSError:
+        return False
+    return state in (["T"], ["t"])
 
 
 # How long after a signal without an answer the client looks whether a stray ate it (a

@@ -13,19 +13,43 @@ from enum import IntEnum
 
 
 class ExitCode(IntEnum):
-    """Process exit codes; the README's table is generated from the same meanings."""
+    """Process exit codes. The exit-code tables of README.md and docs/usage.md are written
+    by hand; tests/test_docs.py checks that each lists exactly these codes, each row opening
+    with the code's ``meaning``."""
 
     OK = 0
-    FAILURE = 1  # an unexpected internal failure
-    USAGE = 2  # bad command line (typer's own code for usage errors)
-    BAD_INPUT = 3  # the text to send cannot be read or is not UTF-8
-    BAD_TARGET = 4  # the PID is not a minitalk server this user may signal
-    REFUSED = 5  # the server refused the message (too large, malformed)
-    NO_ANSWER = 6  # the server stopped answering or kept rejecting frames
-    SERVER_GONE = 7  # the server exited during the send
-    UNSUPPORTED = 8  # not Linux: the signal calls minitalk needs are missing
-    OUTPUT_FAILED = 9  # the server could not write a received message
-    INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), as shells report it
+    FAILURE = 1
+    USAGE = 2  # typer's own code for usage errors
+    BAD_INPUT = 3
+    BAD_TARGET = 4
+    REFUSED = 5
+    NO_ANSWER = 6
+    SERVER_GONE = 7
+    UNSUPPORTED = 8
+    OUTPUT_FAILED = 9
+    TEMPFAIL = 75  # EX_TEMPFAIL of sysexits.h
+    INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
+
+    @property
+    def meaning(self) -> str:
+        """What the code means, in the words the docs' tables open with."""
+        return _MEANINGS[self]
+
+
+_MEANINGS = {
+    ExitCode.OK: "success",
+    ExitCode.FAILURE: "an unexpected internal failure",
+    ExitCode.USAGE: "bad command line",
+    ExitCode.BAD_INPUT: "the text cannot be read or is not UTF-8",
+    ExitCode.BAD_TARGET: "the PID is not a minitalk server this user may signal",
+    ExitCode.REFUSED: "the server refused the message",
+    ExitCode.NO_ANSWER: "gave up waiting",
+    ExitCode.SERVER_GONE: "the server exited or is shutting down",
+    ExitCode.UNSUPPORTED: "not Linux",
+    ExitCode.OUTPUT_FAILED: "the server could not write",
+    ExitCode.TEMPFAIL: "try again later",
+    ExitCode.INTERRUPTED: "interrupted",
+}
 
 
 class MinitalkError(Exception):
@@ -83,6 +107,15 @@ class RefusedError(MinitalkError):
     """The server refused the message and said why."""
 
     exit_code = ExitCode.REFUSED
+
+
+class TryLaterError(MinitalkError):
+    """The server turned the message away for now (its queue is full); the same send may
+    succeed later. Exit code 75 is EX_TEMPFAIL of sysexits.h, which mail systems and
+    scripts already read as "retry". A server that is shutting down is not in this class:
+    it will not come back under the same PID, so retrying cannot help."""
+
+    exit_code = ExitCode.TEMPFAIL
 
 
 class NoAnswerError(MinitalkError):

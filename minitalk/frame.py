@@ -76,7 +76,7 @@ class Frame:
 
 
 def encode_header(header: Header) -> bytes:
-    """Return the 9 header bytes, check byte included."""
+    """Return the HEADER_LEN (13) header bytes, check byte included."""
     if not 0 <= header.seq < SEQ_MODULUS:
         raise LocalProtocolError(f"sequence number {header.seq} out of range")
     if not 0 <= header.payload_length <= MAX_PAYLOAD:

@@ -16,6 +16,7 @@ SHOW_AFTER = 0.5  # seconds: below this a bar would only flicker
 
 class Display(Protocol):
     def update(self, done: int, total: int) -> None: ...
+    def note(self, text: str) -> None: ...
     def stop(self) -> None: ...
 
 
@@ -24,6 +25,9 @@ class SilentDisplay:
 
     def update(self, done: int, total: int) -> None:
         """Ignore progress."""
+
+    def note(self, text: str) -> None:
+        """Say nothing."""
 
     def stop(self) -> None:
         """Nothing to stop."""
@@ -36,39 +40,73 @@ class BarDisplay:
         self._started = time.monotonic()
         self._progress: Any = None
         self._task: Any = None
+        self._origin: tuple[float, int] | None = None  # (time, bytes) of the first progress
 
     def update(self, done: int, total: int) -> None:
         if self._progress is None:
             if time.monotonic() - self._started < SHOW_AFTER:
                 return
             self._start(total)
-        self._progress.update(self._task, completed=done)
+        now = time.monotonic()
+        if self._origin is None:  # rates count from the first progress, not from the queue
+            self._origin = (now, done)
+        since, before = self._origin
+        self._progress.update(
+            self._task,
+            completed=done,
+            amount=amount_kib(done, total),
+            rate=rate_kib((done - before) / (now - since) if now > since else None),
+        )
+
+    def note(self, text: str) -> None:
+        """Tell the person watching what the send is waiting for (one line on stderr)."""
+        if self._progress is not None:
+            self._progress.console.print(f"minitalk: {text}", markup=False, highlight=False)
+        else:
+            print(f"minitalk: {text}", file=sys.stderr, flush=True)
 
     def _start(self, total: int) -> None:
         from rich.console import Console  # noqa: PLC0415 - only when a bar is shown
         from rich.progress import (  # noqa: PLC0415
             BarColumn,
-            DownloadColumn,
             Progress,
+            TextColumn,
             TimeRemainingColumn,
-            TransferSpeedColumn,
         )
 
         self._progress = Progress(
             "sending",
             BarColumn(),
-            DownloadColumn(binary_units=True),
-            TransferSpeedColumn(),
+            TextColumn("{task.fields[amount]}"),
+            TextColumn("{task.fields[rate]}"),
             TimeRemainingColumn(),
             console=Console(stderr=True),
             transient=True,
         )
-        self._task = self._progress.add_task("send", total=total)
+        self._task = self._progress.add_task(
+            "send", total=total, amount=amount_kib(0, total), rate=rate_kib(None)
+        )
         self._progress.start()
 
     def stop(self) -> None:
         if self._progress is not None:
             self._progress.stop()
+
+
+# One family of units, binary: sizes in KiB and rates in KiB/s (rich's own columns mix MiB
+# with decimal kB/s). minitalk moves tens of KiB a second, so KiB keeps the figures readable.
+
+
+def amount_kib(done: int, total: int) -> str:
+    """``12.5/300.0 KiB``: how much of the message is acknowledged."""
+    return f"{done / 1024:,.1f}/{total / 1024:,.1f} KiB"
+
+
+def rate_kib(bytes_per_second: float | None) -> str:
+    """``25.3 KiB/s``, or ``? KiB/s`` before there is a rate to show."""
+    if bytes_per_second is None:
+        return "? KiB/s"
+    return f"{bytes_per_second / 1024:,.1f} KiB/s"
 
 
 def display_for(quiet: bool) -> Display:

@@ -49,6 +49,7 @@ from minitalk.errors import (
     OversizeError,
     RefusedError,
     ServerGoneError,
+    TryLaterError,
 )
 from minitalk.frame import (
     MAX_MESSAGE,
@@ -110,7 +111,6 @@ class Verdict(IntEnum):
 
 
 VERDICT_REASONS = {
-    Verdict.BUSY: "its queue of waiting clients is full; try again later",
     Verdict.NOT_UTF8: "a frame was not valid UTF-8",
     Verdict.OUT_OF_ORDER: "its frames arrived out of order",
 }
@@ -698,16 +698,29 @@ class Sender:
         """When the sender next needs ``handle_timer``, or None."""
         return self.deadline
 
-    def handle_timer(self, now: float, *, server_busy: bool = False) -> None:
+    def handle_timer(
+        self, now: float, *, server_busy: bool = False, server_stopped: bool = False
+    ) -> None:
         """Apply the deadline if it has passed at ``now``.
 
         In session (a frame bit or a poll outstanding) the deadline is ``bit_timeout``. The
-        I/O loop passes ``server_busy`` when it sees that the server is stopped or has not
-        yet taken our last signal: that silence is not a loss, so the machine waits on, in
-        short steps, up to ``reply_timeout`` after the signal, before it asks again.
+        I/O loop passes ``server_busy`` when it sees that the server has not yet taken our
+        last signal: that silence is not a loss, so the machine waits on, in short steps, up
+        to ``reply_timeout`` after the signal, before it asks again.
+
+        It passes ``server_stopped`` when the server is stopped (SIGSTOP, Ctrl-Z): a stopped
+        server answers once it runs again, so its silence costs no attempt and asks nothing
+        again; the machine looks again every ``bit_timeout``, and once the server runs the
+        usual patience starts afresh. Only the loop's overall timeout (``--timeout``) or the
+        server's exit bound this wait.
         """
         deadline = self.deadline
         if deadline is None or now < deadline:
+            return
+        if server_stopped and self._state in _WAITS_FOR_AN_ANSWER:
+            self.deadline = now + self.bit_timeout
+            self._postponed_to = self.deadline
+            self._patience_end = self.deadline + self.reply_timeout
             return
         if server_busy and (
             self._state is SenderState.SENDING or self._state is SenderState.VERDICT
@@ -733,7 +746,12 @@ class Sender:
     def _request_timeout(self, now: float) -> None:
         self._unanswered += 1
         if self._unanswered >= self.max_attempts:
-            self._fail(NoAnswerError(f"the server did not answer {self._unanswered} requests"))
+            self._fail(
+                NoAnswerError(
+                    f"the server is running but did not answer: asked {self._unanswered} "
+                    f"times, {self.reply_timeout:g} s apart"
+                )
+            )
         else:
             self._send_request(now)
 
@@ -791,6 +809,12 @@ class Sender:
             self._frame_rejected(now)
         elif verdict is Verdict.RESTART:
             self._restart_message(now)
+        elif verdict is Verdict.BUSY:
+            self._fail(
+                TryLaterError(
+                    "the server's queue of waiting clients is full; try again later"
+                )
+            )
         elif verdict is Verdict.GOING_AWAY:
             self._fail(ServerGoneError("the server is shutting down; the message was not sent"))
         elif verdict is Verdict.TOO_LARGE:
@@ -882,6 +906,12 @@ class Sender:
         self.state = SenderState.FAILED
         self.error = error
         self.deadline = None
+
+
+# The states in which the sender waits for an answer to its last symbol.
+_WAITS_FOR_AN_ANSWER = frozenset(
+    {SenderState.REQUESTING, SenderState.SENDING, SenderState.VERDICT}
+)
 
 
 def _ignore(symbol: int, now: float) -> None:

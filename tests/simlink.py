@@ -4,7 +4,7 @@ Each process has at most one pending signal per kind (SIGUSR1 = symbol 0, SIGUSR
 and a second signal of a kind already pending is merged into it: the first sender's PID is kept
 and the second signal is lost, as signal(7) says. On top of that the test can drop a pending
 signal, deliver one twice, inject a stranger's signal, pick which of two pending kinds is taken
-first, kill a client, and move time forward. No real signal is sent.
+first, kill a client, stop the server (SIGSTOP) and move time forward. No real signal is sent.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ class Network:
         self.clients: dict[int, SimClient] = {}
         self.printed: list[MessageReceived] = []
         self.lost = 0  # signals merged into a pending one of the same kind
+        self.server_stopped = False  # SIGSTOP: the server takes nothing and its clock waits
 
     # -- set-up --------------------------------------------------------------------------------
 
@@ -90,7 +91,7 @@ class Network:
 
     def deliver_to_server(self, symbol: int | None = None) -> bool:
         """Let the server take a pending signal (``symbol`` picks one if both are pending)."""
-        if not self.server_pending:
+        if not self.server_pending or self.server_stopped:
             return False
         if symbol not in self.server_pending:
             symbol = min(self.server_pending)
@@ -141,11 +142,12 @@ class Network:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
-        self.receiver.handle_timer(self.now)
+        if not self.server_stopped:
+            self.receiver.handle_timer(self.now)
         self.flush()
         for client in self.clients.values():
             if client.alive:
-                client.sender.handle_timer(self.now)
+                client.sender.handle_timer(self.now, server_stopped=self.server_stopped)
         self.flush()
 
     def advance_to_next_deadline(self) -> bool:

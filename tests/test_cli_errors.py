@@ -45,12 +45,14 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scene]:
 # (what is wrong, arguments to `minitalk send`, exit code, words the error must contain).
 # {server}, {innocent} and {files} stand for the scene's server PID, a `sleep` PID and a folder.
 CASES = [
-    ("PID missing", [], ExitCode.USAGE, "Missing argument 'pid'"),
+    ("PID missing", [], ExitCode.USAGE, "Missing argument 'PID'"),
     ("PID not a number", ["abc", "hi"], ExitCode.BAD_TARGET, "whole number"),
     ("PID with junk", ["12ab", "hi"], ExitCode.BAD_TARGET, "whole number"),
     ("PID zero", ["0", "hi"], ExitCode.BAD_TARGET, "process group"),
     ("PID negative", ["--", "-5", "hi"], ExitCode.BAD_TARGET, "process group"),
     ("PID minus one", ["--", "-1", "hi"], ExitCode.BAD_TARGET, "process group"),
+    ("PID negative, no --", ["-5", "hi"], ExitCode.BAD_TARGET, "process group"),
+    ("PID of dashes", ["--", "--5", "hi"], ExitCode.BAD_TARGET, "whole number"),
     ("PID one", ["1", "hi"], ExitCode.BAD_TARGET, "init"),
     ("PID too large", ["99999999999", "hi"], ExitCode.BAD_TARGET, "larger than any PID"),
     ("PID of no process", ["4194303", "hi"], ExitCode.BAD_TARGET, "no process has PID"),
@@ -71,8 +73,8 @@ CASES = [
     ),
     ("TEXT and --file", ["{server}", "hi", "-f", "{files}/ok.txt"], ExitCode.USAGE, "not both"),
     ("neither TEXT nor --file", ["{server}"], ExitCode.USAGE, "nothing to send"),
-    ("stdin empty", ["{server}", "-"], ExitCode.BAD_INPUT, "standard input is empty"),
     ("unknown option", ["{server}", "hi", "--bogus"], ExitCode.USAGE, "No such option"),
+    ("text like an option", ["{server}", "-x"], ExitCode.USAGE, "put -- before it"),
     (
         "bad option value",
         ["{server}", "hi", "--timeout", "soon"],

@@ -17,8 +17,11 @@ from tests.conftest import (
     MINITALK,
     SERVER_STDERR,
     Processes,
+    Server,
+    _read_line,
     admitted_send,
     clients_held,
+    first_number,
     pending_signals,
     spawn_at_pid,
     wait_for,
@@ -53,13 +56,60 @@ def test_messages_of_every_script_in_a_row_through_one_server(procs: Processes) 
     assert out.decode("utf-8") == expected
 
 
-def test_empty_message_and_newlines(procs: Processes) -> None:
-    server = procs.serve("--count", "2")
+def _serve_into_log(procs: Processes, log: Path, *options: str) -> tuple[int, Path]:
+    """Start a server the way tester scripts do, `sh -c 'exec minitalk serve > log 2>&1'`,
+    and return its PID as read from the log's first line (once that line is complete)."""
+    script = 'log=$1; shift; exec "$@" > "$log" 2>&1'
+    log.write_bytes(b"")  # there to read before the shell opens it
+    server = procs.popen(["sh", "-c", script, "sh", str(log), *MINITALK, "serve", *options])
+    wait_for(lambda: b"\n" in log.read_bytes() or server.poll() is not None, "the first line")
+    pid = first_number(log.read_bytes().splitlines()[0])
+    assert pid == server.pid  # exec: the shell became the server
+    return pid, log
+
+
+# How each message is given on the command line: "-1" and "-456" look like negative numbers
+# and are text without "--" (argparse's rule); "-x..." needs "--".
+MINUS_TEXTS = {"hello": ["hello"], "-1": ["-1"], "-456": ["-456"], "-x y": ["--", "-x y"]}
+
+
+def test_merged_log_is_the_pid_line_then_exactly_the_messages(
+    procs: Processes, tmp_path: Path
+) -> None:
+    pid, log = _serve_into_log(procs, tmp_path / "log", "--count", str(len(MINUS_TEXTS)))
+    for args in MINUS_TEXTS.values():
+        result = procs.send(str(pid), *args)
+        assert result.returncode == 0, result.stderr
+    wait_for(lambda: procs.started[0].poll() is not None, "the server exited after --count")
+    assert procs.started[0].returncode == 0
+    expected = f"PID {pid}\n" + "".join(f"{text}\n" for text in MINUS_TEXTS)
+    assert log.read_text() == expected  # nothing on stderr, for root too
+
+
+def test_json_output_is_json_lines_from_the_first_line(procs: Processes, tmp_path: Path) -> None:
+    pid, log = _serve_into_log(procs, tmp_path / "log", "--json", "--count", "2")
+    for text in ("one", "-1"):
+        assert procs.send(str(pid), text).returncode == 0
+    wait_for(lambda: procs.started[0].poll() is not None, "the server exited after --count")
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert records[0] == {"pid": pid}
+    assert [record["text"] for record in records[1:]] == ["one", "-1"]
+
+
+def test_empty_message_and_newlines(procs: Processes, tmp_path: Path) -> None:
+    server = procs.serve("--count", "4")
+    empty = tmp_path / "empty.txt"
+    empty.write_bytes(b"")
+    # The empty message, three ways alike: TEXT "", an empty file, empty standard input.
     assert procs.send(str(server.pid), "").returncode == 0
+    assert procs.send(str(server.pid), "--file", str(empty)).returncode == 0
+    result = procs.send(str(server.pid), "-", stdin=b"")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(b"delivered 0 bytes in 1 frame")
     assert procs.send(str(server.pid), "line one\nline two\n\nlast").returncode == 0
     out, _, code = server.finish()
     assert code == 0
-    assert out == b"\nline one\nline two\n\nlast\n"
+    assert out == b"\n\n\nline one\nline two\n\nlast\n"
 
 
 def test_300_kib_file(procs: Processes, tmp_path: Path) -> None:
@@ -189,7 +239,6 @@ def test_bad_files_get_one_line_errors(procs: Processes, tmp_path: Path) -> None
         (["--file", str(tmp_path)], ExitCode.BAD_INPUT, "is a directory"),
         (["--file", str(bad)], ExitCode.BAD_INPUT, "bad byte at offset 3"),
         (["text", "--file", str(bad)], ExitCode.USAGE, "not both"),
-        (["-"], ExitCode.BAD_INPUT, "standard input is empty"),
     ]
     for args, code, words in cases:
         result = procs.send(str(server.pid), *args, stdin=b"")
@@ -217,6 +266,7 @@ def test_python_dash_m_help_and_version() -> None:
 def test_json_output_and_pid_file(procs: Processes, tmp_path: Path) -> None:
     pid_file = tmp_path / "server.pid"
     server = procs.serve("--json", "--count", "1", "--pid-file", str(pid_file))
+    assert json.loads(server.first_line) == {"pid": server.pid}  # JSON Lines from the start
     assert pid_file.read_text() == f"{server.pid}\n"
     text = 'quote " backslash \\ emoji 🎉 newline\n end'
     assert procs.send(str(server.pid), text).returncode == 0
@@ -233,15 +283,73 @@ def test_json_output_and_pid_file(procs: Processes, tmp_path: Path) -> None:
     assert not pid_file.exists()  # removed on the clean exit
 
 
+def test_the_pid_file_appears_whole_once_the_server_is_ready(
+    procs: Processes, tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "mt.pid"
+    server = procs.popen([*MINITALK, "serve", "--pid-file", str(pid_file)])
+    wait_for(pid_file.exists, "the PID file appeared")
+    # Checked the moment it exists: the file is whole, and the server already survives a
+    # signal (it blocks and ignores both), so a script may send at once.
+    assert pid_file.read_text() == f"{server.pid}\n"
+    usr = (1 << (signal.SIGUSR1 - 1)) | (1 << (signal.SIGUSR2 - 1))
+    status = Path(f"/proc/{server.pid}/status").read_text().splitlines()
+    ignored = next(int(line.split()[1], 16) for line in status if line.startswith("SigIgn:"))
+    assert ignored & usr == usr  # set to SIG_IGN right after blocking, before the file
+    assert procs.send(str(server.pid), "right away", "--quiet").returncode == 0
+
+
 def test_send_timeout_bounds_the_whole_send(procs: Processes) -> None:
     server = procs.serve()
     server.process.send_signal(signal.SIGSTOP)  # alive, but it will never answer
     try:
-        result = procs.send(str(server.pid), "hello", "--timeout", "0.5")
+        # Two requests 0.1 s apart would end the wait for a running server that never
+        # answers; a stopped server is waited for until --timeout, which says why it ended.
+        args = ["hello", "--timeout", "1", "--reply-timeout", "0.1", "--attempts", "2"]
+        result = procs.send(str(server.pid), *args)
     finally:
         server.process.send_signal(signal.SIGCONT)
     assert result.returncode == ExitCode.NO_ANSWER
-    assert b"--timeout of 0.5 s" in result.stderr
+    said = b"minitalk: gave up after the --timeout of 1 s (the server is stopped)\n"
+    assert result.stderr == said
+
+
+def test_timeout_while_queued_says_so(procs: Processes, tmp_path: Path) -> None:
+    server = procs.serve()
+    big = tmp_path / "long.txt"
+    big.write_text("long " + "✓" * 30_000)  # about 90 kB: the line stays busy while we act
+    admitted_send(procs, server, "--file", str(big))
+    result = procs.send(str(server.pid), "in the queue", "--timeout", "0.3")
+    assert result.returncode == ExitCode.NO_ANSWER
+    said = b"minitalk: gave up after the --timeout of 0.3 s (still waiting for its turn)\n"
+    assert result.stderr == said
+
+
+SMALL_QUEUE_SERVER = """
+from minitalk.server import ServerConfig, serve
+serve(
+    ServerConfig(max_queue=1),
+    on_ready=lambda pid: print(f"PID {pid}", flush=True),
+    on_message=lambda message, uid: print(message.text, flush=True),
+)
+"""
+
+
+def test_a_full_queue_exits_75_try_again_later(procs: Processes, tmp_path: Path) -> None:
+    # A real server whose queue holds one client (the CLI's holds 64): the third is turned away.
+    process = procs.popen([sys.executable, "-c", SMALL_QUEUE_SERVER])
+    assert process.stdout is not None
+    line = _read_line(process.stdout, HANG_GUARD)
+    server = Server(process, first_number(line), line)
+    big = tmp_path / "long.txt"
+    big.write_text("long " + "✓" * 30_000)  # about 90 kB: the line stays busy while we act
+    admitted_send(procs, server, "--file", str(big))
+    admitted_send(procs, server, "queued")
+    result = procs.send(str(server.pid), "one too many")
+    assert result.returncode == ExitCode.TEMPFAIL  # 75, EX_TEMPFAIL
+    said = b"minitalk: the server's queue of waiting clients is full; try again later\n"
+    assert result.stderr == said
+    server.stop()
 
 
 def test_server_output_failure_is_one_line_and_non_zero() -> None:
@@ -265,7 +373,9 @@ def test_server_whose_reader_went_away_exits_without_acknowledging(procs: Proces
     pid = int(server.stdout.readline().split()[1])
     server.stdout.close()  # nobody reads the server's output any more: its next write fails
     result = procs.send(str(pid), "into the void", "--reply-timeout", "0.2")
-    assert result.returncode != 0  # never acknowledged: the message was not written
+    assert result.returncode == ExitCode.SERVER_GONE  # never acknowledged: not written
+    said = b"exited before it acknowledged the message; it may not have been written"
+    assert said in result.stderr
     assert server.wait(timeout=HANG_GUARD) == ExitCode.OUTPUT_FAILED
     err = server.stderr.read().removeprefix(SERVER_STDERR)
     assert err == b"minitalk: cannot write to standard output: Broken pipe\n"

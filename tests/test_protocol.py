@@ -12,6 +12,7 @@ from minitalk.errors import (
     ProtocolError,
     RefusedError,
     ServerGoneError,
+    TryLaterError,
 )
 from minitalk.frame import MAX_PAYLOAD, Frame, encode_frame, split_message, to_bits
 from minitalk.protocol import (
@@ -273,6 +274,36 @@ def test_silence_in_a_frame_is_a_loss_unless_the_server_still_holds_our_signal(
     assert now == pytest.approx(REPLY_TIMEOUT if server_busy else BIT_TIMEOUT)
 
 
+@pytest.mark.parametrize("bits_before_stop", [0, 1, 150])  # asking for the line, in a frame
+def test_a_stopped_server_is_waited_for_at_no_cost_then_served(bits_before_stop: int) -> None:
+    net = Network()
+    client = net.add_client(10, "after the pause", max_attempts=2)
+    if bits_before_stop:
+        _grant_then_exchange(net, 10, bits_before_stop - 1)
+    net.server_stopped = True
+    for _ in range(1000):  # an hour: far beyond max_attempts * reply_timeout
+        net.advance(3.6)
+        assert client.sender.state is not SenderState.FAILED
+        assert client.sender.outbox == []  # nothing asked again while the server is stopped
+    assert client.sender.attempts == 0
+    net.server_stopped = False
+    net.run()
+    assert client.succeeded
+    assert net.printed_texts() == ["after the pause"]
+
+
+def test_a_running_server_that_never_answers_is_given_up_plainly() -> None:
+    sender = Sender(b"x", max_attempts=3)
+    sender.start(0.0)
+    now = 0.0
+    while not sender.finished:
+        now = sender.get_timer() or now
+        sender.handle_timer(now)
+    assert isinstance(sender.error, NoAnswerError)
+    assert str(sender.error) == "the server is running but did not answer: asked 3 times, 1 s apart"
+    assert now == pytest.approx(3 * REPLY_TIMEOUT)
+
+
 def test_a_lost_final_ack_is_answered_again_and_not_printed_twice() -> None:
     net = Network()
     client = net.add_client(10, "once")
@@ -522,7 +553,9 @@ def test_a_full_queue_is_told_busy() -> None:
     assert first.succeeded
     assert second.succeeded
     assert third.sender.state is SenderState.FAILED
-    assert "queue of waiting clients is full" in str(third.sender.error)
+    assert "queue of waiting clients is full; try again later" in str(third.sender.error)
+    assert isinstance(third.sender.error, TryLaterError)  # temporary: exit 75, EX_TEMPFAIL
+    assert third.sender.error.exit_code == 75
     assert net.printed_texts() == ["first", "second"]
 
 

@@ -84,6 +84,13 @@ class FaultyLink(RuleBasedStateMachine):
     def time_passes(self, seconds: float) -> None:
         self.net.advance(seconds)
 
+    @rule(seconds=st.sampled_from([0.2, 5.0, 60.0]))
+    def server_stopped_for(self, seconds: float) -> None:
+        """SIGSTOP, time passes (the clients see the server stopped), SIGCONT."""
+        self.net.server_stopped = True
+        self.net.advance(seconds)
+        self.net.server_stopped = False
+
     @rule(pid=st.sampled_from(CLIENT_PIDS))
     def client_dies(self, pid: int) -> None:
         if pid in self.sent and self.net.clients[pid].alive:

@@ -1,0 +1,201 @@
+"""The Python API: ``minitalk.send(pid, text)`` and ``for message in minitalk.serve(): ...``.
+
+Both borrow the process's signal state while they run: they block SIGUSR1 and SIGUSR2 (and
+set them to SIG_IGN, which is how a client recognises a minitalk peer) and make SIGTERM raise
+``KeyboardInterrupt`` if nothing else handles it. When they are done, however they end, the
+caller's signal mask and the dispositions of those three signals are put back as they were;
+a data signal still pending then (a late reply) is taken first, so it cannot reach the
+caller's own handler or kill the process.
+
+Main thread only, and this is why: ``signal.signal`` may only be called from the main thread,
+and Python runs signal handlers only there; ``pthread_sigmask`` blocks the signals in the
+calling thread alone, and the kernel hands a signal sent to the process to any thread that
+does not block it, so a thread that left SIGUSR1/SIGUSR2 unblocked would swallow minitalk's
+signals. Threads started while the API runs inherit the block; threads started before it
+should block both signals themselves (``signal.pthread_sigmask``). One send or one server per
+process at a time.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+from minitalk.client import ClientConfig, Receipt, send_message
+from minitalk.errors import InputError, UsageError
+from minitalk.protocol import (
+    DEFAULT_MAX_MESSAGE,
+    FRAME_TIMEOUT,
+    MAX_ATTEMPTS,
+    REPLY_TIMEOUT,
+    SESSION_TIMEOUT,
+    STALL_TIMEOUT,
+    MessageReceived,
+)
+from minitalk.server import ServerConfig, _ServerLoop
+from minitalk.transport import DATA_SIGNALS, block_signals, monotonic
+
+__all__ = ["Message", "Receipt", "send", "serve"]
+
+_BORROWED = (*DATA_SIGNALS, signal.SIGTERM)
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One message a server received whole and acknowledged."""
+
+    text: str
+    pid: int  # the sender's PID
+    uid: int  # the sender's user ID (-1 if it could not be read)
+    size: int  # bytes of UTF-8
+    frames: int
+    resends: int
+    seconds: float
+
+
+def send(
+    pid: int,
+    text: str | bytes,
+    *,
+    timeout: float | None = None,
+    reply_timeout: float = REPLY_TIMEOUT,
+    attempts: int = MAX_ATTEMPTS,
+    force: bool = False,
+) -> Receipt:
+    """Send ``text`` to the minitalk server ``pid``; return once it acknowledged every frame
+    (it has then received the whole message).
+
+    ``text`` is a string, or UTF-8 bytes. ``timeout`` bounds the whole send in seconds
+    (waiting for one's turn and for a stopped server included); None waits as long as the
+    server lives. Raises a ``minitalk.errors.MinitalkError`` subclass on failure; its
+    ``exit_code`` says which kind. Main thread only (see the module's docstring).
+    """
+    if isinstance(text, str):
+        try:
+            data = text.encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise InputError(f"the text is not valid UTF-8 (character {error.start})") from None
+    else:
+        data = bytes(text)
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise InputError(f"the bytes are not UTF-8: bad byte at offset {error.start}") from None
+    if timeout is not None and not timeout > 0:
+        raise UsageError("timeout must be more than 0 s")
+    if not reply_timeout > STALL_TIMEOUT:
+        raise UsageError(f"reply_timeout must be longer than {STALL_TIMEOUT:g} s")
+    if attempts < 1:
+        raise UsageError("attempts must be at least 1")
+    config = ClientConfig(
+        reply_timeout=reply_timeout, max_attempts=attempts, timeout=timeout, force=force
+    )
+    with _borrowed_signals():
+        return send_message(pid, data, config)
+
+
+def serve(
+    *,
+    count: int | None = None,
+    max_bytes: int = DEFAULT_MAX_MESSAGE,
+    frame_timeout: float = FRAME_TIMEOUT,
+    session_timeout: float = SESSION_TIMEOUT,
+    on_ready: Callable[[int], None] | None = None,
+) -> Iterator[Message]:
+    """Serve minitalk clients and yield each message they send, in the order received.
+
+    ``on_ready(pid)`` is called once the server is ready to be signalled (tell clients the PID
+    then, not before). A message is acknowledged to its sender once it is here, whole, and
+    yielded right after. The generator ends after ``count`` messages (None: never); closing
+    it (``break`` out of the loop, or ``close()``) or an exception tells every waiting client
+    the server is going away, lets the current session finish for at most
+    ``session_timeout``, and restores the caller's signal state. SIGINT and SIGTERM raise
+    ``KeyboardInterrupt`` out of it. Main thread only (see the module's docstring). Iterate
+    it to the end or close it: a generator left open keeps the signals borrowed until it is
+    garbage-collected.
+    """
+    if count is not None and count < 1:
+        raise UsageError("count must be at least 1")
+    config = ServerConfig(
+        max_message=max_bytes,
+        stall_timeout=min(STALL_TIMEOUT, frame_timeout / 2),
+        frame_timeout=frame_timeout,
+        session_timeout=session_timeout,
+        max_messages=count,
+    )
+    with _borrowed_signals():
+        block_signals()
+        received: list[Message] = []
+        loop = _ServerLoop(config, lambda event, uid: received.append(_message(event, uid)))
+        if on_ready is not None:
+            on_ready(os.getpid())
+        try:
+            while count is None or loop.finished < count:
+                loop.step()
+                while received:
+                    yield received.pop(0)
+        finally:
+            _finish_delivered(loop, config.session_timeout)
+            loop.drain(config.session_timeout)
+
+
+def _finish_delivered(loop: _ServerLoop, grace: float) -> None:
+    """A message is yielded as soon as it is whole, while its sender is still polling for the
+    ACK: let that session end as it would have (ACK, BYE), for at most ``grace`` seconds,
+    before the server stops."""
+    until = monotonic() + grace
+    while (session := loop.receiver.session) is not None and session.complete:
+        if monotonic() >= until:
+            return
+        loop.step(until)
+
+
+def _message(event: MessageReceived, uid: int) -> Message:
+    return Message(
+        text=event.text,
+        pid=event.pid,
+        uid=uid,
+        size=event.size,
+        frames=event.frames,
+        resends=event.resends,
+        seconds=event.seconds,
+    )
+
+
+@contextmanager
+def _borrowed_signals() -> Iterator[None]:
+    """Run the body with minitalk's signal set-up; restore the caller's afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        raise UsageError(
+            "minitalk's API must run on the main thread: only there can Python set signal "
+            "dispositions, and a thread that does not block SIGUSR1/SIGUSR2 swallows them"
+        )
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    dispositions = {signum: signal.getsignal(signum) for signum in _BORROWED}
+    try:
+        yield
+    finally:
+        _restore(mask, dispositions)
+
+
+_Handler = Callable[[int, FrameType | None], Any] | int | None
+
+
+def _restore(mask: set[int | signal.Signals], dispositions: dict[signal.Signals, _Handler]) -> None:
+    # Still blocked: take any late data signal the caller did not block itself, so that
+    # unblocking cannot hand it to the caller's handler, or to SIG_DFL, which would kill us.
+    late = [signum for signum in DATA_SIGNALS if signum not in mask]
+    if late:
+        signal.pthread_sigmask(signal.SIG_BLOCK, late)
+        while signal.sigtimedwait(late, 0) is not None:
+            pass
+    for signum, handler in dispositions.items():
+        if handler is not None:  # None: set outside Python; it cannot be put back from here
+            signal.signal(signum, handler)
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)

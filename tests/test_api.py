@@ -1,0 +1,125 @@
+"""The Python API with real processes: ``minitalk.send`` and ``minitalk.serve`` do their work
+and hand the caller's signal state back as they found it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from tests.conftest import HANG_GUARD, Processes, _read_line
+
+pytestmark = pytest.mark.e2e
+
+# Run in a child process: the API changes the signal state of the process that calls it.
+STATE = textwrap.dedent(
+    """
+    import json, signal, sys, threading
+    import minitalk
+
+    BORROWED = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM)
+
+    def state():
+        mask = sorted(int(s) for s in signal.pthread_sigmask(signal.SIG_BLOCK, []))
+        return [mask, [repr(signal.getsignal(s)) for s in BORROWED]]
+
+    def emit(**record):
+        print(json.dumps(record), flush=True)
+
+    caught = []
+    signal.signal(signal.SIGUSR1, lambda signum, frame: caught.append(signum))
+    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGHUP])  # the caller's own mask
+    before = state()
+    """
+)
+
+SEND = STATE + textwrap.dedent(
+    """
+    pid = int(sys.argv[1])
+    receipt = minitalk.send(pid, sys.argv[2], timeout=60)
+    emit(size=receipt.size, frames=receipt.frames, same=state() == before,
+         loaded=sorted(m for m in ("typer", "rich") if m in sys.modules))
+    try:
+        minitalk.send(pid, b"caf\\xe9")
+    except minitalk.errors.InputError as error:
+        emit(refused=str(error), same=state() == before)
+
+    def from_a_thread():
+        try:
+            minitalk.send(pid, "from a thread")
+        except minitalk.errors.UsageError as error:
+            emit(thread=str(error))
+
+    thread = threading.Thread(target=from_a_thread)
+    thread.start()
+    thread.join()
+    """
+)
+
+SERVE = STATE + textwrap.dedent(
+    """
+    for message in minitalk.serve(on_ready=lambda pid: emit(pid=pid)):
+        emit(text=message.text, sender=message.pid, size=message.size)
+        if message.text == "stop":
+            break
+    emit(same=state() == before)
+    for message in minitalk.serve(count=1, on_ready=lambda pid: emit(pid=pid)):
+        emit(text=message.text)
+    emit(same=state() == before, caught=caught)
+    """
+)
+
+
+def _records(out: bytes) -> list[dict[str, object]]:
+    return [json.loads(line) for line in out.decode().splitlines()]
+
+
+def test_send_delivers_and_restores_the_signal_state(procs: Processes) -> None:
+    server = procs.serve("--count", "1")
+    child = procs.popen([sys.executable, "-c", SEND, str(server.pid), "from Python ✓"])
+    out, err = child.communicate(timeout=HANG_GUARD)
+    assert child.returncode == 0, err.decode()
+    sent, refused, thread = _records(out)
+    assert sent == {"size": 15, "frames": 1, "same": True, "loaded": []}
+    assert refused == {"refused": "the bytes are not UTF-8: bad byte at offset 3", "same": True}
+    assert "must run on the main thread" in str(thread["thread"])
+    printed, _, code = server.finish()
+    assert code == 0
+    assert printed == "from Python ✓\n".encode()
+
+
+def test_serve_yields_messages_and_restores_the_signal_state(procs: Processes) -> None:
+    child = procs.popen([sys.executable, "-c", SERVE])
+    assert child.stdout is not None
+
+    def record() -> dict[str, object]:
+        assert child.stdout is not None
+        line = _read_line(child.stdout, HANG_GUARD)
+        return json.loads(line)  # type: ignore[no-any-return]
+
+    pid = record()["pid"]
+    assert pid == child.pid
+    for text in ("one", "-1", "stop"):
+        result = procs.send(str(pid), text)
+        assert result.returncode == 0, result.stderr  # acknowledged, even at the break
+        got = record()
+        assert got["text"] == text
+        assert got["size"] == len(text)
+    assert record() == {"same": True}  # after the break: the caller's state is back
+    assert record() == {"pid": pid}  # the same process serves again
+    result = procs.send(str(pid), "after the break")
+    assert result.returncode == 0, result.stderr
+    out, err = child.communicate(timeout=HANG_GUARD)
+    assert child.returncode == 0, err.decode()
+    assert _records(out) == [{"text": "after the break"}, {"same": True, "caught": []}]
+
+
+def test_serve_refuses_a_bad_count() -> None:
+    code = "import minitalk; next(minitalk.serve(count=0))"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, timeout=HANG_GUARD, check=False
+    )
+    assert b"count must be at least 1" in result.stderr

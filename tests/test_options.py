@@ -1,0 +1,86 @@
+"""Options out of range, or against each other's rules, meet a one-line usage error naming the
+option, before anything starts: no traceback, no server, no signal."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from minitalk.errors import ExitCode
+from tests.conftest import HANG_GUARD, MINITALK
+
+pytestmark = pytest.mark.e2e
+
+NO_SUCH_PID = "4194303"  # never reached: options are checked before the PID
+
+# (what is wrong, arguments, exit code, words the error must contain); {dir} is a directory.
+CASES = [
+    (
+        "--max-bytes over the header's 32 bits",
+        ["serve", "--max-bytes", "4294967296"],
+        ExitCode.USAGE,
+        "--max-bytes must be between 0 and 4294967295",
+    ),
+    ("--max-bytes negative", ["serve", "--max-bytes=-1"], ExitCode.USAGE, "--max-bytes must"),
+    ("--frame-timeout 0", ["serve", "--frame-timeout", "0"], ExitCode.USAGE, "more than 0 s"),
+    (
+        "--frame-timeout not below --session-timeout",
+        ["serve", "--frame-timeout", "3", "--session-timeout", "3"],
+        ExitCode.USAGE,
+        "--frame-timeout must be shorter than --session-timeout",
+    ),
+    (
+        "--session-timeout within the queue poll",
+        ["serve", "--frame-timeout", "0.2", "--session-timeout", "0.5"],
+        ExitCode.USAGE,
+        "--session-timeout must be longer than 1 s",
+    ),
+    ("--count 0", ["serve", "--count", "0"], ExitCode.USAGE, "--count must be at least 1"),
+    ("--pid-file a directory", ["serve", "--pid-file", "{dir}"], ExitCode.USAGE, "a directory"),
+    (
+        "--pid-file unwritable",
+        ["serve", "--pid-file", "{dir}/missing/mt.pid"],
+        ExitCode.OUTPUT_FAILED,
+        "cannot write the PID file",
+    ),
+    ("--timeout 0", ["send", NO_SUCH_PID, "hi", "--timeout", "0"], ExitCode.USAGE, "--timeout"),
+    (
+        "--timeout negative",
+        ["send", NO_SUCH_PID, "hi", "--timeout=-1"],
+        ExitCode.USAGE,
+        "--timeout must be more than 0 s",
+    ),
+    (
+        "--reply-timeout within the server's stall timeout",
+        ["send", NO_SUCH_PID, "hi", "--reply-timeout", "0.05"],
+        ExitCode.USAGE,
+        "--reply-timeout must be longer than 0.05 s",
+    ),
+    (
+        "--attempts 0",
+        ["send", NO_SUCH_PID, "hi", "--attempts", "0"],
+        ExitCode.USAGE,
+        "--attempts must be at least 1",
+    ),
+]
+
+
+@pytest.mark.parametrize(("what", "args", "code", "words"), CASES, ids=[c[0] for c in CASES])
+def test_bad_options(tmp_path: Path, what: str, args: list[str], code: int, words: str) -> None:
+    result = subprocess.run(
+        [*MINITALK, *(arg.format(dir=tmp_path) for arg in args)],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=HANG_GUARD,
+        check=False,
+    )
+    err = result.stderr.decode()
+    assert result.returncode == code, err
+    assert err.count("\n") == 1, f"not one line: {err!r}"
+    assert err.startswith("minitalk: ")
+    assert words in err
+    assert result.stdout == b""
+    assert tmp_path.is_dir()  # a directory named as the PID file is left alone
+    assert list(tmp_path.iterdir()) == []  # and nothing is left behind
