@@ -91,6 +91,10 @@ class _SendLoop:
         self.on_queued = on_queued
         self.last_symbol: int | None = None
         self.resent = 0  # times in a row the last symbol was sent again after a stray ate it
+        self.waiter = SignalWaiter()
+        self.strays = 0  # signals from others than the server, taken and dropped
+        self.strays_at_send = (0, 0)  # (strays, forged) when our last signal went out
+        self.early: tuple[int, int] | None = None  # a server signal taken while sending
         self.sender = Sender(
             message,
             nonce=secrets.randbits(32),
@@ -101,8 +105,7 @@ class _SendLoop:
         )
 
     def run(self) -> Receipt:
-        sender, server = self.sender, self.server
-        waiter = SignalWaiter()
+        sender, server, waiter = self.sender, self.server, self.waiter
         started = monotonic()
         give_up_at = None if self.config.timeout is None else started + self.config.timeout
         sender.start(started)
@@ -119,16 +122,14 @@ class _SendLoop:
                 acked = sender.bytes_acked
                 self.on_progress(acked, self.size)
             deadline = _earliest(sender.deadline, give_up_at)
-            got = waiter.wait(_earliest(deadline, look_at), spin=sender.awaiting_reply)
+            got = self._next_signal(_earliest(deadline, look_at))
             now = monotonic()
             if got is not None and got[0] == server.pid:
-                self.resent = 0
                 look_at = None
-                sender.receive(got[1], now)
-                if self.on_queued is not None and sender.state is SenderState.QUEUED:
-                    self.on_queued()
-                    self.on_queued = None  # once
+                self._answered(got[1], now)
                 continue
+            if got is not None:
+                self.strays += 1  # never data; but it may have swallowed the server's answer
             if look_at is not None and now >= look_at:
                 look_at, got = self._look_for_loss(waiter, now)
                 if got is not None:  # the answer came after all
@@ -149,6 +150,19 @@ class _SendLoop:
         frames = sender.frame_index
         return Receipt(server.pid, self.size, frames, sender.resends, monotonic() - started)
 
+    def _next_signal(self, deadline: float | None) -> tuple[int, int] | None:
+        if self.early is not None:  # taken while sending, before our signal went out
+            got, self.early = self.early, None
+            return got
+        return self.waiter.wait(deadline, spin=self.sender.awaiting_reply)
+
+    def _answered(self, symbol: int, now: float) -> None:
+        self.resent = 0
+        self.sender.receive(symbol, now)
+        if self.on_queued is not None and self.sender.state is SenderState.QUEUED:
+            self.on_queued()
+            self.on_queued = None  # once
+
     def _look_for_loss(
         self, waiter: SignalWaiter, now: float
     ) -> tuple[float | None, tuple[int, int] | None]:
@@ -167,22 +181,44 @@ class _SendLoop:
             return None, None
         if not self.server.asleep_waiting():
             return now + _LOOK_AFTER, None
-        while (got := waiter.take_pending()) is not None:  # taken after the look, not before
-            if got[0] == self.server.pid:
-                self.resent = 0
-                return None, got
+        got = self._take_strays()  # taken after the look, not before
+        if got is not None:
+            self.resent = 0
+            return None, got
+        # A stray (forged or not) that reached us since our signal went out may have been
+        # pending here when the server's answer came, and swallowed it (standard signals
+        # merge): then the server did take our signal, and sending it again would show it one
+        # symbol twice. Only a loss with no stray here is provable; otherwise the timeouts
+        # and the frame resync recover, as for any lost signal.
+        if (self.strays, waiter.forged) != self.strays_at_send:
+            return None, None
         self.resent += 1
         self._send(symbol)
         return now + _LOOK_AFTER, None
 
     def _flush_outbox(self) -> None:
+        # Take the strays pending now: one still pending when the server's answer lands would
+        # swallow it (standard signals merge). A signal of the server's found here is kept
+        # for the loop, which takes it after this send as it always would have.
+        if self.early is None:
+            self.early = self._take_strays()
         outbox = self.sender.outbox
         for symbol in outbox:
             self._send(symbol)
             self.last_symbol = symbol
         outbox.clear()
 
+    def _take_strays(self) -> tuple[int, int] | None:
+        """Take every pending signal up to the first of the server's, which is returned;
+        the others are strays, counted."""
+        while (got := self.waiter.take_pending()) is not None:
+            if got[0] == self.server.pid:
+                return got
+            self.strays += 1
+        return None
+
     def _send(self, symbol: int) -> None:
+        self.strays_at_send = (self.strays, self.waiter.forged)
         try:
             self.server.send(symbol)
         except ProcessLookupError:

@@ -188,6 +188,8 @@ def not_a_peer_because(fields: dict[str, str]) -> str | None:
     it unblocks them; one that does neither dies at once."""
     if not fields:
         return "its /proc status cannot be read"
+    if fields.get("Kthread") == "1" or "VmSize" not in fields:
+        return "it is a kernel thread or a zombie, with no memory of its own"
     if _mask(fields, "SigIgn") & _USR_MASK == _USR_MASK:
         return None
     if _mask(fields, "SigCgt") & _USR_MASK:
@@ -278,10 +280,6 @@ def open_peer(pid: int, *, check_ignores: bool = True) -> tuple[Process, dict[st
     except OSError as error:
         raise TargetError(f"cannot open PID {pid}: {error.strerror}") from None
     try:
-        fields = _read_status(pid)
-        reason = not_a_peer_because(fields) if check_ignores else None
-        if reason is not None and process.alive():
-            raise TargetError(f"PID {pid} is not a minitalk server: {reason}")
         try:
             process.probe()
         except PermissionError:
@@ -292,6 +290,10 @@ def open_peer(pid: int, *, check_ignores: bool = True) -> tuple[Process, dict[st
             pass  # exited: said below
         except OSError as error:
             raise TargetError(f"cannot signal PID {pid}: {error.strerror}") from None
+        fields = _read_status(pid)
+        reason = not_a_peer_because(fields) if check_ignores else None
+        if reason is not None and process.alive():
+            raise TargetError(f"PID {pid} is not a minitalk server: {reason}")
         if not process.alive():
             raise ServerGoneError(f"PID {pid} exited")
         process.uid = int(fields.get("Uid", "-1 -1").split()[1])
@@ -302,6 +304,8 @@ def open_peer(pid: int, *, check_ignores: bool = True) -> tuple[Process, dict[st
 
 
 def _user(uid: int) -> str:
+    if uid < 0:
+        return "a user /proc does not show"
     try:
         return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
     except KeyError:

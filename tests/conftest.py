@@ -355,6 +355,9 @@ def _copy_runtime(into: Path) -> None:
             target = into / source.relative_to(root)
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(source, target)
+    # A clone made under umask 077 has private files: open the copy to everyone.
+    for path in [into, *into.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else (path.stat().st_mode & 0o777) | 0o644)
 
 
 def _interpreters() -> list[str]:

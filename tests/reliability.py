@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from minitalk.errors import ExitCode
 from tests import forge
 from tests.conftest import HANG_GUARD, MINITALK, Processes, admitted_send, wait_for
 
@@ -274,6 +275,45 @@ def strangers(rate: float, kinds: tuple[str, ...] = ("naive",), size: int = 8 * 
         _judge(tally, {text: code}, out)
         if not naive_alive:
             tally.corrupted += 1  # the server signalled a process that never asked
+    finally:
+        procs.end_all()
+    return tally
+
+
+def strays_at_client(
+    rate: float, kinds: tuple[str, ...] = ("naive", "forger"), size: int = 32 * 1024
+) -> Tally:
+    """Strangers signal the *client* during a transfer, each ``rate`` signals a second: a
+    naive one with plain kill, a forger with signals that claim to be the server's (the client
+    holds a pidfd of the server, so /proc/CLIENT/fdinfo names it). None of them may count as
+    an answer; one that is pending at the client when the server's answer comes swallows it,
+    and the client must then not send its last signal again (the server took it: a repeat
+    would be one symbol seen twice). Nothing may be corrupted or lost, or refused falsely."""
+    tally, procs = Tally(), Processes()
+    try:
+        server = procs.serve()
+        text = _message("strays-at-client", size)
+        started = time.monotonic()
+        client = admitted_send(procs, server, text)  # its signals are blocked by then
+        noise = []
+        for kind in kinds:
+            stranger = procs.popen(
+                [sys.executable, "-c", STRANGER, str(client.pid), str(rate), kind]
+            )
+            assert stranger.stdout is not None
+            assert stranger.stdout.readline() == b"ready\n"
+            noise.append(stranger)
+        client.communicate(timeout=HANG_GUARD)
+        tally.worst_wait = time.monotonic() - started
+        for stranger in noise:
+            if stranger.poll() is None:
+                stranger.terminate()
+            out_line, _ = stranger.communicate(timeout=HANG_GUARD)
+            tally.strays += int(out_line or b"0")
+        out, _, _ = server.stop()
+        _judge(tally, {text: client.returncode}, out)
+        if client.returncode == ExitCode.REFUSED:
+            tally.corrupted += 1  # the message was within every limit: a misread verdict
     finally:
         procs.end_all()
     return tally

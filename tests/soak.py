@@ -76,6 +76,11 @@ def main() -> int:
             ("naive", "polite", "forger"),
             64 * 1024,
         )
+        run(
+            f"32 KiB amid naive + forger aimed at the client at {rate:.0f}/s",
+            reliability.strays_at_client,
+            rate,
+        )
         code, seconds, _ = reliability.server_killed()
         notice.append(seconds if code == 7 else float("inf"))
 

@@ -67,6 +67,19 @@ def test_forged_signals_naming_bystanders_and_the_client_change_nothing() -> Non
     assert tally.strays > 0
 
 
+@pytest.mark.skipif(not forge.can_forge(), reason="no siginfo layout for this CPU")
+def test_strays_aimed_at_the_client_never_make_it_repeat_a_symbol() -> None:
+    # A stray pending at the client swallows the server's answer; the client must not then
+    # take its own signal for lost and send it again (the server would see it twice, and a
+    # verdict read one bit off turned a good message into "too large"). Under this much
+    # noise a send may still give up, told (exit 6); it must never be refused falsely.
+    tally = reliability.strays_at_client(rate=300)
+    assert_clean(tally)  # includes: never refused (exit 5), never printed twice or wrong
+    assert tally.sent == 1
+    assert tally.delivered_intact + tally.failed_told == 1
+    assert tally.strays > 0
+
+
 def test_server_killed_mid_message() -> None:
     code, _, err = reliability.server_killed()
     assert code == ExitCode.SERVER_GONE

@@ -318,6 +318,7 @@ def swapped_pid(procs: Processes, monkeypatch: pytest.MonkeyPatch) -> Iterator[i
             first.process.wait(timeout=HANG_GUARD)
             newcomer = spawn_at_pid(procs, first.pid, [sys.executable, "-c", HELPER, "ignores"])
             if newcomer is None:
+                swapped.append(0)  # the check did read /proc; the teardown must not fail too
                 pytest.skip("cannot choose a PID here (writing ns_last_pid needs CAP_SYS_ADMIN)")
             assert newcomer.stdout is not None
             assert newcomer.stdout.readline() == b"ready\n"
@@ -338,6 +339,16 @@ def test_server_admission_never_holds_a_pid_reused_after_its_check(swapped_pid: 
 def test_client_target_check_never_holds_a_pid_reused_after_its_check(swapped_pid: int) -> None:
     with pytest.raises(MinitalkError, match="exited"):
         transport.open_server(swapped_pid).close()
+
+
+def test_kernel_threads_and_zombies_are_no_peers() -> None:
+    # A kernel thread's SigIgn is all ones: it would pass for a peer on that mask alone.
+    kthread = {"Kthread": "1", "SigIgn": "ffffffffffffffff", "SigBlk": "0", "SigCgt": "0"}
+    assert "kernel thread" in (transport.not_a_peer_because(kthread) or "")
+    zombie = {"SigIgn": "0000000000000a00", "SigBlk": "0", "SigCgt": "0", "State": "Z (zombie)"}
+    assert "zombie" in (transport.not_a_peer_because(zombie) or "")
+    peer = {**zombie, "State": "S (sleeping)", "VmSize": "28000 kB", "Kthread": "0"}
+    assert transport.not_a_peer_because(peer) is None
 
 
 def test_helpers_are_what_they_claim(procs: Processes) -> None:
