@@ -92,6 +92,15 @@ def _may_spin() -> bool:
     return len(os.sched_getaffinity(0)) > 1
 
 
+# CPython's sigtimedwait, interrupted (EINTR: a SIGSTOP and SIGCONT of this process is enough)
+# and resumed after its deadline, returns a siginfo it never filled: whatever was on the C stack
+# (zeros, which read as SIGNAL 0 from PID 0 with si_code SI_USER; pointers; or an earlier real
+# siginfo, which would be a phantom repeat of an old signal). So a siginfo returned once the
+# deadline has passed is not trusted: what is really pending is polled again, without a wait.
+# A real signal taken in the last microseconds before the deadline is lost that way; a lost
+# signal is what the protocol survives, a phantom one is not.
+
+
 class SignalWaiter:
     """Takes blocked signals one at a time, returning (sender PID, symbol).
 
@@ -121,7 +130,7 @@ class SignalWaiter:
             crowded = self._crowded
             for polls in self._spins:
                 info = signal.sigtimedwait(_WAITED, 0)
-                if info is not None:
+                if info is not None and info.si_signo in _SYMBOL:
                     if info.si_code != SI_USER:
                         self.forged += 1
                         continue
@@ -149,7 +158,9 @@ class SignalWaiter:
                 info: signal.struct_siginfo | None = signal.sigwaitinfo(_WAITED)
             else:
                 info = signal.sigtimedwait(_WAITED, max(deadline - time.monotonic(), 0.0))
-            if info is None:
+                if info is not None and time.monotonic() >= deadline:
+                    info = signal.sigtimedwait(_WAITED, 0)  # maybe never filled: see above
+            if info is None or info.si_signo not in _SYMBOL:
                 return None
             if info.si_code == SI_USER:
                 return info.si_pid, _SYMBOL[info.si_signo]
@@ -158,6 +169,8 @@ class SignalWaiter:
     def take_pending(self) -> tuple[int, int] | None:
         """One signal already pending, as (sender PID, symbol), or None; never waits."""
         while (info := signal.sigtimedwait(_WAITED, 0)) is not None:
+            if info.si_signo not in _SYMBOL:
+                return None
             if info.si_code == SI_USER:
                 return info.si_pid, _SYMBOL[info.si_signo]
             self.forged += 1

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import signal
 import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from minitalk.transport import Process
-from tests.conftest import Processes, pending_signals, wait_for
+from tests.conftest import HANG_GUARD, Processes, pending_signals, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -86,3 +88,32 @@ def test_a_stopped_process_is_holding_not_waiting(helpers: Processes) -> None:
     wait_for(stopped.asleep_waiting, "the helper waits again")
     assert not stopped.holding(0)
     stopped.close()
+
+
+# Waits once, for 1 s, in the transport's SignalWaiter, and prints what it got.
+WAITS_ONCE = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from minitalk.transport import SignalWaiter, block_signals
+block_signals()
+print("ready", flush=True)
+waiter = SignalWaiter(spin=False)
+print(repr((waiter.wait(time.monotonic() + 1.0), waiter.forged)), flush=True)
+"""
+
+
+def test_a_wait_stopped_past_its_deadline_returns_nothing(helpers: Processes) -> None:
+    # Stopped and continued past its deadline, CPython's sigtimedwait returns a siginfo it
+    # never filled. Zeros there read as SI_USER and crashed the server (KeyError 0); other
+    # garbage counted as a forged signal; a stale real siginfo would be a phantom signal.
+    root = str(Path(__file__).resolve().parent.parent)
+    waiter = helpers.popen([sys.executable, "-c", WAITS_ONCE, root])
+    assert waiter.stdout is not None
+    assert waiter.stdout.readline() == b"ready\n"
+    wait_for(lambda: Process(waiter.pid).asleep_waiting(), "it waits in sigtimedwait")
+    waiter.send_signal(signal.SIGSTOP)
+    wait_for(lambda: _state(waiter.pid) == "T", "it is stopped")
+    time.sleep(1.5)  # the fault itself: stopped past its 1 s deadline
+    waiter.send_signal(signal.SIGCONT)
+    out, err = waiter.communicate(timeout=HANG_GUARD)
+    assert (out, err, waiter.returncode) == (b"(None, 0)\n", b"", 0)

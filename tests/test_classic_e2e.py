@@ -1,0 +1,327 @@
+"""Classic mode with real processes: minitalk against plain C minitalks and against itself.
+
+The C peers in tests/classic_c/ follow the exercise's usual patterns: a server whose
+SA_SIGINFO handler answers each bit to ``si_pid`` (or not, ``--no-ack``), a client that waits
+for each answer, and one that sleeps between bits and catches nothing. They are compiled with
+``cc`` at test time; without a compiler those tests skip and say so.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from minitalk.errors import ExitCode
+from tests.conftest import (
+    HANG_GUARD,
+    MINITALK,
+    Processes,
+    Server,
+    _read_line,
+    at_rest,
+    wait_for,
+    wchan_visible,
+)
+
+pytestmark = pytest.mark.e2e
+SOURCES = Path(__file__).resolve().parent / "classic_c"
+
+
+@pytest.fixture(scope="module")
+def c_peers() -> Iterator[dict[str, str]]:
+    """The C server and client, compiled into a temporary folder."""
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        pytest.skip("no C compiler (cc) to build the plain C minitalk peers")
+    folder = Path(tempfile.mkdtemp(prefix="minitalk-c-"))
+    try:
+        built = {}
+        for name in ("server", "client"):
+            binary = folder / name
+            subprocess.run(
+                [compiler, "-O2", "-Wall", "-o", str(binary), str(SOURCES / f"{name}.c")],
+                check=True,
+                capture_output=True,
+                timeout=HANG_GUARD,
+            )
+            built[name] = str(binary)
+        yield built
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _c_server(procs: Processes, c_peers: dict[str, str], *args: str) -> Server:
+    process = procs.popen([c_peers["server"], *args])
+    assert process.stdout is not None
+    line = _read_line(process.stdout, HANG_GUARD)
+    assert line == f"PID {process.pid}\n".encode()
+    return Server(process, process.pid, line)
+
+
+def _classic_serve(procs: Processes, *options: str) -> Server:
+    return procs.serve("--classic", "--idle-timeout", "30", *options)
+
+
+def _c_client(
+    procs: Processes, c_peers: dict[str, str], server: int, how: str, text: str
+) -> subprocess.Popen[bytes]:
+    return procs.popen([c_peers["client"], str(server), how, text])
+
+
+def _lines(server: Server, count: int) -> list[bytes]:
+    """Wait until the server printed ``count`` lines after its first (PID) line; stop it;
+    return them."""
+    wait_for(lambda: b"".join(server._out).count(b"\n") >= count, f"{count} lines printed")
+    out, _, _ = server.stop()
+    return out.splitlines()
+
+
+ASCII = "plain ASCII, as the exercise's tests send it: 0123456789 !?"
+EMOJI = "emoji 🎉🚀 and CJK 日本語, combining e\u0301, ZWJ 👩\u200d💻"
+LONG = "".join(chr(0x41 + n % 26) for n in range(10_000))
+
+
+# -- minitalk send --classic -> a plain C server ------------------------------------------------
+
+
+@pytest.mark.parametrize("text", [ASCII, EMOJI, LONG], ids=["ascii", "emoji", "10000-chars"])
+def test_a_plain_c_server_that_answers_receives_the_text_exactly(
+    procs: Processes, c_peers: dict[str, str], text: str
+) -> None:
+    server = _c_server(procs, c_peers)
+    result = procs.send("--classic", str(server.pid), text)
+    assert result.returncode == 0, result.stderr
+    assert b"paced by its answers" in result.stdout
+    assert _lines(server, 1) == [text.encode()]
+
+
+def test_a_plain_c_server_that_never_answers_is_paced_by_a_delay(
+    procs: Processes, c_peers: dict[str, str]
+) -> None:
+    server = _c_server(procs, c_peers, "--no-ack")
+    result = procs.send("--classic", str(server.pid), EMOJI)
+    assert result.returncode == 0, result.stderr
+    assert b"paced by a 500 \xc2\xb5s delay" in result.stdout
+    assert _lines(server, 1) == [EMOJI.encode()]
+
+
+def test_the_trace_of_a_send_shows_bits_pacing_and_answers(
+    procs: Processes, c_peers: dict[str, str]
+) -> None:
+    server = _c_server(procs, c_peers)
+    result = procs.send("--classic", str(server.pid), "hi", "--trace", "--quiet")
+    assert result.returncode == 0
+    trace = result.stderr.decode()
+    assert f"trace: to PID {server.pid}: byte 0: bits 01101000 = 0x68 'h'" in trace
+    assert "byte 2: bits 00000000 = 0x00" in trace  # the NUL
+    assert "signals sent 24 of 24" in trace
+    assert "paced by the server's answers: 24 received" in trace
+    assert result.stdout == b""
+
+
+def test_a_plain_server_that_stops_answering_is_reported_never_repeated(
+    procs: Processes, c_peers: dict[str, str]
+) -> None:
+    server = _c_server(procs, c_peers)
+    client = procs.popen(
+        [*MINITALK, "send", "--classic", str(server.pid), LONG, "--reply-timeout", "0.3"]
+    )
+    # The C server wakes once per signal: a few hundred wake-ups mean the client is paced
+    # by its answers, mid-message.
+    wait_for(lambda: _wakeups(server.pid) > 300, "the send is under way, paced by answers")
+    server.process.send_signal(signal.SIGSTOP)  # it stops answering mid-message
+    _, err = client.communicate(timeout=HANG_GUARD)
+    server.process.send_signal(signal.SIGCONT)
+    assert client.returncode == ExitCode.NO_ANSWER
+    assert err.count(b"\n") == 1
+    assert b"the server stopped answering after signal" in err
+    assert b"never sent twice" in err
+
+
+# -- plain C clients -> minitalk serve --classic ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("how", "ack"), [("wait", "bit"), ("sleep", "none"), ("sleep", "bit")]
+)
+def test_minitalk_serve_classic_prints_what_a_plain_c_client_sends(
+    procs: Processes, c_peers: dict[str, str], how: str, ack: str
+) -> None:
+    # ("sleep", "bit"): that client catches nothing, so an answer would kill it; the server
+    # checks before each answer and sends none.
+    server = _classic_serve(procs, "--ack", ack)
+    client = _c_client(procs, c_peers, server.pid, how, EMOJI)
+    client.communicate(timeout=HANG_GUARD)
+    assert client.returncode == 0, "the C client died or failed"
+    assert _lines(server, 1) == [EMOJI.encode()]
+
+
+@pytest.mark.skipif(not wchan_visible(), reason="the kernel hides /proc/PID/wchan here")
+def test_two_plain_clients_at_once_are_assembled_apart(
+    procs: Processes, c_peers: dict[str, str]
+) -> None:
+    # Both clients are mid-message at the server at once, and their bits interleave there.
+    # They take turns on the CPU (SIGSTOP/SIGCONT at points where the server has taken every
+    # signal), because two signals of one kind pending at once are one: a client's unprompted
+    # first bit can merge with another's, which nothing on the receiving side can undo
+    # (docs/classic.md).
+    server = _classic_serve(procs, "--ack", "bit")
+    first, second = ("first: " + "a" * 2000 + " ✓"), ("second: " + "b" * 2000 + " ✓")
+    a = _c_client(procs, c_peers, server.pid, "wait", first)
+    assert a.stdout is not None
+    assert a.stdout.readline() == b"started\n"
+    _pause(a, server)
+    b = _c_client(procs, c_peers, server.pid, "wait", second)
+    assert b.stdout is not None
+    assert b.stdout.readline() == b"started\n"
+    for _ in range(3):  # interleave: each runs a little while the other is stopped
+        _pause(b, server)
+        _run_a_while(a)
+        _pause(a, server)
+        _run_a_while(b)
+    _pause(b, server)
+    a.send_signal(signal.SIGCONT)  # each finishes alone
+    a.wait(timeout=HANG_GUARD)
+    b.send_signal(signal.SIGCONT)
+    b.wait(timeout=HANG_GUARD)
+    assert (a.returncode, b.returncode) == (0, 0)
+    assert sorted(_lines(server, 2)) == sorted([first.encode(), second.encode()])
+
+
+def _pause(client: subprocess.Popen[bytes], server: Server) -> None:
+    client.send_signal(signal.SIGSTOP)
+    wait_for(lambda: _state(client.pid) == "T", "the client is stopped")
+    wait_for(lambda: at_rest(server.pid), "the server took every signal")
+
+
+def _run_a_while(client: subprocess.Popen[bytes]) -> None:
+    """Let a stopped client send a few dozen bits (it sleeps once per bit, for the answer)."""
+    before = _wakeups(client.pid)
+    client.send_signal(signal.SIGCONT)
+    wait_for(lambda: _wakeups(client.pid) > before + 40, "it sent some bits")
+
+
+def _wakeups(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("voluntary_ctxt_switches:"):
+            return int(line.split()[1])
+    return 0
+
+
+def _state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+def _cpu(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / 100
+
+
+def test_a_sender_that_dies_mid_byte_is_dropped_and_traced(
+    procs: Processes, c_peers: dict[str, str]
+) -> None:
+    server = procs.serve("--classic", "--idle-timeout", "0.2", "--trace")
+    client = _c_client(procs, c_peers, server.pid, "wait", LONG)
+    assert client.stdout is not None
+    assert client.stdout.readline() == b"started\n"
+    client.kill()
+    client.wait(timeout=HANG_GUARD)
+    wait_for(lambda: b"dropped: silent" in b"".join(server._err), "the server dropped it")
+    follow = procs.send("--classic", str(server.pid), "after it", "--quiet")
+    assert follow.returncode == 0, follow.stderr
+    out, err, code = server.stop()
+    assert code == 0
+    assert out == b"after it\n"  # nothing of the dead one printed
+    assert f"trace: PID {client.pid}:".encode() in err
+    assert b"no NUL arrived" in err
+
+
+# -- minitalk against itself, each answer mode ---------------------------------------------------
+
+
+@pytest.mark.parametrize("ack", ["bit", "end", "none"])
+def test_minitalk_classic_against_itself(procs: Processes, ack: str) -> None:
+    server = _classic_serve(procs, "--ack", ack, "--json")
+    result = procs.send("--classic", str(server.pid), EMOJI)
+    assert result.returncode == 0, result.stderr
+    paced = b"paced by its answers" in result.stdout
+    assert paced == (ack == "bit")
+    assert server.first_line == f'{{"pid": {server.pid}}}\n'.encode()
+    [line] = _lines(server, 1)
+    assert f'"text": "{EMOJI}"'.encode() in line
+    assert b'"valid_utf8": true' in line
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        ["--bit-order", "lsb"],
+        ["--zero", "usr2"],
+        ["--end", "newline"],
+        ["--length-prefix", "32"],
+        ["--length-prefix", "64", "--prefix-order", "lsb", "--end", "none"],
+        ["--length-prefix", "32", "--length-counts-end"],
+    ],
+    ids=" ".join,
+)
+def test_every_variant_round_trips(procs: Processes, variant: list[str]) -> None:
+    server = _classic_serve(procs, "--count", "1", *variant)
+    result = procs.send("--classic", str(server.pid), "variant ✓", *variant)
+    assert result.returncode == 0, result.stderr
+    out, _, code = server.finish()
+    assert code == 0
+    assert out == "variant ✓\n".encode()
+
+
+# -- bad input: the same one-line errors and codes as the framed mode --------------------------
+
+
+def test_send_classic_refuses_what_it_must_never_signal(procs: Processes) -> None:
+    sleeper = procs.popen(["sleep", "600"])
+    cases = {
+        str(sleeper.pid): b"does not block, ignore or catch SIGUSR1",
+        "0": b"process groups",
+        "1": b"init",
+    }
+    for pid, words in cases.items():
+        result = procs.send("--classic", pid, "hi")
+        assert result.returncode == ExitCode.BAD_TARGET, result.stderr
+        assert result.stderr.count(b"\n") == 1
+        assert words in result.stderr
+    assert sleeper.poll() is None
+
+
+def test_send_classic_never_signals_the_callers_own_shell(procs: Processes) -> None:
+    # An interactive bash catches both signals and exits on them: `send --classic $$` from it
+    # must not close the terminal.
+    bash = procs.popen(["bash", "--norc", "--noprofile", "-i"], stdin=subprocess.PIPE)
+    assert bash.stdin is not None
+    assert bash.stdout is not None
+    command = " ".join([*MINITALK, "send", "--classic", "$$", "hi"])
+    bash.stdin.write(f"{command}; echo exit=$?\n".encode())
+    bash.stdin.flush()
+    assert bash.stdout.readline() == f"exit={ExitCode.BAD_TARGET}\n".encode()
+    bash.stdin.write(b"echo alive\n")
+    bash.stdin.flush()
+    assert bash.stdout.readline() == b"alive\n"
+
+
+def test_classic_options_need_classic(procs: Processes) -> None:
+    result = procs.send("123", "hi", "--bit-order", "lsb")
+    assert result.returncode == ExitCode.USAGE
+    assert b"--bit-order is an option of --classic mode only" in result.stderr
+    serve = procs.popen([*MINITALK, "serve", "--ack", "end"])
+    _, err = serve.communicate(timeout=HANG_GUARD)
+    assert serve.returncode == ExitCode.USAGE
+    assert b"--ack is an option of --classic mode only" in err
+    assert sys.executable  # the suite's interpreter runs the CLI
