@@ -316,6 +316,20 @@ def open_peer(pid: int, *, check_ignores: bool = True) -> tuple[Process, dict[st
     return process, fields
 
 
+def serving_mode(pid: int) -> str | None:
+    """"classic" or "framed" if ``pid`` runs `minitalk serve` (read from /proc/PID/cmdline),
+    else None. Only to tell a user who picked the wrong mode, never to trust a process."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            args = cmdline.read().decode("utf-8", errors="replace").split("\0")
+    except OSError:
+        return None
+    named = any(arg == "minitalk" or arg.endswith("/minitalk") for arg in args)
+    if not named or "serve" not in args:
+        return None
+    return "classic" if "--classic" in args else "framed"
+
+
 def _user(uid: int) -> str:
     if uid < 0:
         return "a user /proc does not show"
@@ -334,6 +348,10 @@ def open_server(pid: int, *, force: bool = False) -> Process:
     of an ordinary user's server: every answer would fail).
     """
     _check_pid_number(pid)
+    if serving_mode(pid) == "classic":
+        raise TargetError(
+            f"PID {pid} is a classic-mode server (minitalk serve --classic): send with --classic"
+        )
     process, fields = open_peer(pid, check_ignores=not force)
     if not may_signal_us(fields):
         process.close()
@@ -429,6 +447,10 @@ def open_plain_server(pid: int, *, force: bool = False) -> Process:
     if is_shell(pid):
         raise TargetError(
             f"PID {pid} is a shell, never a minitalk server (a shell exits on SIGUSR1)"
+        )
+    if serving_mode(pid) == "framed":
+        raise TargetError(
+            f"PID {pid} is a framed minitalk server (minitalk serve): send without --classic"
         )
     process = open_plain_peer(pid)
     try:

@@ -316,6 +316,22 @@ def test_send_classic_never_signals_the_callers_own_shell(procs: Processes) -> N
     assert bash.stdout.readline() == b"alive\n"
 
 
+def test_the_wrong_mode_is_named(procs: Processes) -> None:
+    classic = _classic_serve(procs)
+    framed = procs.serve()
+    to_classic = procs.send(str(classic.pid), "hi")
+    assert to_classic.returncode == ExitCode.BAD_TARGET
+    assert b"is a classic-mode server (minitalk serve --classic): send with --classic" in (
+        to_classic.stderr
+    )
+    to_framed = procs.send("--classic", str(framed.pid), "hi")
+    assert to_framed.returncode == ExitCode.BAD_TARGET
+    assert b"is a framed minitalk server (minitalk serve): send without --classic" in (
+        to_framed.stderr
+    )
+    assert classic.stop()[0] == framed.stop()[0] == b""  # neither printed anything
+
+
 def test_classic_options_need_classic(procs: Processes) -> None:
     result = procs.send("123", "hi", "--bit-order", "lsb")
     assert result.returncode == ExitCode.USAGE
