@@ -1,11 +1,13 @@
 """The Python API: ``minitalk.send(pid, text)`` and ``for message in minitalk.serve(): ...``.
 
 Both borrow the process's signal state while they run: they block SIGUSR1 and SIGUSR2 (and
-set them to SIG_IGN, which is how a client recognises a minitalk peer) and make SIGTERM raise
-``KeyboardInterrupt`` if nothing else handles it. When they are done, however they end, the
-caller's signal mask and the dispositions of those three signals are put back as they were;
-a data signal still pending then (a late reply) is taken first, so it cannot reach the
-caller's own handler or kill the process.
+set them to SIG_IGN, which is how a client recognises a minitalk peer) and make SIGTERM and
+SIGHUP raise ``KeyboardInterrupt`` if nothing else handles them. When they are done, however
+they end, the caller's signal mask and the dispositions of those signals are put back as they
+were, with one exception: SIGUSR1/SIGUSR2 that had the default action (terminate) stay ignored,
+because a server may still answer late (after a send that timed out, or a lost BYE) and that
+answer must not kill the caller. A data signal still pending at the end is taken first, so it
+cannot reach the caller's own handler.
 
 Main thread only, and this is why: ``signal.signal`` may only be called from the main thread,
 and Python runs signal handlers only there; ``pthread_sigmask`` blocks the signals in the
@@ -43,7 +45,7 @@ from minitalk.transport import DATA_SIGNALS, block_signals, monotonic
 
 __all__ = ["Message", "Receipt", "send", "serve"]
 
-_BORROWED = (*DATA_SIGNALS, signal.SIGTERM)
+_BORROWED = (*DATA_SIGNALS, signal.SIGTERM, signal.SIGHUP)
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +198,13 @@ def _restore(mask: set[int | signal.Signals], dispositions: dict[signal.Signals,
         while signal.sigtimedwait(late, 0) is not None:
             pass
     for signum, handler in dispositions.items():
-        if handler is not None:  # None: set outside Python; it cannot be put back from here
-            signal.signal(signum, handler)
+        if handler is None:  # set outside Python; it cannot be put back from here
+            continue
+        if signum in DATA_SIGNALS and handler == signal.SIG_DFL:
+            # A server may still signal us after we are done: a send that ended early (its
+            # timeout, Ctrl-C) leaves the server in the session, and a lost BYE leaves it
+            # sending a stall notice. With SIG_DFL that late signal would kill the caller, so
+            # the data signals stay ignored (a handler of the caller's own is put back).
+            continue
+        signal.signal(signum, handler)
     signal.pthread_sigmask(signal.SIG_SETMASK, mask)

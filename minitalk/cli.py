@@ -9,9 +9,11 @@ one line on stderr and turned into the error's exit code; the codes live in
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from enum import StrEnum
@@ -217,6 +219,9 @@ def _classic_format(
         if named:
             raise UsageError(f"{named[0]} is an option of --classic mode only")
         return None
+    for name, value in only_classic.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UsageError(f"{name} must be a finite number, got {value}")
     prefix_bits = int(length_prefix.value) if length_prefix not in (None, Prefix.none) else 0
     if counts_end and not prefix_bits:
         raise UsageError("--length-counts-end needs --length-prefix 32 or 64")
@@ -294,6 +299,7 @@ def serve_command(
         Optional[float],  # noqa: UP045
         typer.Option(
             min=0.01,
+            max=86_400.0,
             help="Seconds a classic sender may go silent mid-message before it is dropped "
             "(with --end none, the silence that ends a message) (default: 1.0).",
             rich_help_panel=_CLASSIC,
@@ -355,9 +361,7 @@ def serve_command(
                 on_message=_print_json if json_lines else _print_text,
             )
         finally:
-            for path in written:
-                with suppress(OSError):
-                    path.unlink()
+            _remove_pid_files(written, os.getpid())
 
 
 def _serve_classic(
@@ -375,9 +379,7 @@ def _serve_classic(
             on_trace=trace_event if trace else None,
         )
     finally:
-        for path in written:
-            with suppress(OSError):
-                path.unlink()
+        _remove_pid_files(written, os.getpid())
 
 
 def _print_classic_json(message: ClassicMessage, uid: int) -> None:
@@ -463,14 +465,29 @@ def _announce(pid: int, pid_file: Path | None, written: list[Path], *, json_line
 
 
 def _write_pid_file(path: Path, pid: int) -> None:
-    aside = path.with_name(f".{path.name}.{pid}.tmp")
+    # Written aside under a fresh name (O_EXCL: a planted symlink is never followed), then
+    # renamed into place, so a reader sees the whole PID or no file.
+    aside: str | None = None
     try:
-        aside.write_text(f"{pid}\n")
+        handle, aside = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
+        with os.fdopen(handle, "w") as file:
+            file.write(f"{pid}\n")
+        os.chmod(aside, 0o644)
         os.replace(aside, path)
     except OSError as error:
-        with suppress(OSError):
-            aside.unlink()
+        if aside is not None:
+            with suppress(OSError):
+                os.unlink(aside)
         raise OutputError(f"cannot write the PID file {path}: {error.strerror}") from None
+
+
+def _remove_pid_files(written: list[Path], pid: int) -> None:
+    """Remove the PID file on exit, if it still names us (another server may have taken the
+    same path since; its file is not ours to remove)."""
+    for path in written:
+        with suppress(OSError):
+            if path.read_text().strip() == str(pid):
+                path.unlink()
 
 
 def _print_text(message: MessageReceived | ClassicMessage, uid: int) -> None:
@@ -491,6 +508,8 @@ def _print_json(message: MessageReceived, uid: int) -> None:
 
 
 def _write_line(line: bytes) -> None:
+    if sys.stdout is None:  # started with standard output closed (serve >&-)
+        raise OutputError("cannot write to standard output: it is closed")
     try:
         sys.stdout.buffer.write(line + b"\n")
         sys.stdout.buffer.flush()
@@ -570,6 +589,7 @@ def send_command(
         typer.Option(
             "--delay-us",
             min=0.0,
+            max=1_000_000.0,
             help="Microseconds between bits when the server does not answer each bit "
             "(default: 500). A server that answers the first bit within 10 ms paces the "
             "send by its answers instead.",

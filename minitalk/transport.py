@@ -73,7 +73,8 @@ def _stop(signum: int, frame: object) -> None:
 def block_signals() -> None:
     """Block the data signals in this thread; do it before anyone can signal us.
 
-    SIGTERM is made to raise ``KeyboardInterrupt`` like SIGINT, so both stop a loop cleanly.
+    SIGTERM and SIGHUP are made to raise ``KeyboardInterrupt`` like SIGINT, so each stops a
+    loop cleanly (a server then tells its clients and removes its PID file).
 
     SIGUSR1/SIGUSR2 are also set to SIG_IGN. Blocked signals are still queued for
     ``sigtimedwait`` (the kernel never ignores a blocked signal), but while a thread sleeps in
@@ -84,8 +85,9 @@ def block_signals() -> None:
     signal.pthread_sigmask(signal.SIG_BLOCK, _WAITED)
     for signum in DATA_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
-    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, _stop)
+    for stop in (signal.SIGTERM, signal.SIGHUP):  # a kill, or the terminal closed
+        if signal.getsignal(stop) == signal.SIG_DFL:
+            signal.signal(stop, _stop)
 
 
 def _may_spin() -> bool:

@@ -20,7 +20,7 @@ STATE = textwrap.dedent(
     import json, signal, sys, threading
     import minitalk
 
-    BORROWED = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM)
+    BORROWED = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM, signal.SIGHUP)
 
     def state():
         mask = sorted(int(s) for s in signal.pthread_sigmask(signal.SIG_BLOCK, []))
@@ -33,6 +33,9 @@ STATE = textwrap.dedent(
     signal.signal(signal.SIGUSR1, lambda signum, frame: caught.append(signum))
     signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGHUP])  # the caller's own mask
     before = state()
+    # SIGUSR2 had the default action (terminate): the API leaves it ignored, so that a late
+    # answer from a server cannot kill the caller; everything else comes back as it was.
+    after = [before[0], [before[1][0], repr(signal.SIG_IGN), *before[1][2:]]]
     """
 )
 
@@ -40,12 +43,12 @@ SEND = STATE + textwrap.dedent(
     """
     pid = int(sys.argv[1])
     receipt = minitalk.send(pid, sys.argv[2], timeout=60)
-    emit(size=receipt.size, frames=receipt.frames, same=state() == before,
+    emit(size=receipt.size, frames=receipt.frames, same=state() == after,
          loaded=sorted(m for m in ("typer", "rich") if m in sys.modules))
     try:
         minitalk.send(pid, b"caf\\xe9")
     except minitalk.errors.InputError as error:
-        emit(refused=str(error), same=state() == before)
+        emit(refused=str(error), same=state() == after)
 
     def from_a_thread():
         try:
@@ -65,12 +68,35 @@ SERVE = STATE + textwrap.dedent(
         emit(text=message.text, sender=message.pid, size=message.size)
         if message.text == "stop":
             break
-    emit(same=state() == before)
+    emit(same=state() == after)
     for message in minitalk.serve(count=1, on_ready=lambda pid: emit(pid=pid)):
         emit(text=message.text)
-    emit(same=state() == before, caught=caught)
+    emit(same=state() == after, caught=caught)
     """
 )
+
+
+# A send that gives up early leaves the server mid-session, still signalling the caller.
+LATE = textwrap.dedent(
+    """
+    import signal, sys, time
+    import minitalk
+    try:
+        minitalk.send(int(sys.argv[1]), "x" * 200_000, timeout=0.3)
+    except minitalk.errors.NoAnswerError:
+        print("gave up", flush=True)
+    time.sleep(1.0)  # the server's late answers and stall notices arrive meanwhile
+    print("survived", signal.getsignal(signal.SIGUSR1) == signal.SIG_IGN, flush=True)
+    """
+)
+
+
+def test_a_send_that_gives_up_is_not_killed_by_late_answers(procs: Processes) -> None:
+    server = procs.serve()
+    caller = procs.popen([sys.executable, "-c", LATE, str(server.pid)])
+    out, err = caller.communicate(timeout=HANG_GUARD)
+    assert caller.returncode == 0, (out, err)  # it died of SIGUSR1/SIGUSR2 before
+    assert out == b"gave up\nsurvived True\n"
 
 
 def _records(out: bytes) -> list[dict[str, object]]:

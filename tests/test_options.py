@@ -38,6 +38,24 @@ CASES = [
         "--session-timeout must be longer than 1 s",
     ),
     ("--count 0", ["serve", "--count", "0"], ExitCode.USAGE, "--count must be at least 1"),
+    (
+        "--delay-us not a number",
+        ["send", "--classic", NO_SUCH_PID, "hi", "--delay-us", "nan"],
+        ExitCode.USAGE,
+        "--delay-us must be a finite number",
+    ),
+    (
+        "--delay-us over a second",
+        ["send", "--classic", NO_SUCH_PID, "hi", "--delay-us", "1e300"],
+        ExitCode.USAGE,
+        "--delay-us",
+    ),
+    (
+        "--idle-timeout not a number",
+        ["serve", "--classic", "--idle-timeout", "nan"],
+        ExitCode.USAGE,
+        "--idle-timeout must be a finite number",
+    ),
     ("--pid-file a directory", ["serve", "--pid-file", "{dir}"], ExitCode.USAGE, "a directory"),
     (
         "--pid-file unwritable",
@@ -84,3 +102,33 @@ def test_bad_options(tmp_path: Path, what: str, args: list[str], code: int, word
     assert result.stdout == b""
     assert tmp_path.is_dir()  # a directory named as the PID file is left alone
     assert list(tmp_path.iterdir()) == []  # and nothing is left behind
+
+
+def test_serve_with_standard_output_closed_says_so() -> None:
+    result = subprocess.run(
+        ["/bin/sh", "-c", 'exec "$@" >&-', "sh", *MINITALK, "serve"],
+        capture_output=True,
+        timeout=HANG_GUARD,
+        check=False,
+    )
+    assert result.returncode == ExitCode.OUTPUT_FAILED
+    assert result.stderr == b"minitalk: cannot write to standard output: it is closed\n"
+
+
+def test_a_pid_file_another_server_took_over_is_left_alone(tmp_path: Path) -> None:
+    pid_file = tmp_path / "mt.pid"
+    server = subprocess.Popen(
+        [*MINITALK, "serve", "--pid-file", str(pid_file)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert server.stdout is not None
+        assert server.stdout.readline() == f"PID {server.pid}\n".encode()
+        assert pid_file.read_text() == f"{server.pid}\n"
+        pid_file.write_text("999999\n")  # another server took the path over
+    finally:
+        server.terminate()
+        server.communicate(timeout=HANG_GUARD)
+    assert server.returncode == 0
+    assert pid_file.read_text() == "999999\n"  # not ours any more: left alone

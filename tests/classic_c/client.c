@@ -2,7 +2,7 @@
  * then a NUL byte. "wait" waits for the server's answer to each bit (blocking the answer signal
  * first, so it cannot arrive before the wait); "sleep" sleeps between bits and catches nothing.
  * It prints "started" once its first byte is through.
- * Usage: client PID wait|sleep TEXT */
+ * Usage: client PID wait|sleep TEXT [GAP_US]   (sleep: GAP_US between bits, default 500) */
 #define _GNU_SOURCE
 #include <signal.h>
 #include <stdio.h>
@@ -22,8 +22,10 @@ int main(int argc, char **argv)
     size_t i, size;
     const unsigned char *text;
 
-    if (argc != 4)
+    if (argc != 4 && argc != 5)
         return 2;
+    if (argc == 5)
+        gap.tv_nsec = atol(argv[4]) * 1000L;
     server = (pid_t)atoi(argv[1]);
     if (server <= 1)
         return 2;
