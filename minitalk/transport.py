@@ -278,6 +278,21 @@ class Process:
         os.close(self._fd)
 
 
+def _probe(process: Process) -> None:
+    """Signal 0 through the pidfd: raise ``TargetError`` if we may not signal the process.
+    One that has exited passes here; the caller's "still alive?" check says so."""
+    try:
+        process.probe()
+    except PermissionError:
+        raise TargetError(
+            f"PID {process.pid} belongs to another user; not allowed to signal it"
+        ) from None
+    except ProcessLookupError:
+        pass
+    except OSError as error:
+        raise TargetError(f"cannot signal PID {process.pid}: {error.strerror}") from None
+
+
 def open_peer(pid: int, *, check_ignores: bool = True) -> tuple[Process, dict[str, str]]:
     """Hold ``pid`` by pidfd and check that it is a minitalk process we may signal; return it
     with the /proc/PID/status fields read for the check.
@@ -295,16 +310,7 @@ def open_peer(pid: int, *, check_ignores: bool = True) -> tuple[Process, dict[st
     except OSError as error:
         raise TargetError(f"cannot open PID {pid}: {error.strerror}") from None
     try:
-        try:
-            process.probe()
-        except PermissionError:
-            raise TargetError(
-                f"PID {pid} belongs to another user; not allowed to signal it"
-            ) from None
-        except ProcessLookupError:
-            pass  # exited: said below
-        except OSError as error:
-            raise TargetError(f"cannot signal PID {pid}: {error.strerror}") from None
+        _probe(process)
         fields = _read_status(pid)
         reason = not_a_peer_because(fields) if check_ignores else None
         if reason is not None and process.alive():
@@ -462,14 +468,7 @@ def open_plain_server(pid: int, *, force: bool = False) -> Process:
                     f"PID {pid} is not a minitalk server: it does not block, ignore or catch "
                     f"{signal.Signals(signum).name}, so the first bit would kill it"
                 )
-        try:
-            process.probe()
-        except PermissionError:
-            raise TargetError(
-                f"PID {pid} belongs to another user; not allowed to signal it"
-            ) from None
-        except ProcessLookupError:
-            pass
+        _probe(process)
         if not process.alive():
             raise ServerGoneError(f"PID {pid} exited")
     except BaseException:
