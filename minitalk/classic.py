@@ -28,7 +28,10 @@ from minitalk.errors import LocalProtocolError, NoAnswerError
 SIGNAL_NAMES = ("SIGUSR1", "SIGUSR2")  # symbol 0 and symbol 1
 IDLE_TIMEOUT = 1.0  # a sender silent this long mid-message is dropped (plain servers: 0.4-10 s)
 DEFAULT_DELAY = 0.0005  # between bits when the server does not answer: 400-500 µs is safe
-PROBE_WAIT = 0.01  # after the first bit: an answer within this means "paced by answers"
+# After the first bit, an answer within PROBE_WAIT means "paced by answers". Longer than
+# ANSWER_HOLD, the longest minitalk's own classic server may hold a first answer back while
+# another client's bit is on its way, and than the 10-50 ms some plain servers wait.
+PROBE_WAIT = 0.1
 REPLY_TIMEOUT = 1.0  # paced by answers: the longest wait for one
 END_WAIT = 0.05  # after the last bit: time for an end-of-message signal, not required
 MAX_TRACE_BYTES = 16  # --trace shows the bits of this many bytes per message, then a summary
@@ -121,6 +124,7 @@ class SenderRecord:
     signals: int = 0
     answered: int = 0
     unanswered: int = 0  # answers owed that the server could not safely send
+    unanswered_why: str = ""  # the last reason one could not be sent
     pending_bits: list[int] = field(default_factory=list)
     length: int | None = None  # from the prefix, once read
     data: bytearray = field(default_factory=bytearray)
@@ -300,15 +304,22 @@ class ClassicReceiver:
         if record is not None:
             record.answered += 1
 
-    def not_answered(self, pid: int, events: list[ClassicEvent], now: float) -> None:
-        """The driver could not safely send an answer owed to ``pid``: noted for the trace,
-        and no bit of that sender is on its way because of it."""
+    def not_answered(
+        self, pid: int, events: list[ClassicEvent], now: float, why: str = ""
+    ) -> None:
+        """The driver could not safely send an answer owed to ``pid`` (``why``): noted for the
+        trace, and no bit of that sender is on its way because of it."""
         record = self._record(pid, events)
         if record is not None:
             record.unanswered += 1
+            record.unanswered_why = why or record.unanswered_why
         if pid == self._in_flight:
             self._in_flight = None
             self._release(now)
+
+    def owes(self, pid: int) -> bool:
+        """True while an answer to ``pid`` is still owed (it may not be sent yet)."""
+        return pid in self._owed
 
     def _record(self, pid: int, events: list[ClassicEvent]) -> SenderRecord | None:
         record = self.senders.get(pid)
@@ -402,10 +413,16 @@ class ClassicSender:
         self.state = ClassicSenderState.DONE
         self._deadline: float | None = None
         self._sent_at = 0.0
+        self._held_since: float | None = None  # timed: when the server began holding ours
 
     @property
     def finished(self) -> bool:
         return self.state in (ClassicSenderState.DONE, ClassicSenderState.FAILED)
+
+    @property
+    def next_symbol(self) -> int | None:
+        """The symbol to go out next, if any (its signal must not be pending at the server)."""
+        return self.symbols[self.sent] if self.sent < len(self.symbols) else None
 
     @property
     def paced(self) -> bool:
@@ -437,11 +454,28 @@ class ClassicSender:
                 self._end(now)
         # TIMED or ENDING: an answer at the end of the message, or late; counted only.
 
-    def handle_timer(self, now: float) -> None:
+    def handle_timer(self, now: float, *, server_holding: bool = False) -> None:
+        """The deadline passed. ``server_holding``: the signal that carries the next symbol is
+        still pending at the server (it is stopped, or has not run since): sending it now
+        would merge into it and lose a bit, so a send paced by the delay waits instead, up to
+        ``reply_timeout``."""
         if self._deadline is None or now < self._deadline:
             return
         state = self.state
         if state in (ClassicSenderState.PROBING, ClassicSenderState.TIMED):
+            if server_holding and self.sent < len(self.symbols):
+                self._held_since = self._held_since if self._held_since is not None else now
+                if now - self._held_since >= self.reply_timeout:
+                    self.state = ClassicSenderState.FAILED
+                    self.error = NoAnswerError(
+                        f"the server has not taken signal {self.sent} of {len(self.symbols)} "
+                        f"for {self.reply_timeout:g} s (is it stopped?); the next would merge "
+                        "into it and be lost"
+                    )
+                    return
+                self._deadline = now + max(self.delay, 0.0001)
+                return
+            self._held_since = None
             if self.sent < len(self.symbols):
                 self.state = ClassicSenderState.TIMED
                 self._send_next(now)
@@ -508,7 +542,8 @@ def describe(event: ClassicEvent, fmt: ClassicFormat, ack: Ack) -> list[str]:
     lines.append(f"{head} {record.signals} signals, {gap_summary(record.gaps)}")
     if ack is not Ack.NONE:
         owed = record.answered + record.unanswered
-        missing = f", {record.unanswered} not sent (unsafe)" if record.unanswered else ""
+        why = f": {record.unanswered_why}" if record.unanswered_why else ""
+        missing = f", {record.unanswered} not sent (unsafe{why})" if record.unanswered else ""
         lines.append(f"{head} answers sent {record.answered} of {owed}{missing}")
     if isinstance(event, SenderDropped):
         lines.append(f"{head} dropped: {event.reason}")
@@ -516,7 +551,8 @@ def describe(event: ClassicEvent, fmt: ClassicFormat, ack: Ack) -> list[str]:
     bad = event.utf8_error
     if bad is not None:
         lines.append(f"{head} {_utf8_break(record, bad)}")
-    lines.append(f"{head} complete: {event.size} bytes in {event.seconds:.3f} s ({fmt.describe()})")
+    size = f"{event.size} byte" + ("" if event.size == 1 else "s")
+    lines.append(f"{head} complete: {size} in {event.seconds:.3f} s ({fmt.describe()})")
     return lines
 
 

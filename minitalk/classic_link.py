@@ -126,33 +126,41 @@ class _ClassicServerLoop:
         outbox = receiver.outbox
         while outbox:
             pid, symbol = outbox.pop(0)
-            if self._answer(pid, symbol):
+            why = self._answer(pid, symbol)
+            if not why:
                 receiver.answered(pid, events)
             else:
-                receiver.not_answered(pid, events, now)  # may release the next answer
-        for event in events:
-            if self.on_trace is not None:
+                receiver.not_answered(pid, events, now, why)  # may release the next answer
+        for pid in [pid for pid in self.peers if pid not in receiver.senders]:
+            if not receiver.owes(pid):
+                self._forget(pid)  # done with it: its pidfd is closed
+        if self.on_trace is not None:
+            for event in events:
                 self.on_trace(event)
-            if event.pid not in receiver.senders:
-                self._forget(event.pid)
 
-    def _answer(self, pid: int, symbol: int) -> bool:
-        """Send ``symbol`` to ``pid`` only if that cannot kill or upset it."""
+    def _answer(self, pid: int, symbol: int) -> str:
+        """Send ``symbol`` to ``pid`` only if that cannot kill or upset it; return "" once
+        sent, else why not."""
         process = self.peers.get(pid)
         if process is None:
             if pid <= 1 or pid == self.own or is_shell(pid):
-                return False
+                return "never answered: a shell, init or this server"
             try:
                 process = self.peers[pid] = open_plain_peer(pid)
-            except MinitalkError:
-                return False
-        if not process.alive() or not handles(pid, DATA_SIGNALS[symbol]):
-            return False
+            except MinitalkError as error:
+                return str(error)
+        signum = DATA_SIGNALS[symbol]
+        if not process.alive():
+            return "it exited"
+        if not handles(pid, signum):
+            other = DATA_SIGNALS[1 - symbol]
+            hint = f"; it does handle {other.name}: --ack-signal" if handles(pid, other) else ""
+            return f"it does not block, ignore or catch {signum.name}{hint}"
         try:
             process.send(symbol)
-        except OSError:
-            return False
-        return True
+        except OSError as error:
+            return f"cannot signal it: {error.strerror}"
+        return ""
 
     def _forget(self, pid: int) -> None:
         process = self.peers.pop(pid, None)
@@ -244,7 +252,9 @@ def _run_sender(
             continue
         if give_up_at is not None and now >= give_up_at:
             raise NoAnswerError(f"gave up after the --timeout of {config.timeout:g} s")
-        sender.handle_timer(now)
+        upcoming = sender.next_symbol
+        holding = not sender.paced and upcoming is not None and server.holding(upcoming)
+        sender.handle_timer(now, server_holding=holding)
     if sender.error is not None:
         if not server.alive():
             raise ServerGoneError(f"the server (PID {server.pid}) exited")

@@ -428,6 +428,8 @@ def open_plain_peer(pid: int) -> Process:
     from, and nothing else. The caller checks ``handles`` before each signal."""
     try:
         process = Process(pid)
+    except ProcessLookupError:
+        raise TargetError(f"no process has PID {pid}") from None
     except OSError as error:
         raise TargetError(f"cannot open PID {pid}: {error.strerror}") from None
     fields = _read_status(pid)

@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from minitalk.classic import (
+    ANSWER_HOLD,
     Ack,
     ClassicFormat,
     ClassicMessage,
@@ -239,3 +240,40 @@ def test_whatever_the_server_does_no_symbol_is_sent_twice(answers: list[bool], d
             sender.handle_timer(sender.get_timer() or now)
         sent += sender.outbox
     assert sent == symbols[: len(sent)]
+
+
+def test_answers_are_released_one_at_a_time() -> None:
+    # Two senders that wait for answers: the second is answered only once the first has sent
+    # its next bit (or ANSWER_HOLD passed), so two of their bits are never on their way at once.
+    receiver = ClassicReceiver(PLAIN, ack=Ack.BIT)
+    receiver.receive(1, 0, 0.0)
+    assert receiver.outbox == [(1, 0)]  # 1 is answered: its next bit is on its way
+    receiver.receive(2, 0, 0.001)
+    assert receiver.outbox == [(1, 0)]  # 2 waits its turn
+    receiver.receive(1, 1, 0.002)
+    assert receiver.outbox == [(1, 0), (2, 0)]  # 1's next bit came: 2 is answered, 1 waits
+    assert receiver.get_timer() == pytest.approx(0.002 + ANSWER_HOLD)
+    receiver.handle_timer(0.002 + ANSWER_HOLD)  # 2 never sent its next bit: stop waiting
+    assert receiver.outbox == [(1, 0), (2, 0), (1, 0)]
+    receiver.not_answered(1, [], 0.1, "it exited")  # that answer could not go out
+    assert receiver.senders[1].unanswered_why == "it exited"
+
+
+def test_a_send_paced_by_the_delay_waits_while_the_server_holds_its_last_signal() -> None:
+    symbols = PLAIN.encode(b"a")
+    sender = ClassicSender(symbols, delay=0.001, probe_wait=0.01, reply_timeout=0.5)
+    sender.start(0.0)
+    sender.outbox.clear()
+    sender.handle_timer(0.01, server_holding=True)  # a signal of that kind still pending there
+    assert sender.outbox == []
+    assert sender.state is ClassicSenderState.PROBING
+    sender.handle_timer(0.02, server_holding=False)
+    assert sender.outbox == [symbols[1]]
+    sender.outbox.clear()
+    timer = sender.get_timer()
+    assert timer is not None
+    sender.handle_timer(timer, server_holding=True)
+    sender.handle_timer(timer + 0.6, server_holding=True)  # held past reply_timeout: give up
+    assert sender.finished
+    assert sender.outbox == []
+    assert "has not taken signal 2 of 16" in str(sender.error)

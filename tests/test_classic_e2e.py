@@ -26,6 +26,7 @@ from tests.conftest import (
     Server,
     _read_line,
     at_rest,
+    clients_held,
     wait_for,
     wchan_visible,
 )
@@ -152,6 +153,21 @@ def test_a_plain_server_that_stops_answering_is_reported_never_repeated(
     assert b"never sent twice" in err
 
 
+def test_a_stopped_plain_server_is_not_sent_blind(
+    procs: Processes, c_peers: dict[str, str]
+) -> None:
+    # Paced by the delay, a send would pile its signals up at a stopped server, where two of
+    # a kind merge: it waits instead, and gives up, told.
+    server = _c_server(procs, c_peers, "--no-ack")
+    server.process.send_signal(signal.SIGSTOP)
+    wait_for(lambda: _state(server.pid) == "T", "the server is stopped")
+    result = procs.send("--classic", str(server.pid), "hi", "--reply-timeout", "0.3")
+    server.process.send_signal(signal.SIGCONT)
+    assert result.returncode == ExitCode.NO_ANSWER, result.stderr
+    assert b"the server has not taken signal" in result.stderr
+    assert result.stderr.count(b"\n") == 1
+
+
 # -- plain C clients -> minitalk serve --classic ------------------------------------------------
 
 
@@ -232,6 +248,21 @@ def _cpu(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / 100
+
+
+def test_the_server_lets_go_of_every_sender_it_answered(procs: Processes) -> None:
+    # Two senders at once: one's last answers are released after its message ended, while the
+    # other's bit is on its way; the server used to reopen a pidfd for them and keep it.
+    server = procs.serve("--classic", "--ack", "bit", "--idle-timeout", "0.5")
+    for n in range(4):
+        pair = [
+            procs.popen([*MINITALK, "send", "--classic", str(server.pid), f"{n}{side}" * 40])
+            for side in "ab"
+        ]
+        for client in pair:
+            client.communicate(timeout=HANG_GUARD)  # delivered, or told (a first bit merged)
+    wait_for(lambda: clients_held(server.pid) == set(), "no pidfd of a finished sender is kept")
+    server.stop()
 
 
 def test_a_sender_that_dies_mid_byte_is_dropped_and_traced(
