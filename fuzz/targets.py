@@ -342,7 +342,8 @@ def _check_link(net: Network, sent: dict[int, str]) -> None:
 
 # -- classic assembler ----------------------------------------------------------------------------
 
-_CLASSIC_FORMATS = st.builds(
+# Every variant ClassicFormat can describe (tests/test_classic.py uses it too).
+CLASSIC_FORMATS = st.builds(
     ClassicFormat,
     msb_first=st.booleans(),
     zero_symbol=st.sampled_from([0, 1]),
@@ -354,7 +355,7 @@ _CLASSIC_FORMATS = st.builds(
 
 
 @given(
-    fmt=_CLASSIC_FORMATS,
+    fmt=CLASSIC_FORMATS,
     ack=st.sampled_from(list(Ack)),
     signals=st.lists(
         st.tuples(st.sampled_from([11, 12, 13]), st.sampled_from([0, 1]), st.floats(0, 0.3)),

@@ -278,6 +278,16 @@ class Process:
         os.close(self._fd)
 
 
+def _hold(pid: int) -> Process:
+    """A pidfd for ``pid``, or ``TargetError`` saying why there is none."""
+    try:
+        return Process(pid)
+    except ProcessLookupError:
+        raise TargetError(f"no process has PID {pid}") from None
+    except OSError as error:
+        raise TargetError(f"cannot open PID {pid}: {error.strerror}") from None
+
+
 def _probe(process: Process) -> None:
     """Signal 0 through the pidfd: raise ``TargetError`` if we may not signal the process.
     One that has exited passes here; the caller's "still alive?" check says so."""
@@ -303,12 +313,7 @@ def open_peer(pid: int, *, check_ignores: bool = True) -> tuple[Process, dict[st
     Raise ``TargetError`` saying why not (``ServerGoneError`` if it exited meanwhile).
     ``check_ignores=False`` skips the is-it-minitalk check (``send --force``).
     """
-    try:
-        process = Process(pid)
-    except ProcessLookupError:
-        raise TargetError(f"no process has PID {pid}") from None
-    except OSError as error:
-        raise TargetError(f"cannot open PID {pid}: {error.strerror}") from None
+    process = _hold(pid)
     try:
         _probe(process)
         fields = _read_status(pid)
@@ -426,12 +431,7 @@ def open_plain_peer(pid: int) -> Process:
     """Hold a plain minitalk process by pidfd (opened before its /proc entry is read, which
     must still be its own after): a classic server answering a client it has not yet heard
     from, and nothing else. The caller checks ``handles`` before each signal."""
-    try:
-        process = Process(pid)
-    except ProcessLookupError:
-        raise TargetError(f"no process has PID {pid}") from None
-    except OSError as error:
-        raise TargetError(f"cannot open PID {pid}: {error.strerror}") from None
+    process = _hold(pid)
     fields = _read_status(pid)
     if not fields or not process.alive():
         process.close()

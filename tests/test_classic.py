@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from fuzz.targets import CLASSIC_FORMATS
 from minitalk.classic import (
     ANSWER_HOLD,
     Ack,
@@ -47,15 +48,8 @@ def test_bad_formats_are_refused() -> None:
         ClassicFormat(terminator=b"\r")
 
 
-formats = st.builds(
-    ClassicFormat,
-    msb_first=st.booleans(),
-    zero_symbol=st.sampled_from([0, 1]),
-    terminator=st.sampled_from([b"\0", b"\n", b""]),
-    length_bits=st.sampled_from([0, 32, 64]),
-    length_msb_first=st.sampled_from([None, True, False]),
-    length_counts_terminator=st.booleans(),
-).filter(lambda f: bool(f.terminator or f.length_bits))  # else only silence ends a message
+# Those a message can end in by itself: a terminator or a length prefix (else only silence).
+formats = CLASSIC_FORMATS.filter(lambda f: bool(f.terminator or f.length_bits))
 
 
 def _text_for(fmt: ClassicFormat, data: bytes) -> bytes:

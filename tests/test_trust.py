@@ -108,15 +108,6 @@ class Helper:
         return "" if taken == "-" else taken
 
 
-@pytest.fixture
-def procs() -> Iterator[Processes]:
-    processes = Processes()
-    try:
-        yield processes
-    finally:
-        processes.end_all()
-
-
 def _settle(server: Server) -> None:
     wait_for(lambda: at_rest(server.pid), "the server took every signal and went back to wait")
 
