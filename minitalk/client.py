@@ -95,6 +95,7 @@ class _SendLoop:
         self.strays = 0  # signals from others than the server, taken and dropped
         self.strays_at_send = (0, 0)  # (strays, forged) when our last signal went out
         self.early: tuple[int, int] | None = None  # a server signal taken while sending
+        self.queued = False  # told to wait for our turn, and not granted the line since
         self.sender = Sender(
             message,
             nonce=secrets.randbits(32),
@@ -159,9 +160,14 @@ class _SendLoop:
     def _answered(self, symbol: int, now: float) -> None:
         self.resent = 0
         self.sender.receive(symbol, now)
-        if self.on_queued is not None and self.sender.state is SenderState.QUEUED:
-            self.on_queued()
-            self.on_queued = None  # once
+        state = self.sender.state
+        if state is SenderState.QUEUED:
+            self.queued = True
+            if self.on_queued is not None:
+                self.on_queued()
+                self.on_queued = None  # once
+        elif state is not SenderState.REQUESTING:  # granted: no longer in the queue
+            self.queued = False
 
     def _look_for_loss(
         self, waiter: SignalWaiter, now: float
@@ -240,7 +246,7 @@ class _SendLoop:
         """What the send was waiting for when it gave up, in plain words."""
         if server_stopped(self.server.pid):
             return " (the server is stopped)"
-        if self.sender.state is SenderState.QUEUED:
+        if self.queued:  # told WAIT, not granted since (it may be asking again right now)
             return " (still waiting for its turn)"
         return ""
 

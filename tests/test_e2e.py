@@ -315,13 +315,17 @@ def test_send_timeout_bounds_the_whole_send(procs: Processes) -> None:
 
 
 def test_timeout_while_queued_says_so(procs: Processes, tmp_path: Path) -> None:
+    # The queued client's first REQUEST can merge with a signal of the client being served
+    # (both are SIGUSR2s pending at the server) and be lost; it asks again each second, so
+    # its --timeout must leave room for that, and the line must stay busy far longer (about
+    # 360 kB: 14 s on an idle machine).
     server = procs.serve()
     big = tmp_path / "long.txt"
-    big.write_text("long " + "✓" * 30_000)  # about 90 kB: the line stays busy while we act
+    big.write_text("long " + "✓" * 120_000)
     admitted_send(procs, server, "--file", str(big))
-    result = procs.send(str(server.pid), "in the queue", "--timeout", "0.3")
+    result = procs.send(str(server.pid), "in the queue", "--timeout", "5")
     assert result.returncode == ExitCode.NO_ANSWER
-    said = b"minitalk: gave up after the --timeout of 0.3 s (still waiting for its turn)\n"
+    said = b"minitalk: gave up after the --timeout of 5 s (still waiting for its turn)\n"
     assert result.stderr == said
 
 
