@@ -31,10 +31,12 @@ from typing import Any
 
 from minitalk.client import ClientConfig, Receipt, send_message
 from minitalk.errors import InputError, UsageError
+from minitalk.frame import MAX_MESSAGE
 from minitalk.protocol import (
     DEFAULT_MAX_MESSAGE,
     FRAME_TIMEOUT,
     MAX_ATTEMPTS,
+    QUEUE_POLL,
     REPLY_TIMEOUT,
     SESSION_TIMEOUT,
     STALL_TIMEOUT,
@@ -59,6 +61,68 @@ class Message:
     frames: int
     resends: int
     seconds: float
+
+
+# -- option rules: shared with the CLI, which names the options its own way (--max-bytes) ---------
+
+
+def check_options(rules: list[tuple[bool, str]]) -> None:
+    """Raise a ``UsageError`` naming the first rule broken."""
+    for holds, problem in rules:
+        if not holds:
+            raise UsageError(problem)
+
+
+def _same(name: str) -> str:
+    return name
+
+
+def serve_rules(
+    max_bytes: int,
+    frame_timeout: float,
+    session_timeout: float,
+    count: int | None,
+    *,
+    name: Callable[[str], str] = _same,
+) -> list[tuple[bool, str]]:
+    """The rules a server's options must keep, each with the problem it names."""
+    return [
+        (
+            0 <= max_bytes <= MAX_MESSAGE,
+            f"{name('max_bytes')} must be between 0 and {MAX_MESSAGE} "
+            "(the largest message length a frame header can carry)",
+        ),
+        (frame_timeout > 0, f"{name('frame_timeout')} must be more than 0 s"),
+        (
+            frame_timeout < session_timeout,
+            f"{name('frame_timeout')} must be shorter than {name('session_timeout')}",
+        ),
+        (
+            session_timeout > QUEUE_POLL,
+            f"{name('session_timeout')} must be longer than {QUEUE_POLL:g} s, "
+            "the time in which a queued client asks for the line again",
+        ),
+        (count is None or count >= 1, f"{name('count')} must be at least 1"),
+    ]
+
+
+def send_rules(
+    reply_timeout: float,
+    attempts: int,
+    timeout: float | None,
+    *,
+    name: Callable[[str], str] = _same,
+) -> list[tuple[bool, str]]:
+    """The rules a send's options must keep, each with the problem it names."""
+    return [
+        (
+            reply_timeout > STALL_TIMEOUT,
+            f"{name('reply_timeout')} must be longer than {STALL_TIMEOUT:g} s, the longest a "
+            "server waits before it abandons a stalled frame",
+        ),
+        (attempts >= 1, f"{name('attempts')} must be at least 1"),
+        (timeout is None or timeout > 0, f"{name('timeout')} must be more than 0 s"),
+    ]
 
 
 def send(
@@ -89,12 +153,9 @@ def send(
             data.decode("utf-8")
         except UnicodeDecodeError as error:
             raise InputError(f"the bytes are not UTF-8: bad byte at offset {error.start}") from None
-    if timeout is not None and not timeout > 0:
-        raise UsageError("timeout must be more than 0 s")
-    if not reply_timeout > STALL_TIMEOUT:
-        raise UsageError(f"reply_timeout must be longer than {STALL_TIMEOUT:g} s")
-    if attempts < 1:
-        raise UsageError("attempts must be at least 1")
+    if not isinstance(pid, int) or isinstance(pid, bool):
+        raise UsageError(f"pid must be an int, got {pid!r}")
+    check_options(send_rules(reply_timeout, attempts, timeout))
     config = ClientConfig(
         reply_timeout=reply_timeout, max_attempts=attempts, timeout=timeout, force=force
     )
@@ -122,8 +183,7 @@ def serve(
     it to the end or close it: a generator left open keeps the signals borrowed until it is
     garbage-collected.
     """
-    if count is not None and count < 1:
-        raise UsageError("count must be at least 1")
+    check_options(serve_rules(max_bytes, frame_timeout, session_timeout, count))
     config = ServerConfig(
         max_message=max_bytes,
         stall_timeout=min(STALL_TIMEOUT, frame_timeout / 2),

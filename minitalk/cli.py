@@ -24,6 +24,7 @@ import typer
 from typer.core import TyperCommand
 
 from minitalk import __version__
+from minitalk.api import check_options, send_rules, serve_rules
 from minitalk.classic import (
     Ack,
     ClassicEvent,
@@ -48,13 +49,11 @@ from minitalk.errors import (
     TargetError,
     UsageError,
 )
-from minitalk.frame import MAX_MESSAGE
 from minitalk.progress import Display, display_for
 from minitalk.protocol import (
     DEFAULT_MAX_MESSAGE,
     FRAME_TIMEOUT,
     MAX_ATTEMPTS,
-    QUEUE_POLL,
     REPLY_TIMEOUT,
     SESSION_TIMEOUT,
     STALL_TIMEOUT,
@@ -399,9 +398,11 @@ def _print_classic_json(message: ClassicMessage, uid: int) -> None:
 
 def _check_options(rules: list[tuple[bool, str]]) -> None:
     """Raise a ``UsageError`` naming the first rule broken."""
-    for holds, problem in rules:
-        if not holds:
-            raise UsageError(problem)
+    check_options(rules)
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
 
 def _serve_rules(
@@ -412,22 +413,7 @@ def _serve_rules(
     pid_file: Path | None,
 ) -> list[tuple[bool, str]]:
     return [
-        (
-            0 <= max_bytes <= MAX_MESSAGE,
-            f"--max-bytes must be between 0 and {MAX_MESSAGE} "
-            "(the largest message length a frame header can carry)",
-        ),
-        (frame_timeout > 0, "--frame-timeout must be more than 0 s"),
-        (
-            frame_timeout < session_timeout,
-            "--frame-timeout must be shorter than --session-timeout",
-        ),
-        (
-            session_timeout > QUEUE_POLL,
-            f"--session-timeout must be longer than {QUEUE_POLL:g} s, "
-            "the time in which a queued client asks for the line again",
-        ),
-        (count is None or count >= 1, "--count must be at least 1"),
+        *serve_rules(max_bytes, frame_timeout, session_timeout, count, name=_flag),
         (
             pid_file is None or not pid_file.is_dir(),
             f"--pid-file names a directory: {pid_file}",
@@ -438,15 +424,7 @@ def _serve_rules(
 def _send_rules(
     reply_timeout: float, attempts: int, timeout: float | None
 ) -> list[tuple[bool, str]]:
-    return [
-        (
-            reply_timeout > STALL_TIMEOUT,
-            f"--reply-timeout must be longer than {STALL_TIMEOUT:g} s, the longest a server "
-            "waits before it abandons a stalled frame",
-        ),
-        (attempts >= 1, "--attempts must be at least 1"),
-        (timeout is None or timeout > 0, "--timeout must be more than 0 s"),
-    ]
+    return send_rules(reply_timeout, attempts, timeout, name=_flag)
 
 
 def _announce(pid: int, pid_file: Path | None, written: list[Path], *, json_lines: bool) -> None:

@@ -149,3 +149,18 @@ def test_serve_refuses_a_bad_count() -> None:
         [sys.executable, "-c", code], capture_output=True, timeout=HANG_GUARD, check=False
     )
     assert b"count must be at least 1" in result.stderr
+
+
+def test_the_api_checks_its_options_by_the_cli_rules_before_touching_any_signal() -> None:
+    # Run in this process: every check fails before the signal state is borrowed.
+    import minitalk  # noqa: PLC0415 - the lazy package face is what is tested
+    from minitalk.errors import UsageError  # noqa: PLC0415
+
+    with pytest.raises(UsageError, match="frame_timeout must be shorter than session_timeout"):
+        next(minitalk.serve(frame_timeout=5.0))
+    with pytest.raises(UsageError, match="max_bytes must be between 0 and 4294967295"):
+        next(minitalk.serve(max_bytes=1 << 40))
+    with pytest.raises(UsageError, match="pid must be an int"):
+        minitalk.send("4242", "hi")  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="timeout must be more than 0 s"):
+        minitalk.send(4242, "hi", timeout=0)
