@@ -97,10 +97,14 @@ def _may_spin() -> bool:
 # CPython's sigtimedwait, interrupted (EINTR: a SIGSTOP and SIGCONT of this process is enough)
 # and resumed after its deadline, returns a siginfo it never filled: whatever was on the C stack
 # (zeros, which read as SIGNAL 0 from PID 0 with si_code SI_USER; pointers; or an earlier real
-# siginfo, which would be a phantom repeat of an old signal). So a siginfo returned once the
-# deadline has passed is not trusted: what is really pending is polled again, without a wait.
-# A real signal taken in the last microseconds before the deadline is lost that way; a lost
-# signal is what the protocol survives, a phantom one is not.
+# siginfo, which would be a phantom repeat of an old signal). So a siginfo returned well after
+# the deadline (_STOPPED_PAST: a stop, not a wake-up's latency) is not trusted: what is really
+# pending is polled again, without a wait. A real signal taken just before a deadline that the
+# process then overslept by that much is lost that way; a lost signal is what the protocol
+# survives, a phantom one is not. (Discarding every siginfo returned after the deadline could
+# lose a real answer that came within a wake-up's latency of the client's 2 ms look, on any
+# bit; it is the suspected cause of one false "frames arrived out of order" in a 300 KiB send.)
+_STOPPED_PAST = 0.02
 
 
 class SignalWaiter:
@@ -160,7 +164,7 @@ class SignalWaiter:
                 info: signal.struct_siginfo | None = signal.sigwaitinfo(_WAITED)
             else:
                 info = signal.sigtimedwait(_WAITED, max(deadline - time.monotonic(), 0.0))
-                if info is not None and time.monotonic() >= deadline:
+                if info is not None and time.monotonic() >= deadline + _STOPPED_PAST:
                     info = signal.sigtimedwait(_WAITED, 0)  # maybe never filled: see above
             if info is None or info.si_signo not in _SYMBOL:
                 return None
