@@ -252,12 +252,7 @@ def strangers(rate: float, kinds: tuple[str, ...] = ("naive",), size: int = 8 * 
         for kind in kinds:
             naive = [str(n.pid) for n, k in zip(noise, kinds, strict=False) if k == "naive"]
             named = naive if kind == "forger" else []
-            stranger = procs.popen(
-                [sys.executable, "-c", STRANGER, str(server.pid), str(rate), kind, *named]
-            )
-            assert stranger.stdout is not None
-            assert stranger.stdout.readline() == b"ready\n"
-            noise.append(stranger)
+            noise.append(_stranger(procs, server.pid, rate, kind, named))
         text = _message("amid-noise", size)
         code, seconds = _timed_send(procs, server.pid, text)
         tally.worst_wait = seconds
@@ -266,11 +261,7 @@ def strangers(rate: float, kinds: tuple[str, ...] = ("naive",), size: int = 8 * 
             for stranger, kind in zip(noise, kinds, strict=True)
             if kind == "naive"
         )
-        for stranger in noise:
-            if stranger.poll() is None:
-                stranger.terminate()
-            out_line, _ = stranger.communicate(timeout=HANG_GUARD)
-            tally.strays += int(out_line or b"0")
+        tally.strays += _stop_strangers(noise)
         out, _, _ = server.stop()
         _judge(tally, {text: code}, out)
         if not naive_alive:
@@ -278,6 +269,27 @@ def strangers(rate: float, kinds: tuple[str, ...] = ("naive",), size: int = 8 * 
     finally:
         procs.end_all()
     return tally
+
+
+def _stranger(
+    procs: Processes, target: int, rate: float, kind: str, named: list[str]
+) -> subprocess.Popen[bytes]:
+    """Start a stranger signalling ``target``; return once it is under way."""
+    stranger = procs.popen([sys.executable, "-c", STRANGER, str(target), str(rate), kind, *named])
+    assert stranger.stdout is not None
+    assert stranger.stdout.readline() == b"ready\n"
+    return stranger
+
+
+def _stop_strangers(noise: list[subprocess.Popen[bytes]]) -> int:
+    """End the strangers (by their PIDs); return how many signals they sent in all."""
+    sent = 0
+    for stranger in noise:
+        if stranger.poll() is None:
+            stranger.terminate()
+        out_line, _ = stranger.communicate(timeout=HANG_GUARD)
+        sent += int(out_line or b"0")
+    return sent
 
 
 def strays_at_client(
@@ -295,21 +307,10 @@ def strays_at_client(
         text = _message("strays-at-client", size)
         started = time.monotonic()
         client = admitted_send(procs, server, text)  # its signals are blocked by then
-        noise = []
-        for kind in kinds:
-            stranger = procs.popen(
-                [sys.executable, "-c", STRANGER, str(client.pid), str(rate), kind]
-            )
-            assert stranger.stdout is not None
-            assert stranger.stdout.readline() == b"ready\n"
-            noise.append(stranger)
+        noise = [_stranger(procs, client.pid, rate, kind, []) for kind in kinds]
         client.communicate(timeout=HANG_GUARD)
         tally.worst_wait = time.monotonic() - started
-        for stranger in noise:
-            if stranger.poll() is None:
-                stranger.terminate()
-            out_line, _ = stranger.communicate(timeout=HANG_GUARD)
-            tally.strays += int(out_line or b"0")
+        tally.strays += _stop_strangers(noise)
         out, _, _ = server.stop()
         _judge(tally, {text: client.returncode}, out)
         if client.returncode == ExitCode.REFUSED:
