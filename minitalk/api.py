@@ -184,13 +184,7 @@ def serve(
     garbage-collected.
     """
     check_options(serve_rules(max_bytes, frame_timeout, session_timeout, count))
-    config = ServerConfig(
-        max_message=max_bytes,
-        stall_timeout=min(STALL_TIMEOUT, frame_timeout / 2),
-        frame_timeout=frame_timeout,
-        session_timeout=session_timeout,
-        max_messages=count,
-    )
+    config = ServerConfig.from_options(max_bytes, frame_timeout, session_timeout, count)
     with _borrowed_signals():
         block_signals()
         received: list[Message] = []

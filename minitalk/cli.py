@@ -56,7 +56,6 @@ from minitalk.protocol import (
     MAX_ATTEMPTS,
     REPLY_TIMEOUT,
     SESSION_TIMEOUT,
-    STALL_TIMEOUT,
     MessageReceived,
 )
 from minitalk.server import ServerConfig, serve
@@ -345,13 +344,7 @@ def serve_command(
             )
             _serve_classic(classic_config, pid_file, json_lines=json_lines, trace=trace)
             return
-        config = ServerConfig(
-            max_message=max_bytes,
-            stall_timeout=min(STALL_TIMEOUT, frame_timeout / 2),
-            frame_timeout=frame_timeout,
-            session_timeout=session_timeout,
-            max_messages=count,
-        )
+        config = ServerConfig.from_options(max_bytes, frame_timeout, session_timeout, count)
         written: list[Path] = []  # the PID file, once we wrote it: only ours is removed
         try:
             serve(

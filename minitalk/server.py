@@ -45,6 +45,20 @@ class ServerConfig:
     max_queue: int = MAX_QUEUE
     max_messages: int | None = None  # stop after this many messages
 
+    @classmethod
+    def from_options(
+        cls, max_bytes: int, frame_timeout: float, session_timeout: float, count: int | None
+    ) -> ServerConfig:
+        """The config the user-facing options describe: a frame that stalls is asked for
+        again after ``STALL_TIMEOUT``, or half the frame timeout if that is shorter."""
+        return cls(
+            max_message=max_bytes,
+            stall_timeout=min(STALL_TIMEOUT, frame_timeout / 2),
+            frame_timeout=frame_timeout,
+            session_timeout=session_timeout,
+            max_messages=count,
+        )
+
 
 # At most this many signals are taken in one step before the answers go out (the peer is
 # waiting for its answer; only strangers or other clients can have more pending).
