@@ -4,21 +4,33 @@ Pure code, no I/O. A message (UTF-8 bytes) is cut into frames of at most ``MAX_P
 each laid out as below and sent most significant bit first:
 
     offset  size  field
-    0       1     VERSION (0x51): neither an all-zero nor an all-one stream can pass it, and its
+    0       1     VERSION (0x52): neither an all-zero nor an all-one stream can pass it, and its
                   first bit is 0, which lets a receiver tell a frame from a repeated request (1)
-    1       1     bit 7: last-frame flag; bits 6..0: sequence number (frame index mod 128)
-    2       2     payload length in bytes (big-endian), at most MAX_PAYLOAD
+    1       1     FLAGS: bit 7 is the last-frame flag; bits 6..0 are reserved and must be 0
+    2       2     payload length n in bytes (big-endian), at most MAX_PAYLOAD
     4       4     whole message length in bytes (big-endian), so a receiver can refuse an
                   oversized message at the first header instead of after megabytes
-    8       4     message nonce: a random number the sender picks per message, so a frame
-                  repeated after its session ended is recognised as already delivered
-    12      1     header check: CRC-8 (poly 0x07) of bytes 0..11, so a corrupt length is
+    8       4     offset: where this payload starts in the message, in bytes (big-endian)
+    12      8     message nonce (big-endian): a random number the sender picks per message, so
+                  a frame repeated after its session ended is recognised as already delivered
+    20      1     header check: CRC-8 (poly 0x07) of bytes 0..19, so a corrupt length is
                   refused before any payload is awaited
-    13      n     payload
-    13+n    2     CRC-16/CCITT-FALSE of bytes 0..12+n (big-endian)
+    21      n     payload
+    21+n    2     CRC-16/CCITT-FALSE of bytes 0..20+n (big-endian)
+
+The offset, not a frame counter, says where a frame belongs: a counter of a few bits wraps, and
+frame 128 of a message continued in a new session would read as frame 0 of a new message; a
+byte offset is exact for any message the length field can describe. The header must agree with
+itself: offset + n never passes the message length, the last-frame flag is set exactly when
+the payload reaches the end of the message, and only a last frame may be empty, so a peer
+cannot hold the line with frames that carry nothing.
+
+The nonce is 64 bits because a receiver compares it with the nonces of the messages it has
+delivered: against 1024 remembered nonces a fresh 32-bit one collides once in about four
+million messages, a 64-bit one once in about 2 * 10^16.
 
 CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF) keeps Hamming distance 4 up to 4093 covered bytes;
-a full frame covers 13 + 1024 = 1037 bytes, well inside, so every 1-, 2- and 3-bit error is caught.
+a full frame covers 21 + 1024 = 1045 bytes, well inside, so every 1-, 2- and 3-bit error is caught.
 Its non-zero init means an all-zero frame does not check to zero.
 """
 
@@ -37,17 +49,16 @@ from minitalk.errors import (
     OversizeError,
 )
 
-VERSION = 0x51
-HEADER_LEN = 13
+VERSION = 0x52
+HEADER_LEN = 21
 CRC_LEN = 2
 OVERHEAD = HEADER_LEN + CRC_LEN
 # 1 KiB keeps a resend cheap and the frame far inside CRC-16's Hamming-distance-4 limit.
 MAX_PAYLOAD = 1024
-SEQ_MODULUS = 128  # seven bits of sequence number; stop-and-wait needs only two distinct values
-MAX_MESSAGE = 2**32 - 1  # what the 32-bit message length field can say
-MAX_NONCE = 2**32 - 1
+MAX_MESSAGE = 2**32 - 1  # what the 32-bit message length (and offset) field can say
+MAX_NONCE = 2**64 - 1  # what the 64-bit nonce field can say
 _LAST_FLAG = 0x80
-_SEQ_MASK = 0x7F
+_RESERVED_FLAGS = 0x7F  # must be zero: room for a future flag that old receivers refuse
 
 crc16: Callable[[bytes | bytearray], int] = crcmod.predefined.mkPredefinedCrcFun("crc-ccitt-false")
 crc8: Callable[[bytes | bytearray], int] = crcmod.predefined.mkPredefinedCrcFun("crc-8")
@@ -57,7 +68,7 @@ crc8: Callable[[bytes | bytearray], int] = crcmod.predefined.mkPredefinedCrcFun(
 class Header:
     """The checked fields of a frame header."""
 
-    seq: int
+    offset: int
     last: bool
     payload_length: int
     message_length: int
@@ -68,26 +79,52 @@ class Header:
 class Frame:
     """One frame: a piece of a message with its place in it."""
 
-    seq: int
+    offset: int  # where the payload starts in the message, in bytes
     last: bool
     message_length: int
     payload: bytes
     nonce: int = 0  # the message's identity, chosen at random by the sender
 
 
+def _placement_problem(offset: int, last: bool, payload_length: int, message_length: int) -> str:
+    """Why the payload's place in the message is impossible, or "" if it is consistent.
+
+    Shared by the encoder (our misuse) and the decoder (the peer's garbage), so both sides
+    hold frames to the same rules.
+    """
+    end = offset + payload_length
+    if end > message_length:
+        return f"payload ends at byte {end}, past the message length {message_length}"
+    if last != (end == message_length):
+        flag = "set" if last else "clear"
+        return f"last-frame flag is {flag} but the payload ends at {end} of {message_length}"
+    if payload_length == 0 and not last:
+        return "an empty frame that is not the last one"
+    return ""
+
+
 def encode_header(header: Header) -> bytes:
-    """Return the HEADER_LEN (13) header bytes, check byte included."""
-    if not 0 <= header.seq < SEQ_MODULUS:
-        raise LocalProtocolError(f"sequence number {header.seq} out of range")
+    """Return the HEADER_LEN (21) header bytes, check byte included."""
+    if not 0 <= header.offset <= MAX_MESSAGE:
+        raise LocalProtocolError(f"offset {header.offset} is out of range")
     if not 0 <= header.payload_length <= MAX_PAYLOAD:
         raise LocalProtocolError(f"payload of {header.payload_length} bytes is over the limit")
-    if not header.payload_length <= header.message_length <= MAX_MESSAGE:
+    if not 0 <= header.message_length <= MAX_MESSAGE:
         raise LocalProtocolError(f"message length {header.message_length} is out of range")
     if not 0 <= header.nonce <= MAX_NONCE:
         raise LocalProtocolError(f"nonce {header.nonce} is out of range")
-    flags = (_LAST_FLAG if header.last else 0) | header.seq
-    body = bytes((VERSION, flags)) + header.payload_length.to_bytes(2, "big")
-    body += header.message_length.to_bytes(4, "big") + header.nonce.to_bytes(4, "big")
+    problem = _placement_problem(
+        header.offset, header.last, header.payload_length, header.message_length
+    )
+    if problem:
+        raise LocalProtocolError(problem)
+    body = (
+        bytes((VERSION, _LAST_FLAG if header.last else 0))
+        + header.payload_length.to_bytes(2, "big")
+        + header.message_length.to_bytes(4, "big")
+        + header.offset.to_bytes(4, "big")
+        + header.nonce.to_bytes(8, "big")
+    )
     return body + bytes((crc8(body),))
 
 
@@ -105,26 +142,31 @@ def decode_header(
         raise HeaderError(f"version byte is 0x{data[0]:02x}, expected 0x{VERSION:02x}")
     if crc8(data[: HEADER_LEN - 1]) != data[HEADER_LEN - 1]:
         raise HeaderError("header check failed")
+    if data[1] & _RESERVED_FLAGS:
+        raise HeaderError(f"reserved flag bits are set (flags 0x{data[1]:02x})")
+    last = bool(data[1] & _LAST_FLAG)
     payload_length = int.from_bytes(data[2:4], "big")
     message_length = int.from_bytes(data[4:8], "big")
+    offset = int.from_bytes(data[8:12], "big")
     if payload_length > max_payload:
         raise HeaderError(f"payload length {payload_length} is over the limit of {max_payload}")
-    if payload_length > message_length:
-        raise HeaderError("payload length is larger than the message length")
+    problem = _placement_problem(offset, last, payload_length, message_length)
+    if problem:
+        raise HeaderError(problem)
     if message_length > max_message:
         raise OversizeError(message_length, max_message)
     return Header(
-        seq=data[1] & _SEQ_MASK,
-        last=bool(data[1] & _LAST_FLAG),
+        offset=offset,
+        last=last,
         payload_length=payload_length,
         message_length=message_length,
-        nonce=int.from_bytes(data[8:12], "big"),
+        nonce=int.from_bytes(data[12:20], "big"),
     )
 
 
 def encode_frame(frame: Frame) -> bytes:
     """Return the frame's bytes: header, payload, CRC-16."""
-    header = Header(frame.seq, frame.last, len(frame.payload), frame.message_length, frame.nonce)
+    header = Header(frame.offset, frame.last, len(frame.payload), frame.message_length, frame.nonce)
     body = encode_header(header) + frame.payload
     return body + crc16(body).to_bytes(CRC_LEN, "big")
 
@@ -138,14 +180,12 @@ def decode_frame(data: bytes, max_payload: int = MAX_PAYLOAD) -> Frame:
     if crc16(data) != 0:  # the CRC over a body with its own big-endian CRC appended is zero
         raise ChecksumError("frame CRC-16 mismatch")
     payload = bytes(data[HEADER_LEN : size - CRC_LEN])
-    return Frame(header.seq, header.last, header.message_length, payload, header.nonce)
+    return Frame(header.offset, header.last, header.message_length, payload, header.nonce)
 
 
-def next_frame(
-    message: bytes, start: int, seq: int, nonce: int = 0, max_payload: int = MAX_PAYLOAD
-) -> Frame:
-    """The frame that carries ``message`` from byte ``start`` on: at most ``max_payload``
-    bytes, cut on a UTF-8 character boundary when it can.
+def next_frame(message: bytes, start: int, nonce: int = 0, max_payload: int = MAX_PAYLOAD) -> Frame:
+    """The frame that carries ``message`` from byte ``start`` (its offset) on: at most
+    ``max_payload`` bytes, cut on a UTF-8 character boundary when it can.
 
     A character is never split across two frames, so every frame of a valid UTF-8 message is
     valid UTF-8 by itself. A sender may call this with a different ``max_payload`` for each
@@ -155,6 +195,8 @@ def next_frame(
         raise LocalProtocolError(f"message of {len(message)} bytes exceeds the frame format")
     if not 0 < max_payload <= MAX_PAYLOAD:
         raise LocalProtocolError(f"max_payload must be within 1..{MAX_PAYLOAD}")
+    if not 0 <= start <= len(message):
+        raise LocalProtocolError(f"start {start} is outside a message of {len(message)} bytes")
     end = min(start + max_payload, len(message))
     if end < len(message):
         cut = end
@@ -162,17 +204,18 @@ def next_frame(
             cut -= 1
         if cut > start:
             end = cut
-    return Frame(seq % SEQ_MODULUS, end == len(message), len(message), message[start:end], nonce)
+    return Frame(start, end == len(message), len(message), message[start:end], nonce)
 
 
 def split_message(message: bytes, nonce: int = 0, max_payload: int = MAX_PAYLOAD) -> list[Frame]:
     """Cut ``message`` into frames tagged with ``nonce`` (see ``next_frame``); the empty
     message is one empty frame."""
-    frames = [next_frame(message, 0, 0, nonce, max_payload)]
-    start = len(frames[0].payload)
+    frames = [next_frame(message, 0, nonce, max_payload)]
     while not frames[-1].last:
-        frames.append(next_frame(message, start, len(frames), nonce, max_payload))
-        start += len(frames[-1].payload)
+        previous = frames[-1]
+        frames.append(
+            next_frame(message, previous.offset + len(previous.payload), nonce, max_payload)
+        )
     return frames
 
 
