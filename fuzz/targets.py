@@ -65,13 +65,19 @@ def _counted(name: str) -> None:
 
 def _well_formed(data: bytes) -> bool:
     """An independent check of what a valid frame is, written from the spec, not the codec."""
-    if len(data) < OVERHEAD or data[0] != VERSION or crc8(data[:12]) != data[12]:
+    if len(data) < OVERHEAD or data[0] != VERSION or crc8(data[:20]) != data[20]:
         return False
+    flags = data[1]
     payload_length = int.from_bytes(data[2:4], "big")
     message_length = int.from_bytes(data[4:8], "big")
+    end = int.from_bytes(data[8:12], "big") + payload_length  # offset + n
+    last = flags == 0x80
     return (
-        payload_length <= MAX_PAYLOAD
-        and payload_length <= message_length
+        flags in (0x00, 0x80)  # reserved bits clear
+        and payload_length <= MAX_PAYLOAD
+        and end <= message_length
+        and last == (end == message_length)
+        and (payload_length > 0 or last)  # only the last frame may be empty
         and len(data) == OVERHEAD + payload_length
         and crc16(data[:-2]) == int.from_bytes(data[-2:], "big")
     )
@@ -94,8 +100,10 @@ def near_frames(draw: st.DrawFn) -> bytes:
         return draw(st.binary(max_size=2 * OVERHEAD + 80))
     size = draw(st.one_of(st.integers(0, 80), st.sampled_from([MAX_PAYLOAD - 1, MAX_PAYLOAD])))
     payload = draw(st.binary(min_size=size, max_size=size))
-    seq, nonce = draw(st.integers(0, 127)), draw(st.integers(0, 2**32 - 1))
-    data = bytearray(encode_frame(Frame(seq, True, len(payload), payload, nonce)))
+    offset, nonce = draw(st.integers(0, 3000)), draw(st.integers(0, 2**64 - 1))
+    last = not payload or draw(st.booleans())  # only a last frame may be empty
+    message_length = offset + len(payload) + (0 if last else draw(st.integers(1, 3000)))
+    data = bytearray(encode_frame(Frame(offset, last, message_length, payload, nonce)))
     if mode == "mutated":
         for _ in range(draw(st.integers(0, 3))):
             data[draw(st.integers(0, len(data) - 1))] = draw(st.integers(0, 255))
@@ -106,8 +114,8 @@ def near_frames(draw: st.DrawFn) -> bytes:
         body = body + bytes(max(extra, 0)) if extra >= 0 else body[:extra]
         new_length = len(body) - HEADER_LEN
         body[2:4] = max(new_length, 0).to_bytes(2, "big")
-        if draw(st.booleans()):
-            body[4:8] = max(new_length, 0).to_bytes(4, "big")
+        if draw(st.booleans()):  # and the message length to match, as a last frame's would
+            body[4:8] = (offset + max(new_length, 0)).to_bytes(4, "big")
     for _ in range(draw(st.integers(0, 2))):
         body[draw(st.integers(0, HEADER_LEN - 1))] = draw(st.integers(0, 255))
     return _reseal(body, header_check=mode == "resealed")
@@ -118,6 +126,9 @@ def near_frames(draw: st.DrawFn) -> bytes:
 @example(bytes(OVERHEAD))
 @example(b"\xff" * OVERHEAD)
 @example(bytes([VERSION, 0x80, 0, 0, 0, 0, 0, 0]) + b"\x00\x1d\x0f")
+@example(bytes.fromhex("52 80 0000 00000000 00000000 0000000000000000 b1 c4ae"))  # empty message
+# An empty frame at offset 2 of 5 that is not the last: every check right, and still refused.
+@example(bytes.fromhex("52 00 0000 00000005 00000002 0000000000000000 9f 33b7"))
 def fuzz_frame_decoder(data: bytes) -> None:
     """Bytes in: a frame out only if the frame is valid, else the codec's typed error."""
     _counted("frame_decoder")
@@ -172,12 +183,12 @@ def fuzz_round_trip(text: str) -> None:
     message = text.encode("utf-8")
     frames = split_message(message)
     rebuilt = b""
-    for index, frame in enumerate(frames):
+    for frame in frames:
         data = encode_frame(frame)
         assert len(data) <= OVERHEAD + MAX_PAYLOAD
         decoded = decode_frame(data)
         assert decoded == frame
-        assert decoded.seq == index % 128
+        assert decoded.offset == len(rebuilt)  # each frame starts where the last one ended
         decoded.payload.decode("utf-8")  # whole characters only
         rebuilt += decoded.payload
     assert rebuilt.decode("utf-8") == text
@@ -417,4 +428,4 @@ TARGETS = {
     "faulty_link": fuzz_faulty_link,
     "classic_receiver": fuzz_classic_receiver,
 }
-assert HEADER_LEN == 13  # _well_formed above spells out the 1.0 header
+assert HEADER_LEN == 21  # _well_formed above spells out the offset/64-bit-nonce header (0x52)
