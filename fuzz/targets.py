@@ -25,7 +25,7 @@ from minitalk.classic import (
     SenderDropped,
     describe,
 )
-from minitalk.errors import FrameError, ProtocolError
+from minitalk.errors import FrameError, RemoteProtocolError
 from minitalk.frame import (
     HEADER_LEN,
     MAX_PAYLOAD,
@@ -198,11 +198,14 @@ def fuzz_round_trip(text: str) -> None:
 
 # -- receiver state machine ---------------------------------------------------------------------
 
+# PIDs 10-12 and a stranger send symbols; two pseudo-PIDs stand for what the server loop
+# reports instead of a signal: the peer's process has exited, or a stop was asked for.
+PEER_EXITED, STOP = 1, 2
 receiver_inputs = st.lists(
     st.tuples(
-        st.sampled_from([10, 11, 12, STRANGER_PID]),
+        st.sampled_from([10, 10, 10, 11, 12, STRANGER_PID, PEER_EXITED, STOP]),
         st.integers(0, 1),
-        st.sampled_from([0.0, 1e-5, 0.01, 0.4, 0.6, 1.5, 3.5]),
+        st.sampled_from([0.0, 1e-5, 0.01, 0.06, 0.4, 0.6, 1.5, 3.5]),
     ),
     max_size=300,
 )
@@ -210,10 +213,11 @@ receiver_inputs = st.lists(
 
 @given(receiver_inputs, st.binary(max_size=60))
 def fuzz_receiver(inputs: list[tuple[int, int, float]], framed: bytes) -> None:
-    """(PID, signal, time) in: only typed errors, no message that no sender framed, and back
-    to accepting a new session once everyone has gone silent."""
+    """(PID, signal, time) in, and the loop's own observations: no error but the peer's, no
+    message that no sender framed, a bounded memory of PIDs, and back to accepting a new
+    session once everyone has gone silent. A ``LocalProtocolError`` is a bug here: it fails."""
     _counted("receiver")
-    receiver = Receiver(max_message=1000)
+    receiver = Receiver(max_message=1000, max_queue=2, max_notices=2)
     # PID 10 plays an honest sender's symbols, so that whole frames do occur among the noise.
     honest = [REQUEST]
     for frame in split_message(framed):
@@ -228,18 +232,22 @@ def fuzz_receiver(inputs: list[tuple[int, int, float]], framed: bytes) -> None:
             symbol = honest[cursor]
             cursor += 1
         try:
-            receiver.handle_timer(now)
-            receiver.receive(pid, symbol, now)
-        except ProtocolError:
+            receiver.handle_timer(now, peer_alive=pid != PEER_EXITED)
+            if pid == STOP:
+                receiver.shut_down(now)
+            elif pid != PEER_EXITED:
+                receiver.receive(pid, symbol, now)
+        except RemoteProtocolError:
             pass
         receiver.outbox.clear()
+        assert len(receiver.known()) <= 1 + 2 + 2, receiver.known()
     for event in receiver.events:
         if isinstance(event, MessageReceived):
             assert event.pid == 10, f"never framed: {event}"
             assert event.text.encode() == framed, f"never framed: {event}"
-    # Silence: every deadline passes; the receiver must end up free, queue and all.
-    # At most three deadlines per session: a stalled frame, its unpolled verdict, the session.
-    for _ in range(3 * (len(receiver.queue) + 1)):
+    # Silence: every deadline passes; the receiver must end up free, queue and all. Each
+    # deadline moves the machine on (no deadline is replayed at the same time).
+    for _ in range(10_000):
         deadline = receiver.get_timer()
         if deadline is None:
             break
@@ -249,7 +257,7 @@ def fuzz_receiver(inputs: list[tuple[int, int, float]], framed: bytes) -> None:
     assert not receiver.queue
     receiver.outbox.clear()
     receiver.receive(42, REQUEST, now)
-    assert receiver.outbox == [(42, GRANT)]
+    assert receiver.outbox == [(42, GRANT)]  # a session, or the start of a refusal
 
 
 # -- sender and receiver over a faulty link ------------------------------------------------------
@@ -262,6 +270,7 @@ FAULTS = [
     "drop_client",
     "duplicate",
     "stranger_server",
+    "stranger_client",
     "stranger_client",
     "delay",
     "kill",

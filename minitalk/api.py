@@ -43,7 +43,7 @@ from minitalk.protocol import (
     MessageReceived,
 )
 from minitalk.server import ServerConfig, _ServerLoop
-from minitalk.transport import DATA_SIGNALS, block_signals, monotonic
+from minitalk.transport import DATA_SIGNALS, block_signals
 
 __all__ = ["Message", "Receipt", "send", "serve"]
 
@@ -197,19 +197,9 @@ def serve(
                 while received:
                     yield received.pop(0)
         finally:
-            _finish_delivered(loop, config.session_timeout)
+            # A message is yielded as soon as it is whole, while its sender still polls for
+            # the ACK: the drain lets that session end as it would have (ACK, BYE).
             loop.drain(config.session_timeout)
-
-
-def _finish_delivered(loop: _ServerLoop, grace: float) -> None:
-    """A message is yielded as soon as it is whole, while its sender is still polling for the
-    ACK: let that session end as it would have (ACK, BYE), for at most ``grace`` seconds,
-    before the server stops."""
-    until = monotonic() + grace
-    while (session := loop.receiver.session) is not None and session.complete:
-        if monotonic() >= until:
-            return
-        loop.step(until)
 
 
 def _message(event: MessageReceived, uid: int) -> Message:

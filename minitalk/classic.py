@@ -304,9 +304,7 @@ class ClassicReceiver:
         if record is not None:
             record.answered += 1
 
-    def not_answered(
-        self, pid: int, events: list[ClassicEvent], now: float, why: str = ""
-    ) -> None:
+    def not_answered(self, pid: int, events: list[ClassicEvent], now: float, why: str = "") -> None:
         """The driver could not safely send an answer owed to ``pid`` (``why``): noted for the
         trace, and no bit of that sender is on its way because of it."""
         record = self._record(pid, events)

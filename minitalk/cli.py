@@ -330,9 +330,7 @@ def serve_command(
             **{"--ack": ack, "--ack-signal": ack_signal, "--idle-timeout": idle_timeout},
             **{"--trace": trace or None},
         )
-        _check_options(
-            _serve_rules(max_bytes, frame_timeout, session_timeout, count, pid_file)
-        )
+        _check_options(_serve_rules(max_bytes, frame_timeout, session_timeout, count, pid_file))
         if fmt is not None:
             classic_config = ClassicServerConfig(
                 fmt=fmt,

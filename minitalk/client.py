@@ -11,7 +11,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from minitalk.errors import NoAnswerError, ServerGoneError, TargetError
+from minitalk.errors import NoAnswerError, TargetError
 from minitalk.protocol import (
     BIT_TIMEOUT,
     MAX_ATTEMPTS,
@@ -19,6 +19,7 @@ from minitalk.protocol import (
     REPLY_TIMEOUT,
     Sender,
     SenderState,
+    ServerView,
 )
 from minitalk.transport import (
     Process,
@@ -74,7 +75,10 @@ def send_message(
 
 
 class _SendLoop:
-    """Feeds the sender machine the server's replies and the clock, and sends its symbols."""
+    """Moves the sender machine's symbols out and the server's answers in, and tells the
+    machine what it sees: each stray, each send, and the server's state when a deadline
+    passes. Every decision is the machine's; the loop only bounds the whole send by
+    ``--timeout``."""
 
     def __init__(
         self,
@@ -89,16 +93,12 @@ class _SendLoop:
         self.config = config
         self.on_progress = on_progress
         self.on_queued = on_queued
-        self.last_symbol: int | None = None
-        self.resent = 0  # times in a row the last symbol was sent again after a stray ate it
         self.waiter = SignalWaiter()
-        self.strays = 0  # signals from others than the server, taken and dropped
-        self.strays_at_send = (0, 0)  # (strays, forged) when our last signal went out
         self.early: tuple[int, int] | None = None  # a server signal taken while sending
         self.queued = False  # told to wait for our turn, and not granted the line since
         self.sender = Sender(
             message,
-            nonce=secrets.randbits(32),
+            nonce=secrets.randbits(64),
             reply_timeout=config.reply_timeout,
             bit_timeout=min(BIT_TIMEOUT, config.reply_timeout),
             queue_poll=config.queue_poll,
@@ -106,47 +106,39 @@ class _SendLoop:
         )
 
     def run(self) -> Receipt:
-        sender, server, waiter = self.sender, self.server, self.waiter
+        sender, server = self.sender, self.server
         started = monotonic()
         give_up_at = None if self.config.timeout is None else started + self.config.timeout
         sender.start(started)
         acked = 0
         now = started
-        look_at: float | None = None  # when to look whether our last signal was eaten
         while True:
             if sender.outbox:
-                self._flush_outbox()
-                look_at = now + _LOOK_AFTER if sender.awaiting_reply else None
+                self._flush_outbox(now)
             if sender.finished:
                 break
             if self.on_progress is not None and sender.bytes_acked != acked:
                 acked = sender.bytes_acked
                 self.on_progress(acked, self.size)
-            deadline = _earliest(sender.deadline, give_up_at)
-            got = self._next_signal(_earliest(deadline, look_at))
+            deadline = sender.get_timer()
+            got = self._next_signal(_earliest(deadline, give_up_at))
             now = monotonic()
-            if got is not None and got[0] == server.pid:
-                look_at = None
-                self._answered(got[1], now)
-                continue
             if got is not None:
-                self.strays += 1  # never data; but it may have swallowed the server's answer
-            if look_at is not None and now >= look_at:
-                look_at, got = self._look_for_loss(waiter, now)
-                if got is not None:  # the answer came after all
-                    sender.receive(got[1], now)
-                    continue
+                self._take(got, now)
+                continue
             if give_up_at is not None and now >= give_up_at:
                 raise NoAnswerError(
                     f"gave up after the --timeout of {self.config.timeout:g} s{self._why()}"
                 )
             if deadline is not None and now >= deadline:
-                self._check_alive()
-                stopped = server_stopped(server.pid)
-                busy = self.last_symbol is not None and server.holding(self.last_symbol)
-                sender.handle_timer(now, server_busy=busy, server_stopped=stopped)
+                # Look at the server first, then take what is pending here: an answer that
+                # came in between is then taken, and the look is not acted on.
+                view = self._look_at_server()
+                while (got := self.waiter.take_pending()) is not None:
+                    self._take(got, now)
+                if (timer := sender.get_timer()) is not None and now >= timer:
+                    sender.handle_timer(now, view)
         if sender.error is not None:
-            self._check_alive()
             raise sender.error
         frames = sender.frame_index
         return Receipt(server.pid, self.size, frames, sender.resends, monotonic() - started)
@@ -157,10 +149,13 @@ class _SendLoop:
             return got
         return self.waiter.wait(deadline, spin=self.sender.awaiting_reply)
 
-    def _answered(self, symbol: int, now: float) -> None:
-        self.resent = 0
-        self.sender.receive(symbol, now)
-        state = self.sender.state
+    def _take(self, got: tuple[int, int], now: float) -> None:
+        sender = self.sender
+        if got[0] != self.server.pid:
+            sender.stray(now)  # never data; but it may have swallowed the server's answer
+            return
+        sender.receive(got[1], now)
+        state = sender.state
         if state is SenderState.QUEUED:
             self.queued = True
             if self.on_queued is not None:
@@ -169,78 +164,41 @@ class _SendLoop:
         elif state is not SenderState.REQUESTING:  # granted: no longer in the queue
             self.queued = False
 
-    def _look_for_loss(
-        self, waiter: SignalWaiter, now: float
-    ) -> tuple[float | None, tuple[int, int] | None]:
-        """No answer yet: did a stray eat our last signal? Return when to look again (or
-        None), and the server's answer if it arrived meanwhile.
+    def _look_at_server(self) -> ServerView:
+        server, symbol = self.server, self.sender.last_symbol
+        if not server.alive():
+            return ServerView(alive=False)
+        return ServerView(
+            stopped=server_stopped(server.pid),
+            holding=symbol is not None and server.holding(symbol),
+            asleep=server.asleep_waiting(),
+        )
 
-        A stray's signal still pending at the server swallows ours if it is of the same kind
-        (standard signals merge). If the server is asleep in sigtimedwait it has no signal
-        pending and has answered everything it took; so if its answer is not here either,
-        ours never reached it, and sending it again cannot make the server see one symbol
-        twice. A server that is running, stopped or busy is looked at again later; the
-        sender's own timeouts still apply.
-        """
-        symbol = self.last_symbol
-        if self.resent >= _MAX_RESENDS or symbol is None:
-            return None, None
-        if not self.server.asleep_waiting():
-            return now + _LOOK_AFTER, None
-        got = self._take_strays()  # taken after the look, not before
-        if got is not None:
-            self.resent = 0
-            return None, got
-        # A stray (forged or not) that reached us since our signal went out may have been
-        # pending here when the server's answer came, and swallowed it (standard signals
-        # merge): then the server did take our signal, and sending it again would show it one
-        # symbol twice. Only a loss with no stray here is provable; otherwise the timeouts
-        # and the frame resync recover, as for any lost signal.
-        if (self.strays, waiter.forged) != self.strays_at_send:
-            return None, None
-        self.resent += 1
-        self._send(symbol)
-        return now + _LOOK_AFTER, None
-
-    def _flush_outbox(self) -> None:
+    def _flush_outbox(self, now: float) -> None:
         # Take the strays pending now: one still pending when the server's answer lands would
         # swallow it (standard signals merge). A signal of the server's found here is kept
         # for the loop, which takes it after this send as it always would have.
-        if self.early is None:
-            self.early = self._take_strays()
-        outbox = self.sender.outbox
+        sender = self.sender
+        while self.early is None and (got := self.waiter.take_pending()) is not None:
+            if got[0] == self.server.pid:
+                self.early = got
+            else:
+                sender.stray(now)
+        outbox = sender.outbox
         for symbol in outbox:
             self._send(symbol)
-            self.last_symbol = symbol
         outbox.clear()
-
-    def _take_strays(self) -> tuple[int, int] | None:
-        """Take every pending signal up to the first of the server's, which is returned;
-        the others are strays, counted."""
-        while (got := self.waiter.take_pending()) is not None:
-            if got[0] == self.server.pid:
-                return got
-            self.strays += 1
-        return None
+        sender.sent(monotonic())
 
     def _send(self, symbol: int) -> None:
-        self.strays_at_send = (self.strays, self.waiter.forged)
         try:
             self.server.send(symbol)
         except ProcessLookupError:
-            raise self._gone() from None
+            self.sender.server_gone(monotonic())
         except OSError as error:  # it changed its user since we checked it
             raise TargetError(
                 f"cannot signal the server (PID {self.server.pid}): {error.strerror}"
             ) from None
-
-    def _gone(self) -> ServerGoneError:
-        # The protocol has no verdict for "could not write it" (a new code would read as
-        # garbled to older clients), so the exit is all we learn: say what it means for us.
-        return ServerGoneError(
-            f"the server (PID {self.server.pid}) exited before it acknowledged the message; "
-            "it may not have been written"
-        )
 
     def _why(self) -> str:
         """What the send was waiting for when it gave up, in plain words."""
@@ -249,10 +207,6 @@ class _SendLoop:
         if self.queued:  # told WAIT, not granted since (it may be asking again right now)
             return " (still waiting for its turn)"
         return ""
-
-    def _check_alive(self) -> None:
-        if not self.server.alive():
-            raise self._gone()
 
 
 def server_stopped(pid: int) -> bool:
@@ -265,12 +219,6 @@ def server_stopped(pid: int) -> bool:
     except OSError:
         return False
     return state in (["T"], ["t"])
-
-
-# How long after a signal without an answer the client looks whether a stray ate it (a
-# round trip takes 10-60 µs), and how often in a row it sends one symbol again that way.
-_LOOK_AFTER = 0.002
-_MAX_RESENDS = 3
 
 
 def _earliest(first: float | None, second: float | None) -> float | None:

@@ -24,6 +24,7 @@ from minitalk.protocol import (
     STALL_TIMEOUT,
     MessageReceived,
     Receiver,
+    Released,
 )
 from minitalk.transport import (
     Process,
@@ -105,10 +106,14 @@ class _Clients:
             return False
         return True
 
-    def keep_only(self, pids: set[int]) -> None:
-        """Close the pidfds of clients the receiver no longer knows."""
-        for pid in [pid for pid in self._open if pid not in pids]:
-            self._open.pop(pid).close()
+    def forget(self, pid: int) -> None:
+        """Close the pidfd of a client the receiver no longer knows."""
+        process = self._open.pop(pid, None)
+        if process is not None:
+            process.close()
+
+    def __len__(self) -> int:
+        return len(self._open)
 
 
 def serve(
@@ -184,22 +189,26 @@ class _ServerLoop:
             got = self.waiter.take_pending() if taken < _DRAIN else None
         if deadline is not None and now >= deadline:
             peer = receiver.peer
-            if peer is not None and not self.clients.alive(peer):
-                receiver.peer_gone(peer, now)  # exited: drop it now, not at session_timeout
-            receiver.handle_timer(now)
+            receiver.handle_timer(now, peer_alive=peer is None or self.clients.alive(peer))
         if not receiver.events:
             self._send_all(now)
             return
+        released = []
         for event in receiver.events:
             if isinstance(event, MessageReceived):
                 # printed before the ACK in the outbox is sent
                 self.on_message(event, self.clients.uid(event.pid))
                 self.delivered += 1
+            elif isinstance(event, Released):
+                released.append(event.pid)
             elif event.delivered:
                 self.finished += 1
         receiver.events.clear()
         self._send_all(now)  # may still answer a client whose session just ended
-        self.clients.keep_only(receiver.known())
+        known = receiver.known()
+        for pid in released:
+            if pid not in known:  # not asked again meanwhile
+                self.clients.forget(pid)
 
     def _send_all(self, now: float) -> None:
         receiver = self.receiver

@@ -334,7 +334,7 @@ def open_peer(pid: int, *, check_ignores: bool = True) -> tuple[Process, dict[st
 
 
 def serving_mode(pid: int) -> str | None:
-    """"classic" or "framed" if ``pid`` runs `minitalk serve` (read from /proc/PID/cmdline),
+    """ "classic" or "framed" if ``pid`` runs `minitalk serve` (read from /proc/PID/cmdline),
     else None. Only to tell a user who picked the wrong mode, never to trust a process."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as cmdline:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from minitalk.protocol import MessageReceived, Receiver, Sender, SenderState
+from minitalk.protocol import MessageReceived, Receiver, Sender, SenderState, ServerView
 
 SERVER_PID = 1000
 STRANGER_PID = 999
@@ -33,8 +33,11 @@ class SimClient:
 class Network:
     """Joins a ``Receiver`` and any number of ``Sender`` machines through pending-signal sets."""
 
-    def __init__(self, receiver: Receiver | None = None) -> None:
+    def __init__(self, receiver: Receiver | None = None, *, sees_asleep: bool = True) -> None:
         self.receiver = receiver if receiver is not None else Receiver()
+        # Whether a client can see the server asleep in sigtimedwait (/proc/PID/wchan; some
+        # kernels hide it): without it, a lost signal is never provably lost.
+        self.sees_asleep = sees_asleep
         self.now = 0.0
         self.server_pending: dict[int, int] = {}
         self.clients: dict[int, SimClient] = {}
@@ -68,11 +71,14 @@ class Network:
         while True:
             moved = False
             for client in self.clients.values():
+                if not client.sender.outbox:
+                    continue
                 for symbol in client.sender.outbox:
                     moved = True
                     if client.alive and not self._post(self.server_pending, symbol, client.pid):
                         self.lost += 1
                 client.sender.outbox.clear()
+                client.sender.sent(self.now)
             for event in receiver.events:
                 if isinstance(event, MessageReceived):
                     self.printed.append(event)
@@ -107,8 +113,10 @@ class Network:
         if symbol not in client.pending:
             symbol = min(client.pending)
         from_pid = client.pending.pop(symbol)
-        if from_pid == SERVER_PID:  # the client loop ignores anyone else
+        if from_pid == SERVER_PID:
             client.sender.receive(symbol, self.now)
+        else:  # never data, but the client loop tells the machine a stray came
+            client.sender.stray(self.now)
         self.flush()
         return True
 
@@ -141,14 +149,36 @@ class Network:
         return [d for d in found if d is not None]
 
     def advance(self, seconds: float) -> None:
+        """Time passes; each side then acts on its deadlines as its loop would: the server
+        told whether its peer still lives, each client, after taking what is pending for it,
+        told what it would see of the server in /proc."""
         self.now += seconds
         if not self.server_stopped:
-            self.receiver.handle_timer(self.now)
+            peer = self.clients.get(self.receiver.peer or -1)
+            self.receiver.handle_timer(self.now, peer_alive=peer is None or peer.alive)
         self.flush()
         for client in self.clients.values():
-            if client.alive:
-                client.sender.handle_timer(self.now, server_stopped=self.server_stopped)
+            if not client.alive:
+                continue
+            timer = client.sender.get_timer()
+            if timer is None or self.now < timer:
+                continue
+            view = self.server_view(client)
+            while client.pending and self.deliver_to_client(client.pid):
+                pass
+            timer = client.sender.get_timer()
+            if timer is not None and self.now >= timer:
+                client.sender.handle_timer(self.now, view)
         self.flush()
+
+    def server_view(self, client: SimClient) -> ServerView:
+        """What the client loop would read in the server's /proc entry now."""
+        last = client.sender.last_symbol
+        return ServerView(
+            stopped=self.server_stopped,
+            holding=last is not None and last in self.server_pending,
+            asleep=self.sees_asleep and not self.server_stopped and not self.server_pending,
+        )
 
     def advance_to_next_deadline(self) -> bool:
         deadlines = self.deadlines()

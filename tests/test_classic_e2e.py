@@ -171,9 +171,7 @@ def test_a_stopped_plain_server_is_not_sent_blind(
 # -- plain C clients -> minitalk serve --classic ------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("how", "ack"), [("wait", "bit"), ("sleep", "none"), ("sleep", "bit")]
-)
+@pytest.mark.parametrize(("how", "ack"), [("wait", "bit"), ("sleep", "none"), ("sleep", "bit")])
 def test_minitalk_serve_classic_prints_what_a_plain_c_client_sends(
     procs: Processes, c_peers: dict[str, str], how: str, ack: str
 ) -> None:

@@ -124,9 +124,7 @@ def _still_serves(procs: Processes, server: Server) -> None:
 
 @needs_forgery
 @pytest.mark.parametrize("kind", ["catches", "ignores"])
-def test_a_forged_request_naming_a_bystander_is_never_answered(
-    procs: Processes, kind: str
-) -> None:
+def test_a_forged_request_naming_a_bystander_is_never_answered(procs: Processes, kind: str) -> None:
     # "ignores" looks exactly like a minitalk client: only the stamp tells the forgery apart.
     server = procs.serve()
     bystander = Helper(procs, kind)

@@ -1,0 +1,106 @@
+"""Who holds the line: the queue of waiting clients, the refusals owed, and shutting down.
+
+The receiver serves one peer at a time; everyone else who asks is queued in arrival order
+(one place per PID, so a flood of requests pushes nobody back), or, when the queue is full or
+the server is closing, owed a refusal. A refusal travels like any verdict: the client is sent
+GRANT, its first frame bit is answered with FRAME_OVER and its polls with the verdict's bits,
+so an ordinary sender needs no special case. Everything here is bounded: ``max_queue`` waiting
+clients and ``max_notices`` refusals, the oldest refusal forgotten first. Each PID this piece
+lets go of is reported in ``released`` so the I/O loop can close its handle.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from enum import Enum, auto
+
+from minitalk.protocol.limits import FRAME_OVER, GRANT, MAX_NOTICES, MAX_QUEUE, REQUEST, WAIT
+from minitalk.protocol.verdicts import VERDICT_BITS, Verdict, verdict_bits
+
+
+class LineState(Enum):
+    OPEN = auto()  # sessions are granted
+    CLOSING = auto()  # shutting down: every asker is refused with GOING_AWAY
+
+
+class Line:
+    """The queue and the refusals owed; replies go to the receiver's ``outbox``."""
+
+    def __init__(
+        self,
+        outbox: list[tuple[int, int]],
+        *,
+        max_queue: int = MAX_QUEUE,
+        max_notices: int = MAX_NOTICES,
+    ) -> None:
+        self.outbox = outbox
+        self.max_queue = max_queue
+        self.max_notices = max_notices
+        self.state = LineState.OPEN
+        self.queue: deque[int] = deque()
+        self.notices: dict[int, list[int]] = {}  # PID -> replies still owed, in order
+        self.released: list[int] = []  # PIDs let go of since the loop last looked
+
+    @property
+    def closing(self) -> bool:
+        return self.state is LineState.CLOSING
+
+    def ask(self, pid: int, line_free: bool) -> bool:
+        """A REQUEST from ``pid``, which is not the peer and owed nothing. True if it is to be
+        granted the line now; otherwise it was queued (WAIT) or refused."""
+        if self.state is LineState.CLOSING:
+            self.refuse(pid, Verdict.GOING_AWAY)
+        elif line_free:
+            return True
+        elif pid in self.queue:
+            self.outbox.append((pid, WAIT))
+        elif len(self.queue) < self.max_queue:
+            self.queue.append(pid)
+            self.outbox.append((pid, WAIT))
+        else:
+            self.refuse(pid, Verdict.BUSY)
+        return False
+
+    def next_in_line(self) -> int | None:
+        """The next client to grant once the line is free, or None (empty, or closing)."""
+        if self.state is LineState.CLOSING or not self.queue:
+            return None
+        return self.queue.popleft()
+
+    def refuse(self, pid: int, verdict: Verdict, *, granted: bool = False) -> None:
+        """Owe ``pid`` a refusal: GRANT it (unless it is mid-frame already, ``granted``), then
+        answer its next symbol with FRAME_OVER and its polls with the verdict."""
+        if pid not in self.notices and len(self.notices) >= self.max_notices:
+            oldest = next(iter(self.notices))
+            del self.notices[oldest]
+            self.released.append(oldest)
+        self.notices[pid] = [FRAME_OVER, *verdict_bits(verdict)]
+        if not granted:
+            self.outbox.append((pid, GRANT))
+
+    def notice_symbol(self, pid: int, symbol: int) -> None:
+        """A symbol from a client owed a refusal: the next reply of its refusal."""
+        replies = self.notices[pid]
+        if symbol == REQUEST and len(replies) == 1 + VERDICT_BITS:  # no frame bit seen yet
+            self.outbox.append((pid, GRANT))  # it asks again: the GRANT was lost
+            return
+        self.outbox.append((pid, replies.pop(0)))
+        if not replies:
+            del self.notices[pid]
+            self.released.append(pid)
+
+    def close(self) -> None:
+        """Shut down: refuse every queued client with GOING_AWAY, and every later asker."""
+        self.state = LineState.CLOSING
+        while self.queue:
+            self.refuse(self.queue.popleft(), Verdict.GOING_AWAY)
+
+    def gone(self, pid: int) -> None:
+        """``pid`` exited: owe it nothing, keep no place for it."""
+        if self.notices.pop(pid, None) is not None or pid in self.queue:
+            if pid in self.queue:
+                self.queue.remove(pid)
+            self.released.append(pid)
+
+    def known(self) -> set[int]:
+        return set(self.queue) | set(self.notices)

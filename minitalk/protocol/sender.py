@@ -1,0 +1,487 @@
+"""The client's state machine: the server's answers, what the loop sees of the server, and time
+in; symbols to send out.
+
+Every state, what an answer does in it, which deadline it keeps and what happens when that
+passes, is one row of ``SENDER_TABLE`` at the end of this module (docs/protocol.md shows it).
+Besides the answers, the machine takes what only the I/O loop can observe, and decides on it:
+
+* ``sent(now)``: the loop's signal went out (the clock for "no answer yet" starts here);
+* ``stray(now)``: a signal from anyone but the server reached the client;
+* ``handle_timer(now, view)`` with a ``ServerView``: is the server alive, stopped, still holding
+  our last signal, or asleep waiting (so it has taken and answered all it got)?
+
+From these it decides the one case where a single symbol is sent again: no answer ``LOOK_AFTER``
+after the send, the server asleep waiting (so our signal never reached it: a stray of the same
+kind pending there swallowed it) and no stray reached the client since the send (one pending
+here could have swallowed the server's answer, and then the server did take our signal and
+must not see it twice).
+"""
+
+# The transition tables at the end name the machine's own (private) transitions.
+# ruff: noqa: SLF001
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum, auto
+
+from minitalk.errors import (
+    LocalProtocolError,
+    MinitalkError,
+    NoAnswerError,
+    RefusedError,
+    ServerGoneError,
+    TryLaterError,
+)
+from minitalk.frame import MAX_PAYLOAD, encode_frame, next_frame, to_bits
+from minitalk.protocol.limits import (
+    BIT_TIMEOUT,
+    BYE,
+    CONTINUE,
+    GRANT,
+    LOOK_AFTER,
+    MAX_ATTEMPTS,
+    MAX_LOOK_RESENDS,
+    MIN_PAYLOAD,
+    POLL,
+    QUEUE_POLL,
+    REPLY_TIMEOUT,
+    REQUEST,
+)
+from minitalk.protocol.verdicts import (
+    DETAIL_BITS,
+    VERDICT_BITS,
+    Verdict,
+    parse_detail,
+    parse_verdict,
+)
+
+VERDICT_REASONS = {
+    Verdict.NOT_UTF8: "a frame was not valid UTF-8",
+    Verdict.OUT_OF_ORDER: "its frames arrived out of order",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ServerView:
+    """What the client loop saw of the server when a deadline passed."""
+
+    alive: bool = True
+    stopped: bool = False  # SIGSTOP, Ctrl-Z, a tracer: it answers once it runs again
+    holding: bool = False  # a signal of our last symbol's kind is still pending there
+    asleep: bool = False  # asleep in sigtimedwait: nothing pending, all it took answered
+
+
+class SenderState(Enum):
+    IDLE = auto()  # not started
+    REQUESTING = auto()  # REQUEST sent, awaiting GRANT or WAIT
+    QUEUED = auto()  # told to wait; awaiting an unprompted GRANT
+    SENDING = auto()  # a frame bit is outstanding
+    POLLING = auto()  # polling the verdict bits
+    RESYNC = auto()  # confused: silent until the server has dropped the partial frame
+    CLOSING = auto()  # every frame acknowledged, BYE sent: its answer is awaited, briefly
+    DONE = auto()  # BYE answered (or its answer overdue: the message is through either way)
+    FAILED = auto()  # gave up; ``error`` says why
+
+
+class Patience(Enum):
+    """How a state's deadline may be stretched by what the loop sees."""
+
+    NONE = auto()  # the deadline is final (queued, resyncing)
+    STOPPED = auto()  # waits on, at no cost, while the server is stopped
+    HOLDING = auto()  # also waits on while the server still holds our signal, up to reply_timeout
+
+
+@dataclass(frozen=True, slots=True)
+class SenderRow:
+    """One state: what an answer does, how long it waits, what happens then."""
+
+    answer: Callable[[Sender, int, float], None]
+    patience: Patience
+    looks: bool  # looks whether a stray ate our signal (an answer is due at once)
+    expire: Callable[[Sender, float], None] | None
+
+
+class Sender:
+    """``start(now)`` puts the first REQUEST in the outbox; feed every answer from the server
+    to ``receive``, every other signal to ``stray``, report each send with ``sent``, and call
+    ``handle_timer`` when ``get_timer`` passes. The machine ends in DONE (``bytes_acked`` ==
+    the message size) or FAILED (``error`` is set).
+
+    Frames are cut as they are sent, so their size can follow the link: each frame the server
+    rejects (RESEND) is cut again at half the size, down to ``MIN_PAYLOAD``, and each frame
+    acknowledged at its first try lets the next one grow back, up to ``max_payload``. Only a
+    rejected frame is ever cut again: after silence the server may have accepted it, so it is
+    sent again unchanged and the server can recognise the repeat.
+    """
+
+    def __init__(
+        self,
+        message: bytes,
+        *,
+        nonce: int = 0,
+        max_payload: int = MAX_PAYLOAD,
+        reply_timeout: float = REPLY_TIMEOUT,
+        bit_timeout: float = BIT_TIMEOUT,
+        queue_poll: float = QUEUE_POLL,
+        max_attempts: int = MAX_ATTEMPTS,
+    ) -> None:
+        if not MIN_PAYLOAD <= max_payload <= MAX_PAYLOAD:
+            raise LocalProtocolError(f"max_payload must be within {MIN_PAYLOAD}..{MAX_PAYLOAD}")
+        if not 0 < bit_timeout <= reply_timeout:
+            raise LocalProtocolError("need 0 < bit_timeout <= reply_timeout")
+        self.message = message
+        self.nonce = nonce
+        self.max_payload = max_payload
+        self.payload_size = max_payload  # the current frame size limit, adapted to the link
+        self.reply_timeout = reply_timeout
+        self.bit_timeout = bit_timeout
+        self.queue_poll = queue_poll
+        self.max_attempts = max_attempts
+        self.outbox: list[int] = []
+        self.error: MinitalkError | None = None
+        self.frame_index = 0  # frames acknowledged so far
+        self.bytes_acked = 0
+        self.attempts = 0  # tries of the current frame that failed (shrinking tries excluded)
+        self.resends = 0  # total frame resends, for the receipt
+        self.look_resends = 0  # symbols sent again because a stray provably ate them
+        self.last_symbol: int | None = None
+        self.deadline: float | None = None
+        self._unanswered = 0  # requests in a row that got no answer at all
+        self._look_at: float | None = None
+        self._strays_since_send = 0
+        self._looked_again = 0  # times in a row the last symbol was sent again on a look
+        self._waiting_since = 0.0  # when the outstanding symbol was sent (or the server ran)
+        self.frame = next_frame(message, 0, nonce, max_payload)
+        self._bits = to_bits(encode_frame(self.frame))
+        self._bit = 0
+        self._verdict = 0
+        self._verdict_count = 0
+        self._verdict_need = VERDICT_BITS
+        self.state = SenderState.IDLE
+
+    @property
+    def state(self) -> SenderState:
+        return self._state
+
+    @state.setter
+    def state(self, state: SenderState) -> None:
+        # The table is consulted here, on each change of state, not on every bit.
+        row = SENDER_TABLE.get(state)
+        if row is None:
+            raise LocalProtocolError(f"no row for {state} in the sender's table")
+        self._state = state
+        self._row = row
+
+    @property
+    def awaiting_reply(self) -> bool:
+        """True while the last symbol sent must be answered at once."""
+        return self._row.looks
+
+    @property
+    def finished(self) -> bool:
+        return self._state is SenderState.DONE or self._state is SenderState.FAILED
+
+    # -- inputs --------------------------------------------------------------------------------
+
+    def start(self, now: float) -> None:
+        """Ask the server for the line."""
+        if self._state is not SenderState.IDLE:
+            raise LocalProtocolError("start() called twice")
+        self._send_request(now)
+
+    def receive(self, symbol: int, now: float) -> None:
+        """One signal arrived from the server: 0 for SIGUSR1, 1 for SIGUSR2."""
+        self._look_at = None
+        self._looked_again = 0
+        self._row.answer(self, symbol, now)
+
+    def sent(self, now: float) -> None:
+        """The loop sent the outbox's symbols (the last one is ``last_symbol``)."""
+        self._strays_since_send = 0
+        self._look_at = now + LOOK_AFTER if self._row.looks else None
+
+    def stray(self, now: float) -> None:
+        """A signal from anyone but the server reached the client and was dropped."""
+        self._strays_since_send += 1
+
+    def server_gone(self, now: float) -> None:
+        """The server exited (a signal to it failed, or its pidfd says so)."""
+        if self._state is SenderState.CLOSING:  # after the final ACK: through all the same
+            self._closed(BYE, now)
+        elif not self.finished:
+            self._fail(
+                ServerGoneError(
+                    "the server exited before it acknowledged the message; "
+                    "it may not have been written"
+                )
+            )
+
+    def get_timer(self) -> float | None:
+        """When the sender next needs ``handle_timer``, or None."""
+        look_at, deadline = self._look_at, self.deadline
+        if look_at is None:
+            return deadline
+        return look_at if deadline is None else min(look_at, deadline)
+
+    def handle_timer(self, now: float, view: ServerView = ServerView()) -> None:
+        """Apply the deadline or the look that has passed at ``now``, given ``view``.
+
+        A stopped server answers once it runs again, so its silence costs no attempt and asks
+        nothing again: the machine looks again every ``bit_timeout``, and once the server
+        runs the usual patience starts afresh; only the loop's overall ``--timeout`` or the
+        server's exit bound this wait. A server still holding our last signal has not taken
+        it yet: that silence is not a loss, so in a frame or its verdict the machine waits on,
+        in short steps, up to ``reply_timeout`` after the signal, before it asks again.
+        """
+        if self.finished:
+            return
+        if not view.alive:
+            self.server_gone(now)
+            return
+        deadline = self.deadline
+        if deadline is None or now < deadline:
+            if self._look_at is not None and now >= self._look_at:
+                self._look(now, view)
+            return
+        patience = self._row.patience
+        if view.stopped and patience is not Patience.NONE:
+            self.deadline = now + self.bit_timeout
+            self._waiting_since = now  # once it runs, the usual patience starts afresh
+            return
+        if view.holding and patience is Patience.HOLDING:
+            end = self._waiting_since + self.reply_timeout
+            if now < end:
+                self.deadline = min(now + self.bit_timeout / 3, end)
+                return
+        expire = self._row.expire
+        if expire is None:
+            raise LocalProtocolError(f"a deadline in {self._state}")
+        expire(self, now)
+
+    # -- the look: was our signal eaten? ----------------------------------------------------
+
+    def _look(self, now: float, view: ServerView) -> None:
+        """No answer ``LOOK_AFTER`` after our signal (see the module docstring). The loop
+        looked at the server before it took the signals pending here, so an answer that came
+        meanwhile has been received already and this look is not due any more."""
+        if not view.asleep:  # running, stopped, or not yet at its wait: look again later
+            self._look_at = now + LOOK_AFTER
+            return
+        if self._strays_since_send or self._looked_again >= MAX_LOOK_RESENDS:
+            self._look_at = None  # not provable: the deadlines and the frame resync recover
+            return
+        if self.last_symbol is None:
+            raise LocalProtocolError("a look with nothing sent")
+        self._looked_again += 1
+        self.look_resends += 1
+        self.outbox.append(self.last_symbol)
+        self._look_at = None  # set again by sent()
+
+    # -- transitions (the table's cells) ---------------------------------------------------------
+
+    def _emit(self, symbol: int, now: float, wait: float) -> None:
+        self.outbox.append(symbol)
+        self.last_symbol = symbol
+        self._waiting_since = now
+        self.deadline = now + wait
+
+    def _send_request(self, now: float) -> None:
+        self.state = SenderState.REQUESTING
+        self._emit(REQUEST, now, self.reply_timeout)
+
+    def _request_unanswered(self, now: float) -> None:
+        self._unanswered += 1
+        if self._unanswered >= self.max_attempts:
+            self._fail(
+                NoAnswerError(
+                    f"the server is running but did not answer: asked {self._unanswered} "
+                    f"times, {self.reply_timeout:g} s apart"
+                )
+            )
+        else:
+            self._send_request(now)
+
+    def _queue_poll(self, now: float) -> None:
+        self._send_request(now)
+
+    def _requesting_answer(self, symbol: int, now: float) -> None:
+        self._unanswered = 0
+        if symbol == GRANT:
+            self._start_frame(now)
+        else:
+            self.state = SenderState.QUEUED
+            self.deadline = now + self.queue_poll
+
+    def _queued_answer(self, symbol: int, now: float) -> None:
+        if symbol == GRANT:
+            self._start_frame(now)
+        # a 1 is a late WAIT: keep waiting
+
+    def _start_frame(self, now: float) -> None:
+        self.state = SenderState.SENDING
+        self._bit = 0
+        self._emit(self._bits[0], now, self.bit_timeout)
+
+    def _sending_answer(self, symbol: int, now: float) -> None:
+        if symbol == CONTINUE:  # the per-bit path: keep it to a few operations
+            bit = self._bit + 1
+            self._bit = bit
+            if bit < len(self._bits):
+                self._emit(self._bits[bit], now, self.bit_timeout)
+            else:
+                self._resync(now)  # CONTINUE after the last bit: we are out of step
+            return
+        self.state = SenderState.POLLING
+        self._verdict = 0
+        self._verdict_count = 0
+        self._verdict_need = VERDICT_BITS
+        self._emit(POLL, now, self.bit_timeout)
+
+    def _polling_answer(self, symbol: int, now: float) -> None:
+        self._verdict = (self._verdict << 1) | symbol
+        count = self._verdict_count = self._verdict_count + 1
+        if count == VERDICT_BITS and parse_verdict(self._verdict) is Verdict.TOO_LARGE:
+            self._verdict_need = VERDICT_BITS + DETAIL_BITS  # the limit follows
+        if count < self._verdict_need:
+            self._emit(POLL, now, self.bit_timeout)
+            return
+        verdict = parse_verdict(self._verdict >> (count - VERDICT_BITS))
+        if verdict is None:
+            self._resync(now)
+        elif verdict is Verdict.ACK:
+            self._frame_acknowledged(now)
+        elif verdict is Verdict.RESEND:
+            self._frame_rejected(now)
+        elif verdict is Verdict.RESTART:
+            self._restart_message(now)
+        else:
+            self._fail(self._refusal(verdict))
+
+    def _refusal(self, verdict: Verdict) -> MinitalkError:
+        if verdict is Verdict.BUSY:
+            return TryLaterError("the server's queue of waiting clients is full; try again later")
+        if verdict is Verdict.GOING_AWAY:
+            return ServerGoneError("the server is shutting down; the message was not sent")
+        if verdict is Verdict.NOT_WRITTEN:
+            return RefusedError("the server could not write the message out; it was not printed")
+        if verdict is Verdict.TOO_LARGE:
+            limit = parse_detail(self._verdict & ((1 << DETAIL_BITS) - 1))
+            said = "" if limit is None else f"; the server accepts at most {limit} bytes"
+            return RefusedError(f"the message is {len(self.message)} bytes{said}")
+        reason = VERDICT_REASONS.get(verdict, f"verdict {verdict.name}")
+        return RefusedError(f"the server refused the message: {reason}")
+
+    def _frame_acknowledged(self, now: float) -> None:
+        frame = self.frame
+        self.bytes_acked += len(frame.payload)
+        self.frame_index += 1
+        if self.attempts == 0:  # through at the first try: let the next frame be longer
+            self.payload_size = min(self.payload_size * 2, self.max_payload)
+        self.attempts = 0
+        if frame.last:
+            # BYE's answer is awaited, so that it does not reach a process that has moved on
+            # (a caller of the API whose SIGUSR1 may have its default action again).
+            self.state = SenderState.CLOSING
+            self._emit(BYE, now, self.bit_timeout)
+            return
+        self._cut_frame()
+        self._start_frame(now)
+
+    def _cut_frame(self) -> None:
+        """Cut the next unacknowledged frame at the current size."""
+        self.frame = next_frame(self.message, self.bytes_acked, self.nonce, self.payload_size)
+        self._bits = to_bits(encode_frame(self.frame))
+
+    def _frame_rejected(self, now: float) -> None:
+        """RESEND: the server is at a frame start, in session, and did not take the frame.
+
+        A long frame on a lossy link rarely gets through whole (a stray signal that merges
+        with one of ours eats it), so it is cut again at half the size; those shrinking tries
+        do not count against ``max_attempts``.
+        """
+        if self.payload_size > MIN_PAYLOAD and len(self.frame.payload) > MIN_PAYLOAD:
+            shorter = min(self.payload_size, len(self.frame.payload)) // 2
+            self.payload_size = max(shorter, MIN_PAYLOAD)
+            self._cut_frame()
+            self.resends += 1
+            self._start_frame(now)
+        else:
+            self._retry(now, ask_first=False)
+
+    def _silence(self, now: float) -> None:
+        self._retry(now, ask_first=True)
+
+    def _retry(self, now: float, *, ask_first: bool) -> None:
+        """Send the current frame again, whole; after silence, ask for the line first.
+
+        After silence we cannot know whether the server still counts us as its peer (it
+        may have ended the session, or taken a stray 1 for our BYE), so the retry starts
+        with REQUEST: in session the server answers GRANT at once; otherwise it queues or
+        grants us anew, and the frame's nonce keeps a repeat from being printed twice.
+        """
+        self.attempts += 1
+        self.resends += 1
+        if self.attempts >= self.max_attempts:
+            self._fail(
+                NoAnswerError(
+                    f"the frame at byte {self.bytes_acked} of {len(self.message)} failed "
+                    f"{self.attempts} times; giving up"
+                )
+            )
+        elif ask_first:
+            self._send_request(now)
+        else:
+            self._start_frame(now)
+
+    def _restart_message(self, now: float) -> None:
+        # A new session began mid-message (the old one was dropped): start from byte 0.
+        self.frame_index = 0
+        self.bytes_acked = 0
+        self._cut_frame()
+        self._retry(now, ask_first=False)
+
+    def _resync(self, now: float) -> None:
+        # Say nothing for bit_timeout: the server abandons a partial frame after its shorter
+        # stall_timeout, and any late reply still in flight arrives and is ignored.
+        self.state = SenderState.RESYNC
+        self.deadline = now + self.bit_timeout
+        self._look_at = None
+
+    def _fail(self, error: MinitalkError) -> None:
+        self.state = SenderState.FAILED
+        self.error = error
+        self.deadline = None
+        self._look_at = None
+
+    def _closed(self, symbol: int, now: float) -> None:
+        self.state = SenderState.DONE
+        self.deadline = None
+
+    def _bye_unanswered(self, now: float) -> None:
+        self._closed(BYE, now)  # the final ACK came: the message is through all the same
+
+    def _ignore(self, symbol: int, now: float) -> None:
+        """Answers that arrive while the machine is not listening change nothing."""
+
+    def _not_started(self, symbol: int, now: float) -> None:
+        raise LocalProtocolError("an answer before start()")
+
+
+M = Sender
+S = SenderState
+P = Patience
+# The sender's whole behaviour, one row per state (docs/protocol.md).
+SENDER_TABLE: dict[SenderState, SenderRow] = {
+    S.IDLE: SenderRow(M._not_started, P.NONE, False, None),
+    S.REQUESTING: SenderRow(M._requesting_answer, P.STOPPED, True, M._request_unanswered),
+    S.QUEUED: SenderRow(M._queued_answer, P.NONE, False, M._queue_poll),
+    S.SENDING: SenderRow(M._sending_answer, P.HOLDING, True, M._silence),
+    S.POLLING: SenderRow(M._polling_answer, P.HOLDING, True, M._silence),
+    S.RESYNC: SenderRow(M._ignore, P.NONE, False, M._silence),
+    S.CLOSING: SenderRow(M._closed, P.NONE, False, M._bye_unanswered),
+    S.DONE: SenderRow(M._ignore, P.NONE, False, None),
+    S.FAILED: SenderRow(M._ignore, P.NONE, False, None),
+}
+del M, S, P
