@@ -73,6 +73,12 @@ class Network:
             for client in self.clients.values():
                 if not client.sender.outbox:
                     continue
+                # The client loop takes pending strays just before it sends (one still pending
+                # when the answer lands would swallow it); a server signal stays pending.
+                for symbol, from_pid in list(client.pending.items()):
+                    if from_pid != SERVER_PID and client.alive:
+                        del client.pending[symbol]
+                        client.sender.stray(self.now)
                 for symbol in client.sender.outbox:
                     moved = True
                     if client.alive and not self._post(self.server_pending, symbol, client.pid):

@@ -1,0 +1,352 @@
+"""Issue 11's findings, each pinned: the machines hide nothing and decide everything.
+
+Each test names the behaviour of minitalk 1.0 (commit 81f9ccc) that it failed on. The pure
+machines are driven directly or over the simulated link; no signal is sent.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from minitalk.errors import LocalProtocolError
+from minitalk.frame import VERSION, Frame, crc8, encode_frame, split_message, to_bits
+from minitalk.protocol import (
+    BYE,
+    CONTINUE,
+    FRAME_OVER,
+    FRAME_TIMEOUT,
+    GRANT,
+    MIN_RATE,
+    PEER_CHECK,
+    POLL,
+    RECEIVER_TABLE,
+    REQUEST,
+    SESSION_TIMEOUT,
+    STALL_TIMEOUT,
+    MessageReceived,
+    Receiver,
+    ReceiverState,
+    Released,
+    Sender,
+    SenderState,
+    ServerView,
+    SessionEnded,
+    Verdict,
+    verdict_bits,
+)
+from tests.simlink import Network
+
+
+def _send_frame(receiver: Receiver, pid: int, frame: Frame, now: float) -> list[int]:
+    """Feed a whole frame and its 8 polls; return the receiver's answers to the polls."""
+    receiver.outbox.clear()
+    for bit in to_bits(encode_frame(frame)):
+        receiver.receive(pid, bit, now)
+    answers = []
+    for _ in range(8):
+        receiver.outbox.clear()
+        receiver.receive(pid, POLL, now)
+        answers += [symbol for _, symbol in receiver.outbox]
+    return answers
+
+
+def _poll_out(receiver: Receiver, pid: int, now: float) -> None:
+    """Poll whatever verdict the receiver has for ``pid`` (a stall notice's RESEND)."""
+    while receiver.peer == pid and receiver.state in (
+        ReceiverState.POLLING,
+        ReceiverState.POLLING_FINAL,
+        ReceiverState.POLLING_LAST,
+    ):
+        receiver.receive(pid, POLL, now)
+
+
+def _ended(receiver: Receiver) -> list[SessionEnded]:
+    return [event for event in receiver.events if isinstance(event, SessionEnded)]
+
+
+# -- the machines hide nothing -------------------------------------------------------------------
+
+
+def test_silence_after_a_verdict_costs_one_frame_not_the_session() -> None:
+    """1.0: one handle_timer call after frame_timeout of silence replayed stall notices and
+    verdict expiries (their deadlines all counted from the same last symbol) until the
+    session ended as "too many failed frames", and the client restarted the whole message."""
+    receiver = Receiver()
+    receiver.receive(10, REQUEST, 0.0)
+    first = split_message(b"x" * 1500, nonce=7)[0]
+    assert _send_frame(receiver, 10, first, 0.0) == verdict_bits(Verdict.ACK)
+    receiver.handle_timer(FRAME_TIMEOUT + STALL_TIMEOUT + 0.01)
+    assert _ended(receiver) == []
+    assert receiver.peer == 10
+
+
+def test_a_state_without_a_row_is_a_local_protocol_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    table = dict(RECEIVER_TABLE)
+    del table[ReceiverState.POLLING]
+    monkeypatch.setattr("minitalk.protocol.receiver.RECEIVER_TABLE", table)
+    receiver = Receiver()
+    receiver.receive(10, REQUEST, 0.0)
+    first = split_message(b"x" * 1500, nonce=7)[0]
+    with pytest.raises(LocalProtocolError, match="no row for ReceiverState.POLLING"):
+        _send_frame(receiver, 10, first, 0.0)
+
+
+# -- decisions are the machines' -----------------------------------------------------------------
+
+
+def _sender_awaiting_first_bit() -> Sender:
+    sender = Sender(b"abc")
+    sender.start(0.0)
+    sender.sent(0.0)
+    sender.receive(GRANT, 0.001)
+    sender.outbox.clear()
+    sender.sent(0.001)
+    return sender
+
+
+def test_a_signal_provably_eaten_is_sent_again_by_the_machine() -> None:
+    sender = _sender_awaiting_first_bit()
+    sender.handle_timer(sender.get_timer() or 0.0, ServerView(asleep=True))
+    assert sender.outbox == [sender.last_symbol]
+    assert sender.look_resends == 1
+
+
+def test_no_resend_when_a_stray_reached_the_client_since_the_send() -> None:
+    """A stray pending at the client swallows the server's answer: the server did take our
+    signal, and sending it again would show it one symbol twice."""
+    sender = _sender_awaiting_first_bit()
+    sender.stray(0.0015)
+    sender.handle_timer(sender.get_timer() or 0.0, ServerView(asleep=True))
+    assert sender.outbox == []
+    assert sender.get_timer() == pytest.approx(0.001 + sender.bit_timeout)
+
+
+@pytest.mark.parametrize("every", [3, 10, 100])
+def test_strays_aimed_at_the_client_never_show_the_server_a_symbol_twice(every: int) -> None:
+    """Over the simulated link: strays of both kinds reach the client, some while the
+    server's answer is on its way (which they swallow). The server never sees a symbol twice:
+    whatever is printed is the message, once; a send that succeeds was printed; at a
+    moderate rate the send succeeds."""
+    net = Network()
+    text = "client-aimed strays ✓" * 4
+    client = net.add_client(10, text)
+    for step in range(50_000):
+        if client.sender.finished:
+            break
+        if step % every == 0:
+            net.inject_to_client(10, step // every % 2)  # 0 or 1, aimed at the client
+        net.step()
+    net.run()
+    assert net.printed_texts() in ([], [text])
+    if client.succeeded:
+        assert net.printed_texts() == [text]
+    else:
+        assert client.sender.state is SenderState.FAILED  # told, never silent
+    if every >= 100:
+        assert client.succeeded
+
+
+def test_a_server_that_exited_fails_the_send_through_the_machine() -> None:
+    sender = _sender_awaiting_first_bit()
+    sender.handle_timer(sender.get_timer() or 0.0, ServerView(alive=False))
+    assert sender.state is SenderState.FAILED
+    assert "exited before it acknowledged" in str(sender.error)
+
+
+def test_a_stopped_server_is_the_machines_decision_too() -> None:
+    sender = _sender_awaiting_first_bit()
+    for _ in range(100):
+        now = sender.get_timer() or 0.0
+        sender.handle_timer(now, ServerView(stopped=True))
+    assert sender.state is SenderState.SENDING
+    assert sender.attempts == 0
+
+
+# -- verdicts survive a slip ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("verdict", [Verdict.ACK, Verdict.RESEND])
+def test_a_verdict_read_one_symbol_late_is_garbled_not_another_verdict(verdict: Verdict) -> None:
+    """1.0: ACK read with its first bit lost (and a 0 after it) was TOO_LARGE, RESEND so read
+    was OUT_OF_ORDER: a printed message reported as refused."""
+    sender = Sender(b"hi")
+    sender.start(0.0)
+    sender.receive(GRANT, 0.0)
+    bits = to_bits(encode_frame(sender.frame))
+    for _ in bits[1:]:
+        sender.receive(CONTINUE, 0.0)
+    sender.receive(FRAME_OVER, 0.0)
+    for symbol in verdict_bits(verdict)[1:] + [0] * 41:  # one lost, then whatever follows
+        sender.receive(symbol, 0.0)
+    assert sender.error is None
+    assert sender.state is SenderState.RESYNC  # garbled: ask again, resend the frame
+
+
+# -- fairness -------------------------------------------------------------------------------------
+
+
+def test_an_empty_frame_that_is_not_the_last_is_refused() -> None:
+    """1.0 took endless empty non-final frames, each refreshing the session."""
+    receiver = Receiver()
+    receiver.receive(10, REQUEST, 0.0)
+    header = bytes((VERSION, 0x00)) + (0).to_bytes(2, "big") + (5).to_bytes(4, "big")
+    header += (0).to_bytes(4, "big") + (1).to_bytes(8, "big")
+    header += bytes((crc8(header),))  # a well-sealed header: only the layout rule refuses it
+    receiver.outbox.clear()
+    for bit in to_bits(header):
+        receiver.receive(10, bit, 0.0)
+    assert receiver.outbox[-1] == (10, FRAME_OVER)  # refused at its header
+    _poll_out(receiver, 10, 0.0)
+    assert receiver.events == []
+
+
+def test_a_trickling_client_loses_the_line_to_the_queue() -> None:
+    """1.0: one good frame every few seconds kept the session alive forever while the queue
+    waited. Now the session ends once it has held the line longer than session_timeout plus
+    one second per MIN_RATE bytes taken."""
+    receiver = Receiver()
+    receiver.receive(10, REQUEST, 0.0)
+    receiver.receive(11, REQUEST, 0.0)  # queued behind it
+    message = b"t" * 1000
+    now = 0.0
+    offset = 0
+    while receiver.peer == 10 and now < 60:
+        frame = Frame(offset, False, len(message), message[offset : offset + 1], 99)
+        answers = _send_frame(receiver, 10, frame, now)
+        assert answers == verdict_bits(Verdict.ACK)
+        offset += 1
+        now += SESSION_TIMEOUT * 0.9  # a good frame just within the session timeout
+        receiver.handle_timer(now)
+        _poll_out(receiver, 10, now)
+    assert receiver.peer == 11
+    assert _ended(receiver)[0].reason == "too little progress: the line is shared"
+    assert now <= SESSION_TIMEOUT + offset / MIN_RATE + SESSION_TIMEOUT
+
+
+def test_a_repeated_frame_is_no_progress() -> None:
+    """1.0: a frame repeated over and over (each acknowledged again) refreshed the session."""
+    receiver = Receiver()
+    receiver.receive(10, REQUEST, 0.0)
+    first = split_message(b"r" * 1500, nonce=3)[0]
+    now = 0.0
+    while receiver.peer == 10 and now < 60:
+        _send_frame(receiver, 10, first, now)
+        now += 1.0
+        receiver.handle_timer(now)
+        _poll_out(receiver, 10, now)
+    assert now <= SESSION_TIMEOUT + 1.0
+    assert _ended(receiver)[0].reason == "no valid frame within the session timeout"
+
+
+# -- smaller items --------------------------------------------------------------------------------
+
+
+def _deliver_and_lose_bye(
+    receiver: Receiver, pid: int, text: bytes, nonce: int, now: float
+) -> float:
+    receiver.receive(pid, REQUEST, now)
+    for frame in split_message(text, nonce=nonce):
+        _send_frame(receiver, pid, frame, now)
+    now += SESSION_TIMEOUT + 0.1  # BYE lost: the session times out
+    receiver.handle_timer(now)
+    return now
+
+
+def test_count_does_not_count_a_repeat_twice() -> None:
+    """1.0: a repeat of a delivered message (its final ACK and BYE lost) ended a second
+    session as delivered, so `serve --count 2` stopped after one message."""
+    receiver = Receiver()
+    now = _deliver_and_lose_bye(receiver, 10, b"once", 5, 0.0)
+    receiver.receive(10, REQUEST, now)
+    _send_frame(receiver, 10, split_message(b"once", nonce=5)[0], now)
+    receiver.receive(10, BYE, now)
+    printed = [e for e in receiver.events if isinstance(e, MessageReceived)]
+    assert [e.text for e in printed] == ["once"]
+    assert [e.delivered for e in _ended(receiver)] == [True, False]
+
+
+def test_a_repeat_is_recognised_after_a_thousand_other_messages() -> None:
+    """1.0 remembered the nonces of the last 1024 messages, so a slow client's repeat after
+    1024 others was printed twice. The memory is per client now: one entry per PID."""
+    receiver = Receiver()
+    now = _deliver_and_lose_bye(receiver, 10, b"mine", 5, 0.0)
+    for pid in range(100, 1125):
+        receiver.receive(pid, REQUEST, now)
+        _send_frame(receiver, pid, split_message(b"other", nonce=pid)[0], now)
+        receiver.receive(pid, BYE, now)
+    receiver.events.clear()
+    receiver.receive(10, REQUEST, now)
+    assert _send_frame(receiver, 10, split_message(b"mine", nonce=5)[0], now) == verdict_bits(
+        Verdict.ACK
+    )
+    assert not [e for e in receiver.events if isinstance(e, MessageReceived)]
+
+
+def test_a_message_continued_at_frame_128_in_a_new_session_restarts() -> None:
+    """1.0's 7-bit sequence number wrapped: frame 128 of a message continued in a new session
+    looked like frame 0 of a new one. Byte offsets cannot wrap."""
+    receiver = Receiver()
+    receiver.receive(10, REQUEST, 0.0)
+    frame_128 = split_message(b"w" * (130 * 32), nonce=9, max_payload=32)[128]
+    assert _send_frame(receiver, 10, frame_128, 0.0) == verdict_bits(Verdict.RESTART)
+
+
+def test_refusals_are_bounded_and_every_forgotten_pid_is_released() -> None:
+    """1.0 forgot the oldest refusal but the server kept its pidfd open."""
+    receiver = Receiver(max_queue=1, max_notices=2)
+    receiver.receive(10, REQUEST, 0.0)  # the peer
+    receiver.receive(11, REQUEST, 0.0)  # queued
+    for pid in (12, 13, 14, 15):  # BUSY refusals, two at most
+        receiver.receive(pid, REQUEST, 0.0)
+    released = [e.pid for e in receiver.events if isinstance(e, Released)]
+    assert released == [12, 13]
+    assert receiver.known() == {10, 11, 14, 15}
+
+
+def test_a_client_that_exits_frees_the_line_at_the_next_peer_check() -> None:
+    """1.0 waited for the session timeout (about 3 s) although the client's pidfd already
+    said it was gone: after a lost BYE, or a --timeout right after the grant."""
+    for upto in ("granted", "acknowledged"):
+        receiver = Receiver()
+        receiver.receive(10, REQUEST, 0.0)
+        receiver.receive(11, REQUEST, 0.0)
+        if upto == "acknowledged":
+            _send_frame(receiver, 10, split_message(b"bye lost", nonce=1)[0], 0.0)
+        deadline = receiver.get_timer()
+        assert deadline is not None
+        assert deadline <= PEER_CHECK
+        receiver.handle_timer(deadline, peer_alive=False)
+        assert receiver.peer == 11
+
+
+def test_a_shutdown_keeps_a_printed_message_until_its_ack_is_polled() -> None:
+    """1.0 ended the session at once: the client polling the ACK of its printed message
+    was told nothing and reported the message as perhaps not written."""
+    receiver = Receiver()
+    receiver.receive(10, REQUEST, 0.0)
+    receiver.receive(11, REQUEST, 0.0)
+    frame = split_message(b"printed", nonce=2)[0]
+    receiver.outbox.clear()
+    for bit in to_bits(encode_frame(frame)):
+        receiver.receive(10, bit, 0.0)
+    receiver.shut_down(0.0)
+    answers = []
+    for _ in range(8):
+        receiver.outbox.clear()
+        receiver.receive(10, POLL, 0.0)
+        answers += [symbol for pid, symbol in receiver.outbox if pid == 10]
+    assert answers == verdict_bits(Verdict.ACK)
+    receiver.receive(10, BYE, 0.0)
+    assert receiver.idle or receiver.peer is None
+    assert receiver.peer is None  # the queued client is not granted: it was told GOING_AWAY
+
+
+def test_a_message_that_could_not_be_written_is_told_so() -> None:
+    net = Network()
+    client = net.add_client(10, "lost in the pipe")
+    while not net.printed:
+        net.step()
+    net.receiver.message_not_written(net.now)
+    net.run()
+    assert client.sender.state is SenderState.FAILED
+    assert "could not write the message" in str(client.sender.error)
