@@ -73,12 +73,7 @@ class Network:
             for client in self.clients.values():
                 if not client.sender.outbox:
                     continue
-                # The client loop takes pending strays just before it sends (one still pending
-                # when the answer lands would swallow it); a server signal stays pending.
-                for symbol, from_pid in list(client.pending.items()):
-                    if from_pid != SERVER_PID and client.alive:
-                        del client.pending[symbol]
-                        client.sender.stray(self.now)
+                self._drain_strays(client)
                 for symbol in client.sender.outbox:
                     moved = True
                     if client.alive and not self._post(self.server_pending, symbol, client.pid):
@@ -100,6 +95,14 @@ class Network:
                     self.lost += 1
             if not moved and not receiver.outbox:
                 return
+
+    def _drain_strays(self, client: SimClient) -> None:
+        """The client loop takes pending strays just before it sends (one still pending when
+        the answer lands would swallow it); a server signal stays pending."""
+        for symbol, from_pid in list(client.pending.items()):
+            if from_pid != SERVER_PID and client.alive:
+                del client.pending[symbol]
+                client.sender.stray(self.now)
 
     def deliver_to_server(self, symbol: int | None = None) -> bool:
         """Let the server take a pending signal (``symbol`` picks one if both are pending)."""

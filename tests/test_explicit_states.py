@@ -87,7 +87,7 @@ def test_a_state_without_a_row_is_a_local_protocol_error(monkeypatch: pytest.Mon
     receiver = Receiver()
     receiver.receive(10, REQUEST, 0.0)
     first = split_message(b"x" * 1500, nonce=7)[0]
-    with pytest.raises(LocalProtocolError, match="no row for ReceiverState.POLLING"):
+    with pytest.raises(LocalProtocolError, match=r"no row for ReceiverState\.POLLING"):
         _send_frame(receiver, 10, first, 0.0)
 
 
