@@ -1,6 +1,7 @@
 """The docs must stay true: the exit-code tables of README.md and docs/usage.md are the codes
 and meanings of ``ExitCode``, the frame's numbers are the codec's constants, and CI runs the
-README's own set-up commands."""
+README's own set-up commands, and docs/protocol.md's machine and verdict tables are the
+code's."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 
 from minitalk.errors import ExitCode, UnsupportedPlatformError
 from minitalk.frame import CRC_LEN, HEADER_LEN, MAX_PAYLOAD
+from minitalk.protocol import RECEIVER_TABLE, SENDER_TABLE, Patience, SenderState, Verdict
 from minitalk.transport import require_linux
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,3 +70,49 @@ def test_other_platforms_get_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> N
     with pytest.raises(UnsupportedPlatformError, match="needs Linux"):
         require_linux()
     assert UnsupportedPlatformError.exit_code == ExitCode.UNSUPPORTED
+
+
+def _table_rows(doc: str, heading: str) -> dict[str, list[str]]:
+    """The first Markdown table after ``heading``: first cell -> the other cells."""
+    text = (ROOT / doc).read_text()
+    section = text[text.index(heading) :]
+    rows: dict[str, list[str]] = {}
+    for line in section.splitlines()[2:]:
+        if not line.startswith("|"):
+            if rows:
+                break
+            continue
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if set(cells[0]) <= {"-"}:
+            continue
+        rows[cells[0]] = cells[1:]
+    return rows
+
+
+def test_the_receiver_table_in_the_docs_is_the_codes() -> None:
+    rows = _table_rows("docs/protocol.md", "### Receiver (server)")
+    rows.pop("state")
+    assert set(rows) == {state.name for state in RECEIVER_TABLE}
+    for state, row in RECEIVER_TABLE.items():
+        assert rows[state.name][2].startswith(row.clock.name + ":"), state
+
+
+def test_the_sender_table_in_the_docs_is_the_codes() -> None:
+    rows = _table_rows("docs/protocol.md", "### Sender (client)")
+    rows.pop("state")
+    named = {name for cell in rows for name in cell.split(", ")}
+    assert named == {state.name for state in SenderState} - {"IDLE"}
+    for state, row in SENDER_TABLE.items():
+        if state.name not in rows:
+            continue
+        patience, looks = rows[state.name][1], rows[state.name][2]
+        assert patience == (row.patience.name if row.patience is not Patience.NONE else "none")
+        assert looks == ("yes" if row.looks else "no"), state
+
+
+def test_the_verdict_table_in_the_docs_is_the_codes() -> None:
+    rows = _table_rows("docs/protocol.md", "### Verdicts")
+    rows.pop("verdict")
+    assert {name: cells[0] for name, cells in rows.items()} == {
+        verdict.name: f"`{int(verdict):08b}`" for verdict in Verdict
+    }

@@ -34,7 +34,7 @@ MAX_LOOK_RESENDS = 3
 
 MAX_ATTEMPTS = 10  # per frame, the XMODEM/Kermit convention
 # The smallest frame payload the sender shrinks to on a lossy link: 32 bytes make a frame of
-# 440 bits, which a stray signal a millisecond still lets through more often than not.
+# 440 bits (about 10 ms on an idle machine), of which the header is still under half.
 MIN_PAYLOAD = 32
 # A peer whose frames fail this many times in a row loses the line (it may be a stranger
 # feeding noise, or a client gone astray); a real client gives up after MAX_ATTEMPTS anyway.
