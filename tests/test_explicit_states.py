@@ -350,3 +350,18 @@ def test_a_message_that_could_not_be_written_is_told_so() -> None:
     net.run()
     assert client.sender.state is SenderState.FAILED
     assert "could not write the message" in str(client.sender.error)
+
+
+def test_a_shutdown_still_tells_a_refusal_already_under_way() -> None:
+    receiver = Receiver()
+    receiver.receive(10, REQUEST, 0.0)
+    while receiver.state is not ReceiverState.POLLING_FINAL:
+        for bit in to_bits(encode_frame(split_message(b"unwritable", nonce=4)[0])):
+            receiver.receive(10, bit, 0.0)
+    receiver.message_not_written(0.0)
+    receiver.shut_down(0.0)
+    receiver.outbox.clear()
+    for _ in range(8):
+        receiver.receive(10, POLL, 0.0)
+    assert [symbol for _, symbol in receiver.outbox] == verdict_bits(Verdict.NOT_WRITTEN)
+    assert receiver.idle

@@ -264,10 +264,15 @@ class Receiver:
     def shut_down(self, now: float) -> None:
         """Stop: every client, queued or sending or asking later, is told GOING_AWAY; a
         partial message is dropped, never printed. A session whose message is complete keeps
-        the line until its final ACK is polled and its BYE arrives (or its deadline passes)."""
+        the line until its final ACK is polled and its BYE arrives (or its deadline passes),
+        and a verdict that ends the session anyway (a refusal, NOT_WRITTEN) is still told."""
         self.line.close()
         session = self.session
-        if session is not None and not session.assembly.complete:
+        if (
+            session is not None
+            and not session.assembly.complete
+            and self._state is not ReceiverState.POLLING_LAST
+        ):
             self.line.refuse(session.pid, Verdict.GOING_AWAY, granted=True)
             self._end_session("the server is shutting down", now)
         self._collect_released()
