@@ -295,13 +295,13 @@ class Receiver:
     def shut_down(self, now: float) -> None:
         """Stop: every client, queued or sending or asking later, is told GOING_AWAY; a
         partial message is dropped, never printed. A session whose message was already
-        printed just ends."""
+        printed is kept, so that its client can still poll the ACK and say BYE (or the
+        session times out); ``closing`` keeps the next client from being granted after it."""
         self.closing = True
         session = self.session
-        if session is not None:
+        if session is not None and not session.complete:
             self._end_session("the server is shutting down", now)
-            if not session.complete:
-                self._notify(session.pid, Verdict.GOING_AWAY, granted=True)
+            self._notify(session.pid, Verdict.GOING_AWAY, granted=True)
         while self.queue:
             self._notify(self.queue.popleft(), Verdict.GOING_AWAY)
 
