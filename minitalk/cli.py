@@ -82,7 +82,7 @@ def _errors_to_exit_codes() -> Iterator[None]:
         yield
     except MinitalkError as error:
         _fail(str(error), error.exit_code)
-    except KeyboardInterrupt:  # SIGINT, or SIGTERM (transport makes it raise the same)
+    except KeyboardInterrupt:  # a stop signal (transport.py says which raise it, and when)
         _fail("interrupted", ExitCode.INTERRUPTED)
 
 
