@@ -2,7 +2,9 @@
 
 Both borrow the process's signal state while they run: they block SIGUSR1 and SIGUSR2 (and
 set them to SIG_IGN, which is how a client recognises a minitalk peer) and make SIGTERM and
-SIGHUP raise ``KeyboardInterrupt`` if nothing else handles them. When they are done, however
+SIGHUP raise ``KeyboardInterrupt`` if nothing else handles them. ``serve`` also blocks SIGINT,
+SIGTERM and SIGHUP while it works (those the caller neither ignores, blocks nor handles
+itself), so that a stop lands between its steps (see ``serve``). When they are done, however
 they end, the caller's signal mask and the dispositions of those signals are put back as they
 were, with one exception: SIGUSR1/SIGUSR2 that had the default action (terminate) stay ignored,
 because a server may still answer late (after a send that timed out, or a lost BYE) and that
@@ -43,11 +45,11 @@ from minitalk.protocol import (
     MessageReceived,
 )
 from minitalk.server import ServerConfig, _ServerLoop
-from minitalk.transport import DATA_SIGNALS, block_signals
+from minitalk.transport import DATA_SIGNALS, STOP_SIGNALS, block_signals
 
 __all__ = ["Message", "Receipt", "send", "serve"]
 
-_BORROWED = (*DATA_SIGNALS, signal.SIGTERM, signal.SIGHUP)
+_BORROWED = (*DATA_SIGNALS, *STOP_SIGNALS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,28 +180,40 @@ def serve(
     yielded right after. The generator ends after ``count`` messages (None: never); closing
     it (``break`` out of the loop, or ``close()``) or an exception tells every waiting client
     the server is going away, lets the current session finish for at most
-    ``session_timeout``, and restores the caller's signal state. SIGINT and SIGTERM raise
-    ``KeyboardInterrupt`` out of it. Main thread only (see the module's docstring). Iterate
-    it to the end or close it: a generator left open keeps the signals borrowed until it is
-    garbage-collected.
+    ``session_timeout`` (a client whose message was yielded still gets its ACK), and restores
+    the caller's signal state.
+
+    SIGINT, SIGTERM and SIGHUP stop it between its steps: every message already
+    acknowledged is yielded, the server drains as on ``close()``, then ``KeyboardInterrupt``
+    is raised out of it. While the loop's body runs, the first such signal is kept for when
+    the body gives control back; a second raises ``KeyboardInterrupt`` in the body at once.
+    (A stop signal the caller ignores, blocks or handles itself is left alone.) Main thread
+    only (see the module's docstring). Iterate it to the end or close it: a generator left
+    open keeps the signals borrowed until it is garbage-collected.
     """
     check_options(serve_rules(max_bytes, frame_timeout, session_timeout, count))
     config = ServerConfig.from_options(max_bytes, frame_timeout, session_timeout, count)
     with _borrowed_signals():
-        block_signals()
+        stops = block_signals(stops=True)
         received: list[Message] = []
-        loop = _ServerLoop(config, lambda event, uid: received.append(_message(event, uid)))
+        loop = _ServerLoop(
+            config, lambda event, uid: received.append(_message(event, uid)), stops=stops
+        )
         if on_ready is not None:
-            on_ready(os.getpid())
+            with loop.waiter.stoppable():
+                on_ready(os.getpid())
         try:
-            while count is None or loop.finished < count:
+            while not loop.stop_requested and (count is None or loop.finished < count):
                 loop.step()
                 while received:
-                    yield received.pop(0)
+                    with loop.waiter.stoppable():  # the caller's body: stoppable like a write
+                        yield received.pop(0)
         finally:
             # A message is yielded as soon as it is whole, while its sender still polls for
             # the ACK: the drain lets that session end as it would have (ACK, BYE).
             loop.drain(config.session_timeout)
+        if loop.stop_requested:
+            raise KeyboardInterrupt
 
 
 def _message(event: MessageReceived, uid: int) -> Message:

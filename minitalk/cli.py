@@ -82,7 +82,7 @@ def _errors_to_exit_codes() -> Iterator[None]:
         yield
     except MinitalkError as error:
         _fail(str(error), error.exit_code)
-    except KeyboardInterrupt:  # SIGINT, or SIGTERM (transport makes it raise the same)
+    except KeyboardInterrupt:  # a stop signal (transport.py says which raise it, and when)
         _fail("interrupted", ExitCode.INTERRUPTED)
 
 
@@ -480,12 +480,23 @@ def _write_line(line: bytes) -> None:
     if sys.stdout is None:  # started with standard output closed (serve >&-)
         raise OutputError("cannot write to standard output: it is closed")
     try:
-        sys.stdout.buffer.write(line + b"\n")
-        sys.stdout.buffer.flush()
+        sys.stdout.flush()  # whatever Python holds goes first (nothing, in practice)
+        _write_all(sys.stdout.fileno(), line + b"\n")
     except OSError as error:
         # Point stdout at /dev/null so the interpreter's own flush at exit stays quiet.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         raise OutputError(f"cannot write to standard output: {error.strerror}") from None
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data``, straight to the file descriptor. A write blocked on a full pipe
+    and interrupted by a signal whose handler returns (the server's first stop: the message
+    is finished, then acknowledged) comes back short. ``BufferedWriter.write`` then returns
+    the short count and drops the rest, so the loop is ours; each turn of it also lets the
+    signal's handler run before the next write blocks again, so a second stop is seen."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 class _PlainUsage(TyperCommand):

@@ -6,6 +6,11 @@ that was checked), holds each peer by that pidfd, and hands every complete messa
 ``on_message`` before the acknowledgement goes out. Signals reach it only if the kernel
 stamped their sender (``SignalWaiter``). No CLI, no printing policy: the caller decides what
 to do with a message.
+
+A stop (SIGINT, SIGTERM, SIGHUP) is taken in the same wait as the data signals and acted on
+between steps, never inside one: after the step in which it came, the receiver is told to shut
+down and the loop drains. So a message is never half printed by a stop, and one printed is
+still acknowledged.
 """
 
 from __future__ import annotations
@@ -122,28 +127,46 @@ def serve(
     on_ready: Callable[[int], None],
     on_message: Callable[[MessageReceived, int], None],
 ) -> int:
-    """Serve until SIGINT/SIGTERM, or until ``config.max_messages`` sessions have delivered
-    their message and finished; return the number of messages delivered.
+    """Serve until SIGINT/SIGTERM/SIGHUP, or until ``config.max_messages`` sessions have
+    delivered their message and finished; return the number of messages delivered.
 
     ``on_ready`` is called with our PID once the signals are blocked, so that no client can
     signal us before we are ready. ``on_message`` must write the message durably; if it
-    raises, the message is not acknowledged and the exception propagates.
+    raises a ``MinitalkError`` (its output is gone), the client is told NOT_WRITTEN instead of
+    the ACK, the server drains, and the error propagates.
+
+    A stop is taken between steps, never inside one: the server then drains (``drain``).
+    While ``on_ready`` or ``on_message`` runs (a write to a pipe nobody reads can block),
+    a first stop is recorded and acted on once it returns; a second raises
+    ``KeyboardInterrupt`` out of ``serve`` at once.
     """
-    block_signals()
-    loop = _ServerLoop(config, on_message)
-    on_ready(os.getpid())
-    try:
-        while config.max_messages is None or loop.finished < config.max_messages:
-            loop.step()
-    except KeyboardInterrupt:  # SIGINT or SIGTERM: stop taking sessions, tell the queue
+    stops = block_signals(stops=True)
+    loop = _ServerLoop(config, on_message, stops=stops)
+    with loop.waiter.stoppable():
+        on_ready(os.getpid())
+    while (
+        not loop.stop_requested
+        and loop.failure is None
+        and (config.max_messages is None or loop.finished < config.max_messages)
+    ):
+        loop.step()
+    if loop.stop_requested or loop.failure is not None:
         loop.drain(config.session_timeout)
+    if loop.failure is not None:
+        raise loop.failure
     return loop.delivered
 
 
 class _ServerLoop:
     """One receiver, the clients' pidfds, and the order in which their effects happen."""
 
-    def __init__(self, config: ServerConfig, on_message: Callable[[MessageReceived, int], None]):
+    def __init__(
+        self,
+        config: ServerConfig,
+        on_message: Callable[[MessageReceived, int], None],
+        *,
+        stops: frozenset[int] = frozenset(),
+    ) -> None:
         self.receiver = Receiver(
             max_message=config.max_message,
             stall_timeout=config.stall_timeout,
@@ -153,21 +176,26 @@ class _ServerLoop:
         )
         self.on_message = on_message
         self.clients = _Clients()
-        self.waiter = SignalWaiter()
+        self.waiter = SignalWaiter(stops=stops)  # stops end a wait: see transport
         self.delivered = 0  # messages handed to on_message
         self.finished = 0  # sessions that ended with their message delivered
+        self.failure: MinitalkError | None = None  # on_message could not write a message
+
+    @property
+    def stop_requested(self) -> bool:
+        """A stop signal was taken (the loop's owner drains, then ends)."""
+        return self.waiter.stop_requested
 
     def drain(self, grace: float) -> None:
         """Refuse new sessions, tell every waiting client we are going away, let the current
-        session finish, for at most ``grace`` seconds. A second Ctrl-C stops at once."""
+        session finish (one whose message was printed: until its client has the ACK), for at
+        most ``grace`` seconds. Another stop signal ends it at once."""
         until = monotonic() + grace
+        stops = self.waiter.stops
         self.receiver.shut_down(monotonic())
-        try:
-            self._send_all(monotonic())
-            while not self.receiver.idle and monotonic() < until:
-                self.step(until)
-        except KeyboardInterrupt:
-            pass
+        self._send_all(monotonic())
+        while not self.receiver.idle and monotonic() < until and self.waiter.stops == stops:
+            self.step(until)
 
     def step(self, until: float | None = None) -> None:
         """Wait for one signal or the next deadline (at the latest ``until``), and act on it."""
@@ -196,8 +224,14 @@ class _ServerLoop:
         released = []
         for event in receiver.events:
             if isinstance(event, MessageReceived):
-                # printed before the ACK in the outbox is sent
-                self.on_message(event, self.clients.uid(event.pid))
+                # printed before the ACK in the outbox is sent; a stop meanwhile waits
+                try:
+                    with self.waiter.stoppable():
+                        self.on_message(event, self.clients.uid(event.pid))
+                except MinitalkError as error:  # its output is gone: tell the client so
+                    receiver.message_not_written(now)
+                    self.failure = error
+                    continue
                 self.delivered += 1
             elif isinstance(event, Released):
                 released.append(event.pid)

@@ -2,10 +2,17 @@
 
 Linux only. Standard signals do not queue and a Python signal handler is not told who sent a
 signal, so minitalk blocks SIGUSR1 and SIGUSR2 and takes them one at a time with
-``sigtimedwait``, which reports the sender's PID. SIGINT and SIGTERM stay unblocked and raise
-``KeyboardInterrupt``, so that a stop request also ends a write stuck on a full pipe. Sends go
-through a pidfd, so a PID that was recycled after its process exited is never hit. This module
-knows nothing of frames.
+``sigtimedwait``, which reports the sender's PID. Sends go through a pidfd, so a PID that was
+recycled after its process exited is never hit. This module knows nothing of frames.
+
+Stops (SIGINT, SIGTERM, SIGHUP) raise ``KeyboardInterrupt`` wherever they land, for a client
+and the classic server. The framed server must not stop inside a step (between printing a
+message and sending its ACK, or halfway through printing it), so it blocks them too and takes
+them in the same ``sigtimedwait`` as the data signals (``block_signals(stops=True)``,
+``SignalWaiter(stops=...)``): a stop then ends a wait and is acted on between steps. While it
+writes a message (a pipe nobody reads can block that forever) it lets them in for the
+write's length (``SignalWaiter.stoppable``): the first is recorded for later and the write
+goes on, a second raises ``KeyboardInterrupt`` at once.
 
 It is also the trust boundary (docs/protocol.md, "Trust"), checked here once for both sides:
 
@@ -27,12 +34,16 @@ import select
 import signal
 import sys
 import time
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
+from types import FrameType
 
 from minitalk.errors import ServerGoneError, TargetError, UnsupportedPlatformError
 
 DATA_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)  # symbol 0 travels as SIGUSR1, 1 as SIGUSR2
 _WAITED = frozenset(DATA_SIGNALS)
 _SYMBOL: dict[int, int] = {signal.SIGUSR1: 0, signal.SIGUSR2: 1}
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # Ctrl-C, kill, terminal closed
 
 # /proc/PID/status masks: bit (signum - 1) is set when that signal is blocked/ignored/caught.
 _USR_MASK = (1 << (signal.SIGUSR1 - 1)) | (1 << (signal.SIGUSR2 - 1))
@@ -70,7 +81,7 @@ def _stop(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def block_signals() -> None:
+def block_signals(*, stops: bool = False) -> frozenset[int]:
     """Block the data signals in this thread; do it before anyone can signal us.
 
     SIGTERM and SIGHUP are made to raise ``KeyboardInterrupt`` like SIGINT, so each stops a
@@ -80,14 +91,29 @@ def block_signals() -> None:
     ``sigtimedwait`` (the kernel never ignores a blocked signal), but while a thread sleeps in
     ``sigtimedwait`` the kernel lifts the block, so ``SigBlk`` in /proc/PID/status no longer
     shows it; ``SigIgn`` does, and that is how a client recognises a minitalk peer.
+
+    With ``stops`` the stop signals are blocked too, to be taken by a ``SignalWaiter`` given
+    the set returned (empty without ``stops``): those that would stop us, that is, not one
+    ignored (``nohup``, a shell's background job) or already blocked, which stays so, nor one
+    with a handler of the caller's own, which stays the caller's.
     """
     require_linux()
-    signal.pthread_sigmask(signal.SIG_BLOCK, _WAITED)
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, _WAITED)
     for signum in DATA_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
     for stop in (signal.SIGTERM, signal.SIGHUP):  # a kill, or the terminal closed
         if signal.getsignal(stop) == signal.SIG_DFL:
             signal.signal(stop, _stop)
+    if not stops:
+        return frozenset()
+    stopping = (signal.SIG_DFL, signal.default_int_handler, _stop)
+    taken = frozenset(
+        signum
+        for signum in STOP_SIGNALS
+        if signum not in before and signal.getsignal(signum) in stopping
+    )
+    signal.pthread_sigmask(signal.SIG_BLOCK, taken)
+    return taken
 
 
 def _may_spin() -> bool:
@@ -117,26 +143,39 @@ class SignalWaiter:
     Adaptive: it polls (``sigtimedwait`` with a zero timeout) before it blocks, and yields
     the CPU while polling when the machine looks crowded (see ``_SPIN_POLLS``). It never
     polls on a single-CPU machine, where polling only takes the CPU from the peer.
+
+    ``stops``: the stop signals to take in the same ``sigtimedwait`` (what
+    ``block_signals(stops=True)`` returned; they must be blocked). One taken ends the wait at
+    once, as a timeout would, sets ``stop_requested`` and is counted in ``stops``. Whoever
+    may signal us may stop us, so a stop needs no SI_USER check.
     """
 
-    def __init__(self, *, spin: bool | None = None) -> None:
+    def __init__(self, *, spin: bool | None = None, stops: Collection[int] = ()) -> None:
         self._spins = range(_SPIN_POLLS if (_may_spin() if spin is None else spin) else 0)
         self._crowded = False
         self._prompt = 0
+        self._stops = frozenset(stops)
+        self._waited = _WAITED | self._stops
         self.forged = 0  # signals dropped because their sender was not stamped by the kernel
+        self.stops = 0  # stop signals taken
+        self.stop_requested = False
 
     def wait(self, deadline: float | None, *, spin: bool = True) -> tuple[int, int] | None:
         """Wait until ``deadline`` (a ``monotonic()`` time; None: forever) for a signal.
 
         Return (sender PID, symbol), the symbol 0 for SIGUSR1 and 1 for SIGUSR2, or None
-        once the deadline has passed. ``spin=False`` blocks at once (nothing is expected
-        soon, as for a queued client).
+        once the deadline has passed or a stop signal was taken. ``spin=False`` blocks at
+        once (nothing is expected soon, as for a queued client).
         """
         if spin and self._spins:
             crowded = self._crowded
+            waited = self._waited
             for polls in self._spins:
-                info = signal.sigtimedwait(_WAITED, 0)
-                if info is not None and info.si_signo in _SYMBOL:
+                info = signal.sigtimedwait(waited, 0)
+                if info is not None:
+                    if info.si_signo not in _SYMBOL:
+                        self._stopped(info)
+                        return None
                     if info.si_code != SI_USER:
                         self.forged += 1
                         continue
@@ -159,28 +198,77 @@ class SignalWaiter:
         return self._block(deadline)
 
     def _block(self, deadline: float | None) -> tuple[int, int] | None:
+        waited = self._waited
         while True:
             if deadline is None:
-                info: signal.struct_siginfo | None = signal.sigwaitinfo(_WAITED)
+                info: signal.struct_siginfo | None = signal.sigwaitinfo(waited)
             else:
-                info = signal.sigtimedwait(_WAITED, max(deadline - time.monotonic(), 0.0))
+                info = signal.sigtimedwait(waited, max(deadline - time.monotonic(), 0.0))
                 if info is not None and time.monotonic() >= deadline + _STOPPED_PAST:
-                    info = signal.sigtimedwait(_WAITED, 0)  # maybe never filled: see above
-            if info is None or info.si_signo not in _SYMBOL:
+                    # maybe never filled: see above (a real stop lost there is one a user
+                    # sent at the very moment we were continued; the next one counts)
+                    info = signal.sigtimedwait(waited, 0)
+            if info is None:
+                return None
+            if info.si_signo not in _SYMBOL:
+                self._stopped(info)
                 return None
             if info.si_code == SI_USER:
                 return info.si_pid, _SYMBOL[info.si_signo]
             self.forged += 1
 
     def take_pending(self) -> tuple[int, int] | None:
-        """One signal already pending, as (sender PID, symbol), or None; never waits."""
-        while (info := signal.sigtimedwait(_WAITED, 0)) is not None:
+        """One signal already pending, as (sender PID, symbol), or None (nothing pending, or
+        a stop signal taken); never waits."""
+        while (info := signal.sigtimedwait(self._waited, 0)) is not None:
             if info.si_signo not in _SYMBOL:
+                self._stopped(info)
                 return None
             if info.si_code == SI_USER:
                 return info.si_pid, _SYMBOL[info.si_signo]
             self.forged += 1
         return None
+
+    def _stopped(self, info: signal.struct_siginfo) -> None:
+        if info.si_signo in self._stops:
+            self._note_stop()
+
+    def _note_stop(self) -> None:
+        self.stops += 1
+        self.stop_requested = True
+
+    @contextmanager
+    def stoppable(self) -> Iterator[None]:
+        """Let the stop signals in while the body runs: a write that may block for good (a
+        full pipe nobody reads) stays stoppable. The first stop is only recorded
+        (``stop_requested``, to be acted on after the body, between steps) and the body goes
+        on, an interrupted write resumed; the next raises ``KeyboardInterrupt`` at once, as a
+        second Ctrl-C does. After the body they are blocked again (one that comes later
+        waits, pending, for ``sigtimedwait``) and their handlers are put back.
+        """
+        if not self._stops:
+            yield
+            return
+
+        def on_stop(signum: int, frame: FrameType | None) -> None:
+            if self.stop_requested:
+                raise KeyboardInterrupt
+            self._note_stop()
+
+        # Blocked first, put back after: pthread_sigmask runs the Python handlers of signals
+        # already caught before it returns, so one that came at the very end of the body is
+        # still recorded by on_stop, never raised by the handler put back.
+        previous = {signum: signal.signal(signum, on_stop) for signum in self._stops}
+        try:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, self._stops)
+            yield
+        finally:
+            try:
+                signal.pthread_sigmask(signal.SIG_BLOCK, self._stops)
+            finally:
+                for signum, handler in previous.items():
+                    if handler is not None:  # always set: block_signals took only these
+                        signal.signal(signum, handler)
 
 
 def _read_status(pid: int) -> dict[str, str]:

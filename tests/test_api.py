@@ -4,13 +4,23 @@ and hand the caller's signal state back as they found it."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import HANG_GUARD, Processes, _read_line
+from tests.conftest import (
+    HANG_GUARD,
+    MINITALK,
+    Processes,
+    _read_line,
+    signal_masks,
+    wait_for,
+    wchan_visible,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -20,7 +30,7 @@ STATE = textwrap.dedent(
     import json, signal, sys, threading
     import minitalk
 
-    BORROWED = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM, signal.SIGHUP)
+    BORROWED = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
     def state():
         mask = sorted(int(s) for s in signal.pthread_sigmask(signal.SIG_BLOCK, []))
@@ -36,6 +46,18 @@ STATE = textwrap.dedent(
     # SIGUSR2 had the default action (terminate): the API leaves it ignored, so that a late
     # answer from a server cannot kill the caller; everything else comes back as it was.
     after = [before[0], [before[1][0], repr(signal.SIG_IGN), *before[1][2:]]]
+    """
+)
+
+# The loop body waits for a line on stdin: a SIGTERM sent meanwhile must let it finish.
+STOPPED = STATE + textwrap.dedent(
+    """
+    try:
+        for message in minitalk.serve(on_ready=lambda pid: emit(pid=pid)):
+            emit(text=message.text)
+            emit(body=sys.stdin.readline().strip())
+    except KeyboardInterrupt:
+        emit(interrupted=True, same=state() == after)
     """
 )
 
@@ -164,3 +186,34 @@ def test_the_api_checks_its_options_by_the_cli_rules_before_touching_any_signal(
         minitalk.send("4242", "hi")  # type: ignore[arg-type]
     with pytest.raises(UsageError, match="timeout must be more than 0 s"):
         minitalk.send(4242, "hi", timeout=0)
+
+
+def test_a_stop_while_the_loop_body_runs_lets_it_finish_then_ends_the_loop(
+    procs: Processes,
+) -> None:
+    if not wchan_visible():
+        pytest.skip("the kernel hides /proc/PID/wchan here: cannot see the body wait")
+    child = procs.popen([sys.executable, "-c", STOPPED], stdin=subprocess.PIPE)
+    assert child.stdout is not None
+    assert child.stdin is not None
+    pid = json.loads(_read_line(child.stdout, HANG_GUARD))["pid"]
+    client = procs.popen([*MINITALK, "send", str(pid), "hold on", "--quiet"])
+    assert json.loads(_read_line(child.stdout, HANG_GUARD)) == {"text": "hold on"}
+    wait_for(lambda: _reading(child.pid), "the loop body waits for its line")
+    child.send_signal(signal.SIGTERM)  # exactly the child's PID, while it is alive
+    term = 1 << (signal.SIGTERM - 1)
+    wait_for(lambda: not signal_masks(child.pid)["pending"] & term, "the child took SIGTERM")
+    child.stdin.write(b"finished\n")
+    child.stdin.flush()
+    out, err = child.communicate(timeout=HANG_GUARD)
+    assert child.returncode == 0, err.decode()
+    assert _records(out) == [{"body": "finished"}, {"interrupted": True, "same": True}]
+    client.communicate(timeout=HANG_GUARD)
+    assert client.returncode == 0  # acknowledged: its message was handed over
+
+
+def _reading(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/wchan").read_text().endswith("pipe_read")
+    except OSError:
+        return False

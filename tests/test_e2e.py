@@ -370,15 +370,17 @@ def test_server_output_failure_is_one_line_and_non_zero() -> None:
     assert err == "minitalk: cannot write to standard output: No space left on device\n"
 
 
-def test_server_whose_reader_went_away_exits_without_acknowledging(procs: Processes) -> None:
+def test_server_whose_reader_went_away_tells_the_client_it_could_not_write(
+    procs: Processes,
+) -> None:
     server = procs.popen([*MINITALK, "serve"])
     assert server.stdout is not None
     assert server.stderr is not None
     pid = int(server.stdout.readline().split()[1])
     server.stdout.close()  # nobody reads the server's output any more: its next write fails
     result = procs.send(str(pid), "into the void", "--reply-timeout", "0.2")
-    assert result.returncode == ExitCode.SERVER_GONE  # never acknowledged: not written
-    said = b"exited before it acknowledged the message; it may not have been written"
+    assert result.returncode == ExitCode.REFUSED  # told NOT_WRITTEN, not left guessing
+    said = b"the server could not write the message out; it was not printed"
     assert said in result.stderr
     assert server.wait(timeout=HANG_GUARD) == ExitCode.OUTPUT_FAILED
     err = server.stderr.read().removeprefix(SERVER_STDERR)

@@ -637,3 +637,25 @@ def test_shutdown_tells_every_client_and_prints_no_partial_message() -> None:
         assert isinstance(refused.sender.error, ServerGoneError)
     assert net.printed_texts() == []
     assert net.receiver.idle
+
+
+def test_shutdown_after_a_message_was_printed_still_acknowledges_it() -> None:
+    # The server printed the message and its ACK is on its way when the stop comes: the
+    # client must still hear it was delivered (and its BYE be answered); the queue is told.
+    net = Network()
+    sending = net.add_client(10, "printed")
+    net.deliver_to_server()  # REQUEST: 10 has the line
+    waiting = net.add_client(11, "second")
+    net.deliver_to_server(REQUEST)
+    assert list(net.receiver.queue) == [11]
+    while not net.printed:
+        assert net.step()
+    net.receiver.shut_down(net.now)
+    net.flush()
+    assert net.receiver.peer == 10  # kept until its client has the verdict
+    net.run()
+    assert sending.succeeded
+    assert waiting.sender.state is SenderState.FAILED
+    assert str(waiting.sender.error) == "the server is shutting down; the message was not sent"
+    assert net.printed_texts() == ["printed"]
+    assert net.receiver.idle

@@ -117,3 +117,27 @@ def test_a_wait_stopped_past_its_deadline_returns_nothing(helpers: Processes) ->
     waiter.send_signal(signal.SIGCONT)
     out, err = waiter.communicate(timeout=HANG_GUARD)
     assert (out, err, waiter.returncode) == (b"(None, 0)\n", b"", 0)
+
+
+# Takes the stop signals in its wait (as the framed server does) and prints what it got.
+WAITS_FOR_A_STOP = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from minitalk.transport import SignalWaiter, block_signals
+stops = block_signals(stops=True)
+print(sorted(int(s) for s in stops), flush=True)
+waiter = SignalWaiter(spin=False, stops=stops)
+print(repr((waiter.wait(None), waiter.stops, waiter.stop_requested)), flush=True)
+"""
+
+
+def test_a_stop_signal_ends_the_wait_of_a_stop_aware_waiter(helpers: Processes) -> None:
+    root = str(Path(__file__).resolve().parent.parent)
+    waiter = helpers.popen([sys.executable, "-c", WAITS_FOR_A_STOP, root])
+    assert waiter.stdout is not None
+    stops = sorted(int(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP))
+    assert waiter.stdout.readline() == f"{stops}\n".encode()
+    wait_for(lambda: Process(waiter.pid).asleep_waiting(), "it waits in sigwaitinfo")
+    waiter.send_signal(signal.SIGTERM)  # taken in the wait: no KeyboardInterrupt, no exit 130
+    out, err = waiter.communicate(timeout=HANG_GUARD)
+    assert (out, err, waiter.returncode) == (b"(None, 1, True)\n", b"", 0)
