@@ -95,6 +95,7 @@ class _SendLoop:
         self.on_queued = on_queued
         self.waiter = SignalWaiter()
         self.early: tuple[int, int] | None = None  # a server signal taken while sending
+        self.forged_seen = 0  # forged signals the machine has been told of, as strays
         self.queued = False  # told to wait for our turn, and not granted the line since
         self.sender = Sender(
             message,
@@ -123,6 +124,7 @@ class _SendLoop:
             deadline = sender.get_timer()
             got = self._next_signal(_earliest(deadline, give_up_at))
             now = monotonic()
+            self._report_forged(now)
             if got is not None:
                 self._take(got, now)
                 continue
@@ -136,6 +138,7 @@ class _SendLoop:
                 view = self._look_at_server()
                 while (got := self.waiter.take_pending()) is not None:
                     self._take(got, now)
+                self._report_forged(now)
                 if (timer := sender.get_timer()) is not None and now >= timer:
                     sender.handle_timer(now, view)
         if sender.error is not None:
@@ -164,6 +167,13 @@ class _SendLoop:
         elif state is not SenderState.REQUESTING:  # granted: no longer in the queue
             self.queued = False
 
+    def _report_forged(self, now: float) -> None:
+        """A forged signal is dropped by the waiter, but it was pending here like any stray
+        and may have swallowed an answer: the machine counts it as one."""
+        while self.forged_seen < self.waiter.forged:
+            self.forged_seen += 1
+            self.sender.stray(now)
+
     def _look_at_server(self) -> ServerView:
         server, symbol = self.server, self.sender.last_symbol
         if not server.alive():
@@ -184,6 +194,7 @@ class _SendLoop:
                 self.early = got
             else:
                 sender.stray(now)
+        self._report_forged(now)
         outbox = sender.outbox
         for symbol in outbox:
             self._send(symbol)
