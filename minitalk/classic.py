@@ -453,10 +453,10 @@ class ClassicSender:
         # TIMED or ENDING: an answer at the end of the message, or late; counted only.
 
     def handle_timer(self, now: float, *, server_holding: bool = False) -> None:
-        """The deadline passed. ``server_holding``: the signal that carries the next symbol is
-        still pending at the server (it is stopped, or has not run since): sending it now
-        would merge into it and lose a bit, so a send paced by the delay waits instead, up to
-        ``reply_timeout``."""
+        """The deadline passed. ``server_holding``: a signal of ours is still pending at the
+        server (it is stopped, or has not run since): the next one would merge into it if of
+        the same kind, and could be taken before it if not (the kernel hands out the lower
+        signal first), so a send paced by the delay waits instead, up to ``reply_timeout``."""
         if self._deadline is None or now < self._deadline:
             return
         state = self.state

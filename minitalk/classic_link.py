@@ -252,8 +252,7 @@ def _run_sender(
             continue
         if give_up_at is not None and now >= give_up_at:
             raise NoAnswerError(f"gave up after the --timeout of {config.timeout:g} s")
-        upcoming = sender.next_symbol
-        holding = not sender.paced and upcoming is not None and server.holding(upcoming)
+        holding = not sender.paced and sender.next_symbol is not None and server.holding_any()
         sender.handle_timer(now, server_holding=holding)
     if sender.error is not None:
         if not server.alive():

@@ -70,10 +70,13 @@ def _classic_serve(procs: Processes, *options: str) -> Server:
     return procs.serve("--classic", "--idle-timeout", "30", *options)
 
 
-# A client that sleeps between bits loses bits whenever the server is not scheduled for that
-# long (two signals of one kind pending merge): 500 µs, the usual choice, is not safe on a
-# busy 2-CPU machine; the tests give it 2 ms.
-SLEEP_GAP_US = "2000"
+# A client that sleeps between bits loses or swaps bits whenever the server is not scheduled
+# for that long (two signals of one kind pending merge; of two kinds, the lower is taken
+# first): 500 µs, the usual choice, is not safe on a busy 2-CPU machine. The tests give the
+# plain C client 5 ms (with 2 ms it corrupted a message now and then while other test suites
+# ran beside it). minitalk's own timed sender does not need it: it waits while any signal of
+# its own is still pending at the server.
+SLEEP_GAP_US = "5000"
 
 
 def _c_client(
