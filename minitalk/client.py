@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from minitalk.errors import NoAnswerError, TargetError
 from minitalk.protocol import (
     BIT_TIMEOUT,
+    CONTINUE,
     MAX_ATTEMPTS,
     QUEUE_POLL,
     REPLY_TIMEOUT,
@@ -116,6 +117,8 @@ class _SendLoop:
         while True:
             if sender.outbox:
                 self._flush_outbox(now)
+                if self.early is None and sender.state is SenderState.SENDING:
+                    now = self._bulk(now)
             if sender.finished:
                 break
             if self.on_progress is not None and sender.bytes_acked != acked:
@@ -145,6 +148,21 @@ class _SendLoop:
             raise sender.error
         frames = sender.frame_index
         return Receipt(server.pid, self.size, frames, sender.resends, monotonic() - started)
+
+    def _bulk(self, now: float) -> float:
+        """Move the run of plain frame bits the machine offers in the waiter's tight loop;
+        tell the machine how far it got, and keep what broke the run for the next turn."""
+        run = self.sender.bulk()
+        if not run:
+            return now
+        count, got = self.waiter.bounce(self.server, run, CONTINUE)
+        now = monotonic()
+        if count:
+            self.sender.bulk_done(count, now)
+            self.sender.sent(now)
+        self._report_forged(now)
+        self.early = got
+        return now
 
     def _next_signal(self, deadline: float | None) -> tuple[int, int] | None:
         if self.early is not None:  # taken while sending, before our signal went out

@@ -272,6 +272,35 @@ class FrameDecoder:
         """True when no bit of the next frame has arrived yet."""
         return self._nbits == 0 and not self._buf
 
+    def bits_to_frame_end(self) -> int:
+        """Bits still to come in this frame, once its header is checked; else 0 (its length
+        is not known yet)."""
+        if self.header is None:
+            return 0
+        return (self._need - len(self._buf)) * 8 - self._nbits
+
+    def feed_many(self, bits: list[int]) -> Frame | None:
+        """Feed several bits; the frame the last one completes, or None. Raises as ``feed``
+        does; a frame may complete only at the last bit. Bits that stay inside a frame whose
+        header is checked (no field boundary among them) are packed a byte at a time."""
+        if self.header is not None and len(bits) < self.bits_to_frame_end():
+            start = (8 - self._nbits) % 8
+            for bit in bits[:start]:
+                self.feed(bit)
+            whole = max(len(bits) - start, 0) // 8 * 8
+            if whole:
+                packed = int("".join("1" if bit else "0" for bit in bits[start : start + whole]), 2)
+                self._buf += packed.to_bytes(whole // 8, "big")
+            for bit in bits[start + whole :]:
+                self.feed(bit)
+            return None
+        frame = None
+        for bit in bits:
+            if frame is not None:
+                raise LocalProtocolError("bits after the end of a frame")
+            frame = self.feed(bit)
+        return frame
+
     def feed(self, bit: int) -> Frame | None:
         """Take one bit; return the frame it completes, or None while more are needed."""
         byte = (self._byte << 1) | bit

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from minitalk.errors import MinitalkError
 from minitalk.protocol import (
+    CONTINUE,
     DEFAULT_MAX_MESSAGE,
     FRAME_TIMEOUT,
     MAX_QUEUE,
@@ -94,6 +95,9 @@ class _Clients:
         except MinitalkError:
             return False
         return True
+
+    def get(self, pid: int) -> Process | None:
+        return self._open.get(pid)
 
     def alive(self, pid: int) -> bool:
         """False once a known client has exited (its pidfd polls readable)."""
@@ -180,6 +184,7 @@ class _ServerLoop:
         self.delivered = 0  # messages handed to on_message
         self.finished = 0  # sessions that ended with their message delivered
         self.failure: MinitalkError | None = None  # on_message could not write a message
+        self.early: tuple[int, int] | None = None  # a signal that broke a bulk run, next
 
     @property
     def stop_requested(self) -> bool:
@@ -203,7 +208,9 @@ class _ServerLoop:
         deadline = receiver.get_timer()
         if until is not None:
             deadline = until if deadline is None else min(deadline, until)
-        got = self.waiter.wait(deadline, spin=receiver.session is not None)
+        got, self.early = self.early, None
+        if got is None:
+            got = self.waiter.wait(deadline, spin=receiver.session is not None)
         now = monotonic()
         taken = 0
         while got is not None:
@@ -220,7 +227,14 @@ class _ServerLoop:
             receiver.handle_timer(now, peer_alive=peer is None or self.clients.alive(peer))
         if not receiver.events:
             self._send_all(now)
+            self._bulk()
             return
+        self._act_on_events(now)
+
+    def _act_on_events(self, now: float) -> None:
+        """Print each message before the outbox (its ACK) goes out; count sessions; close
+        the handles of clients the receiver let go of, once their last answer is sent."""
+        receiver = self.receiver
         released = []
         for event in receiver.events:
             if isinstance(event, MessageReceived):
@@ -243,6 +257,18 @@ class _ServerLoop:
         for pid in released:
             if pid not in known:  # not asked again meanwhile
                 self.clients.forget(pid)
+
+    def _bulk(self) -> None:
+        """Take the run of plain frame bits the machine expects in the waiter's tight loop,
+        answering each at once; hand them over, and keep what broke the run for the next
+        step."""
+        count = self.receiver.bulk()
+        peer = self.receiver.peer
+        process = None if peer is None else self.clients.get(peer)
+        if count == 0 or process is None:
+            return
+        taken, self.early = self.waiter.collect(process, count, CONTINUE)
+        self.receiver.bulk_received(taken, monotonic())
 
     def _send_all(self, now: float) -> None:
         receiver = self.receiver

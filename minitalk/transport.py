@@ -34,7 +34,7 @@ import select
 import signal
 import sys
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from types import FrameType
 
@@ -217,6 +217,76 @@ class SignalWaiter:
                 return info.si_pid, _SYMBOL[info.si_signo]
             self.forged += 1
 
+    # -- bulk: the tight loops for runs of plain data (the machines say when) ----------------
+
+    def bounce(
+        self, peer: Process, symbols: Sequence[int], expect: int
+    ) -> tuple[int, tuple[int, int] | None]:
+        """Send ``symbols`` to ``peer`` one by one, each once ``peer``'s answer ``expect`` to
+        the one before has come (the first: to the signal already out). Return how many were
+        sent, and the signal that broke the run, if one did (as ``wait`` returns it; None
+        also after a forged or a stop signal, or when no answer came within one spin: the
+        caller then waits with its deadlines). Polls only: on a crowded machine it yields
+        after each empty poll, as ``wait`` does."""
+        poll, send, waited = signal.sigtimedwait, signal.pidfd_send_signal, self._waited
+        fd, pid, want, kinds = peer.fd, peer.pid, DATA_SIGNALS[expect], DATA_SIGNALS
+        spins, crowded = self._spins, self._crowded
+        for index, symbol in enumerate(symbols):
+            for _ in spins:
+                info = poll(waited, 0)
+                if info is not None:
+                    break
+                if crowded:
+                    os.sched_yield()
+            else:
+                return index, None
+            if info.si_signo != want or info.si_pid != pid or info.si_code != SI_USER:
+                return index, self._classify(info)
+            try:
+                send(fd, kinds[symbol])
+            except OSError:  # it exited or changed its user: the caller finds out
+                return index, None
+        return len(symbols), None
+
+    def collect(
+        self, peer: Process, count: int, answer: int
+    ) -> tuple[list[int], tuple[int, int] | None]:
+        """Take up to ``count`` symbols from ``peer``, answering each with ``answer`` at once.
+        Return the symbols taken, and the signal that broke the run, if one did (see
+        ``bounce``)."""
+        poll, send, waited = signal.sigtimedwait, signal.pidfd_send_signal, self._waited
+        fd, pid, reply = peer.fd, peer.pid, DATA_SIGNALS[answer]
+        symbol_of, spins, crowded = _SYMBOL, self._spins, self._crowded
+        taken: list[int] = []
+        for _ in range(count):
+            for _ in spins:
+                info = poll(waited, 0)
+                if info is not None:
+                    break
+                if crowded:
+                    os.sched_yield()
+            else:
+                return taken, None
+            symbol = symbol_of.get(info.si_signo)
+            if symbol is None or info.si_pid != pid or info.si_code != SI_USER:
+                return taken, self._classify(info)
+            taken.append(symbol)
+            try:
+                send(fd, reply)
+            except OSError:  # it exited or changed its user: the caller finds out
+                return taken, None
+        return taken, None
+
+    def _classify(self, info: signal.struct_siginfo) -> tuple[int, int] | None:
+        """A signal taken by a tight loop, as ``wait`` would have returned it."""
+        if info.si_signo not in _SYMBOL:
+            self._stopped(info)
+            return None
+        if info.si_code != SI_USER:
+            self.forged += 1
+            return None
+        return info.si_pid, _SYMBOL[info.si_signo]
+
     def take_pending(self) -> tuple[int, int] | None:
         """One signal already pending, as (sender PID, symbol), or None (nothing pending, or
         a stop signal taken); never waits."""
@@ -329,18 +399,18 @@ class Process:
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.uid = -1  # its effective UID, once ``open_peer`` has read it
-        self._fd = os.pidfd_open(pid)
+        self.fd = os.pidfd_open(pid)
         self._poller = select.poll()
-        self._poller.register(self._fd, select.POLLIN)
+        self._poller.register(self.fd, select.POLLIN)
 
     def send(self, symbol: int) -> None:
         """Send 0 as SIGUSR1, 1 as SIGUSR2. Raise ``ProcessLookupError`` if it has exited,
         ``PermissionError`` if we may not signal it."""
-        signal.pidfd_send_signal(self._fd, DATA_SIGNALS[symbol])
+        signal.pidfd_send_signal(self.fd, DATA_SIGNALS[symbol])
 
     def probe(self) -> None:
         """Check that we may signal it, sending nothing (signal 0)."""
-        signal.pidfd_send_signal(self._fd, 0)
+        signal.pidfd_send_signal(self.fd, 0)
 
     def holding(self, symbol: int) -> bool:
         """True if the process is stopped, or the signal that carries ``symbol`` is still
@@ -350,6 +420,17 @@ class Process:
             return True
         pending = _mask(fields, "ShdPnd") | _mask(fields, "SigPnd")
         return bool(pending & (1 << (DATA_SIGNALS[symbol] - 1)))
+
+    def holding_any(self) -> bool:
+        """True if the process is stopped or either data signal is still pending at it. A
+        sender paced by time must then wait: the same kind would merge into the pending one,
+        and the other kind could be taken first (the kernel delivers the lower-numbered
+        pending signal first, not the one sent first)."""
+        fields = _read_status(self.pid)
+        if fields.get("State", "")[:1] in ("T", "t"):
+            return True
+        pending = _mask(fields, "ShdPnd") | _mask(fields, "SigPnd")
+        return bool(pending & _USR_MASK)
 
     def asleep_waiting(self) -> bool:
         """True if the process is asleep in sigtimedwait/sigwaitinfo: then no signal it
@@ -367,7 +448,7 @@ class Process:
         return not self._poller.poll(0)
 
     def close(self) -> None:
-        os.close(self._fd)
+        os.close(self.fd)
 
 
 def _hold(pid: int) -> Process:

@@ -11,7 +11,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from minitalk.protocol import MessageReceived, Receiver, Sender, SenderState, ServerView
+from minitalk.protocol import (
+    CONTINUE,
+    MessageReceived,
+    Receiver,
+    Sender,
+    SenderState,
+    ServerView,
+)
 
 SERVER_PID = 1000
 STRANGER_PID = 999
@@ -24,6 +31,8 @@ class SimClient:
     sender: Sender
     pending: dict[int, int] = field(default_factory=dict)  # symbol -> sending PID
     alive: bool = True
+    run: list[int] | None = None  # a bulk run under way (Network(bulk=True)): its symbols
+    ran: int = 0  # how many of them went out
 
     @property
     def succeeded(self) -> bool:
@@ -33,8 +42,15 @@ class SimClient:
 class Network:
     """Joins a ``Receiver`` and any number of ``Sender`` machines through pending-signal sets."""
 
-    def __init__(self, receiver: Receiver | None = None, *, sees_asleep: bool = True) -> None:
+    def __init__(
+        self, receiver: Receiver | None = None, *, sees_asleep: bool = True, bulk: bool = False
+    ) -> None:
         self.receiver = receiver if receiver is not None else Receiver()
+        # Whether both loops move runs of plain frame bits in their tight loops, as the real
+        # ones do: the machines' bulk()/bulk_done()/bulk_received() are then driven here.
+        self.bulk = bulk
+        self.server_run = 0  # symbols the server's current run may still take
+        self.server_taken: list[int] = []
         # Whether a client can see the server asleep in sigtimedwait (/proc/PID/wchan; some
         # kernels hide it): without it, a lost signal is never provably lost.
         self.sees_asleep = sees_asleep
@@ -80,6 +96,7 @@ class Network:
                         self.lost += 1
                 client.sender.outbox.clear()
                 client.sender.sent(self.now)
+                self._start_client_run(client)
             for event in receiver.events:
                 if isinstance(event, MessageReceived):
                     self.printed.append(event)
@@ -94,7 +111,39 @@ class Network:
                 elif not self._post(target.pending, symbol, SERVER_PID):
                     self.lost += 1
             if not moved and not receiver.outbox:
+                self._start_server_run()
                 return
+
+    # -- the tight loops of the bulk path ------------------------------------------------------
+
+    def _start_client_run(self, client: SimClient) -> None:
+        # As the client loop: only with no answer of the server's already pending here.
+        if self.bulk and client.run is None and SERVER_PID not in client.pending.values():
+            run = client.sender.bulk()
+            if run:
+                client.run, client.ran = run, 0
+
+    def _end_client_run(self, client: SimClient) -> None:
+        if client.run is not None:
+            client.run = None
+            if client.ran:
+                client.sender.bulk_done(client.ran, self.now)
+                client.sender.sent(self.now)
+
+    def _start_server_run(self) -> None:
+        if self.bulk and not self.server_run and not self.server_stopped:
+            self.server_run = self.receiver.bulk()
+            self.server_taken = []
+
+    def end_runs(self) -> None:
+        """Every tight loop hands what it moved to its machine (before anything else
+        reaches the machine: a timer, a stray, a kill, a shutdown)."""
+        if self.server_run:
+            self.server_run = 0
+            self.receiver.bulk_received(self.server_taken, self.now)
+            self.server_taken = []
+        for client in self.clients.values():
+            self._end_client_run(client)
 
     def _drain_strays(self, client: SimClient) -> None:
         """The client loop takes pending strays just before it sends (one still pending when
@@ -111,9 +160,28 @@ class Network:
         if symbol not in self.server_pending:
             symbol = min(self.server_pending)
         pid = self.server_pending.pop(symbol)
+        if self.server_run and pid == self.receiver.peer:  # the server's tight loop
+            self.server_taken.append(symbol)
+            target = self.clients.get(pid)
+            if (
+                target is not None
+                and target.alive
+                and not self._post(target.pending, CONTINUE, SERVER_PID)
+            ):
+                self.lost += 1
+            if len(self.server_taken) == self.server_run:
+                self.end_runs_of_server()
+            return True
+        self.end_runs_of_server()
         self.receiver.receive(pid, symbol, self.now)
         self.flush()
         return True
+
+    def end_runs_of_server(self) -> None:
+        if self.server_run:
+            self.server_run = 0
+            self.receiver.bulk_received(self.server_taken, self.now)
+            self.server_taken = []
 
     def deliver_to_client(self, pid: int, symbol: int | None = None) -> bool:
         client = self.clients[pid]
@@ -122,6 +190,16 @@ class Network:
         if symbol not in client.pending:
             symbol = min(client.pending)
         from_pid = client.pending.pop(symbol)
+        if client.run is not None:  # the client's tight loop
+            if from_pid == SERVER_PID and symbol == CONTINUE:
+                next_symbol = client.run[client.ran]
+                client.ran += 1
+                if not self._post(self.server_pending, next_symbol, client.pid):
+                    self.lost += 1
+                if client.ran == len(client.run):
+                    self._end_client_run(client)
+                return True
+            self._end_client_run(client)
         if from_pid == SERVER_PID:
             client.sender.receive(symbol, self.now)
         else:  # never data, but the client loop tells the machine a stray came
@@ -131,6 +209,7 @@ class Network:
 
     def redeliver_to_server(self, pid: int, symbol: int) -> None:
         """A duplicated signal: the server sees the same thing twice."""
+        self.end_runs_of_server()
         self.receiver.receive(pid, symbol, self.now)
         self.flush()
 
@@ -147,6 +226,7 @@ class Network:
         client.alive = False
         client.pending.clear()
         self.server_pending = {s: p for s, p in self.server_pending.items() if p != pid}
+        self.end_runs()
         self.receiver.peer_gone(pid, self.now)
         self.flush()
 
@@ -162,6 +242,7 @@ class Network:
         told whether its peer still lives, each client, after taking what is pending for it,
         told what it would see of the server in /proc."""
         self.now += seconds
+        self.end_runs()  # a silence ends every tight loop
         if not self.server_stopped:
             peer = self.clients.get(self.receiver.peer or -1)
             self.receiver.handle_timer(self.now, peer_alive=peer is None or peer.alive)

@@ -540,3 +540,21 @@ def test_every_one_two_and_three_bit_flip_is_detected(case: tuple[bytes, list[in
     data, flips = case
     with pytest.raises(FrameError):
         decode_frame(flip(data, *flips))
+
+
+@given(st.binary(min_size=0, max_size=300), st.data())
+def test_feeding_in_runs_is_feeding_bit_by_bit(payload: bytes, data: st.DataObject) -> None:
+    """The decoder's bulk path (``feed_many``, packing whole bytes) takes the same frames as
+    bit-by-bit feeding, wherever the runs start and end."""
+    bits = to_bits(encode_frame(Frame(0, True, len(payload), payload, 7)))
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(bits)), max_size=6)))
+    decoder = FrameDecoder()
+    frames = []
+    for start, end in zip([0, *cuts], [*cuts, len(bits)], strict=True):
+        if start < end:
+            run = bits[start:end]
+            if decoder.header is not None and len(run) < decoder.bits_to_frame_end():
+                assert decoder.feed_many(run) is None
+            else:
+                frames += [f for f in (decoder.feed(bit) for bit in run) if f is not None]
+    assert frames == [Frame(0, True, len(payload), payload, 7)]

@@ -659,3 +659,58 @@ def test_shutdown_after_a_message_was_printed_still_acknowledges_it() -> None:
     assert str(waiting.sender.error) == "the server is shutting down; the message was not sent"
     assert net.printed_texts() == ["printed"]
     assert net.receiver.idle
+
+
+# -- the bulk path: runs of plain frame bits moved by the loops' tight loops ----------------------
+
+
+def test_the_bulk_path_moves_most_bits_and_delivers(monkeypatch: pytest.MonkeyPatch) -> None:
+    net = Network(bulk=True)
+    calls = {"receive": 0}
+    receive = net.receiver.receive
+
+    def counted(pid: int, symbol: int, now: float) -> None:
+        calls["receive"] += 1
+        receive(pid, symbol, now)
+
+    monkeypatch.setattr(net.receiver, "receive", counted)
+    text = "bulk ✓ " * 600  # 5 KiB: several frames
+    client = net.add_client(10, text)
+    net.run()
+    assert client.succeeded
+    assert net.printed_texts() == [text]
+    bits = len(text.encode()) * 8
+    assert calls["receive"] < bits / 20  # headers, last bits and verdicts only
+
+
+@settings(max_examples=30)
+@given(
+    texts=st.lists(st.text(max_size=200), min_size=1, max_size=3),
+    strays=st.lists(st.tuples(st.integers(1, 3000), st.integers(0, 1), st.booleans())),
+)
+def test_the_bulk_path_survives_strays_at_both_ends(
+    texts: list[str], strays: list[tuple[int, int, bool]]
+) -> None:
+    """Strays break the tight loops at any point; what they moved is handed over, and the
+    messages arrive whole, once."""
+    net = Network(bulk=True)
+    for index, text in enumerate(texts):
+        net.add_client(10 + index, f"{index}:{text}")
+    at = {step: (symbol, at_client) for step, symbol, at_client in strays}
+    for step in range(200_000):
+        if step in at:
+            symbol, at_client = at[step]
+            if at_client:
+                net.inject_to_client(10, symbol)
+            else:
+                net.inject_to_server(symbol)
+        if not net.step():
+            break
+    net.run()
+    printed = net.printed_texts()
+    assert len(printed) == len(set(printed))  # none twice
+    assert set(printed) <= {f"{i}:{t}" for i, t in enumerate(texts)}  # none corrupted
+    for client in net.clients.values():
+        assert client.sender.finished
+        if client.succeeded:
+            assert client.text in printed

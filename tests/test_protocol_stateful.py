@@ -29,8 +29,9 @@ class FaultyLink(RuleBasedStateMachine):
         self.net = Network(Receiver(max_message=10_000))
         self.sent: dict[int, str] = {}
 
-    @initialize(text=texts)
-    def first_client(self, text: str) -> None:
+    @initialize(text=texts, bulk=st.booleans())
+    def first_client(self, text: str, bulk: bool) -> None:
+        self.net.bulk = bulk  # the loops' tight loops for plain frame bits, or not
         self._add(CLIENT_PIDS[0], text)
 
     def _add(self, pid: int, text: str) -> None:

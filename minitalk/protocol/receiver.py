@@ -225,6 +225,29 @@ class Receiver:
             self._collect_released()
         # A 0 from anyone but the peer is a stray or a stale repeat: never data, no answer.
 
+    # -- bulk: runs of plain data, moved by the loop in a tight loop ---------------------------
+
+    def bulk(self) -> int:
+        """How many of the peer's next symbols are plain frame data, each to be answered
+        CONTINUE: the rest of a frame whose header has passed its checks, but its last bit
+        (which ends the frame and earns a verdict). 0 when nothing may go in bulk. A loop may
+        take them in a tight loop, answering each at once, and must then hand them over with
+        ``bulk_received`` before anything else reaches the machine."""
+        if self._state is not ReceiverState.IN_FRAME:
+            return 0
+        return max(self._decoder.bits_to_frame_end() - 1, 0)
+
+    def bulk_received(self, symbols: list[int], now: float) -> None:
+        """Symbols of a run ``bulk()`` announced, each already answered CONTINUE."""
+        if not symbols:
+            return
+        session = self.session
+        if session is None or len(symbols) > self.bulk():
+            raise LocalProtocolError(f"{len(symbols)} bulk symbols in {self._state}")
+        session.since = now
+        if self._decoder.feed_many(symbols) is not None:
+            raise LocalProtocolError("a bulk run completed a frame")
+
     def get_timer(self) -> float | None:
         """When the receiver next needs ``handle_timer``, or None (no session: no timer)."""
         session = self.session

@@ -218,6 +218,36 @@ class Sender:
                 )
             )
 
+    # -- bulk: runs of plain data, moved by the loop in a tight loop ---------------------------
+
+    def bulk(self) -> list[int]:
+        """The symbols that follow the outstanding frame bit if each is answered CONTINUE:
+        the rest of the frame but its last bit (whose answer is FRAME_OVER, and before which
+        the loop takes pending strays as before any send); empty outside SENDING. A loop may
+        send them in a tight loop,
+        each after a CONTINUE from the server to the one before, and must then report how
+        many went out with ``bulk_done``; anything else it takes (a stray, another answer, a
+        silence) leaves the run and goes through ``receive``, ``stray`` and ``handle_timer``
+        as usual, after ``bulk_done``."""
+        if self._state is not SenderState.SENDING:
+            return []
+        return self._bits[self._bit + 1 : -1]
+
+    def bulk_done(self, count: int, now: float) -> None:
+        """``count`` symbols of ``bulk()`` were sent, each after a CONTINUE to the one
+        before: the same as ``count`` calls of ``receive(CONTINUE)``, their symbols sent."""
+        if count == 0:
+            return
+        left = len(self._bits) - self._bit - 1  # bits after the outstanding one
+        if self._state is not SenderState.SENDING or not 0 < count < left:
+            raise LocalProtocolError(f"bulk_done({count}) beyond the frame in {self._state}")
+        self._bit += count
+        self.last_symbol = self._bits[self._bit]
+        self._waiting_since = now
+        self.deadline = now + self.bit_timeout
+        self._look_at = None
+        self._looked_again = 0
+
     def get_timer(self) -> float | None:
         """When the sender next needs ``handle_timer``, or None."""
         look_at, deadline = self._look_at, self.deadline
