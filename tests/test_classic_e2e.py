@@ -77,6 +77,7 @@ def _classic_serve(procs: Processes, *options: str) -> Server:
 # ran beside it). minitalk's own timed sender does not need it: it waits while any signal of
 # its own is still pending at the server.
 SLEEP_GAP_US = "5000"
+OWN_GAP_US = "2000"  # minitalk's own timed sender, which waits while its signals are pending
 
 
 def _c_client(
@@ -117,7 +118,7 @@ def test_a_plain_c_server_that_never_answers_is_paced_by_a_delay(
     procs: Processes, c_peers: dict[str, str]
 ) -> None:
     server = _c_server(procs, c_peers, "--no-ack")
-    result = procs.send("--classic", str(server.pid), EMOJI, "--delay-us", SLEEP_GAP_US)
+    result = procs.send("--classic", str(server.pid), EMOJI, "--delay-us", OWN_GAP_US)
     assert result.returncode == 0, result.stderr
     assert b"paced by a 2000 \xc2\xb5s delay" in result.stdout
     assert _lines(server, 1) == [EMOJI.encode()]
