@@ -95,3 +95,18 @@ CORE = ["frame", "classic", *(name for name in ALLOWED if name.startswith("proto
 def test_core_does_no_io(module: str) -> None:
     top_level = {name.split(".")[0] for name in imports_of(module)}
     assert not top_level & CORE_FORBIDDEN, f"{module} imports {top_level & CORE_FORBIDDEN}"
+
+
+def test_every_package_is_installed() -> None:
+    """A normal (non-editable) install ships only the packages pyproject.toml lists: one left
+    out imports in the repo and fails for everyone who ran `pip install .`."""
+    import tomllib  # noqa: PLC0415 (only this test reads it)
+
+    listed = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "packages"
+    ]
+    found = {
+        ".".join(path.parent.relative_to(PACKAGE.parent).parts)
+        for path in PACKAGE.rglob("__init__.py")
+    }
+    assert set(listed) == found
