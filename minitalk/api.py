@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from minitalk.client import ClientConfig, Receipt, send_message
 from minitalk.errors import InputError, UsageError
@@ -42,10 +42,11 @@ from minitalk.protocol import (
     REPLY_TIMEOUT,
     SESSION_TIMEOUT,
     STALL_TIMEOUT,
-    MessageReceived,
 )
-from minitalk.server import ServerConfig, _ServerLoop
 from minitalk.transport import DATA_SIGNALS, STOP_SIGNALS, block_signals
+
+if TYPE_CHECKING:
+    from minitalk.protocol import MessageReceived
 
 __all__ = ["Message", "Receipt", "send", "serve"]
 
@@ -191,6 +192,8 @@ def serve(
     only (see the module's docstring). Iterate it to the end or close it: a generator left
     open keeps the signals borrowed until it is garbage-collected.
     """
+    from minitalk.server import ServerConfig, _ServerLoop  # noqa: PLC0415 (a send needs none of it)
+
     check_options(serve_rules(max_bytes, frame_timeout, session_timeout, count))
     config = ServerConfig.from_options(max_bytes, frame_timeout, session_timeout, count)
     with _borrowed_signals():

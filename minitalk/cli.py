@@ -6,40 +6,22 @@ one line on stderr and turned into the error's exit code; the codes live in
 ``minitalk.errors.ExitCode``.
 """
 
-from __future__ import annotations
 
-import json
 import math
 import os
 import re
 import sys
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, Optional
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Optional
 
 import typer
 from typer.core import TyperCommand
 
 from minitalk import __version__
 from minitalk.api import check_options, send_rules, serve_rules
-from minitalk.classic import (
-    Ack,
-    ClassicEvent,
-    ClassicFormat,
-    ClassicMessage,
-    describe,
-    gap_summary,
-)
-from minitalk.classic_link import (
-    ClassicClientConfig,
-    ClassicReceipt,
-    ClassicServerConfig,
-    send_classic,
-    serve_classic,
-)
 from minitalk.client import ClientConfig, Receipt, send_message
 from minitalk.errors import (
     ExitCode,
@@ -56,9 +38,14 @@ from minitalk.protocol import (
     MAX_ATTEMPTS,
     REPLY_TIMEOUT,
     SESSION_TIMEOUT,
-    MessageReceived,
 )
-from minitalk.server import ServerConfig, serve
+
+# Start-up: a `minitalk send` imports only what a framed send needs. The server, the plain
+# (classic) protocol, json and tempfile are imported by the commands that use them.
+if TYPE_CHECKING:
+    from minitalk.classic import ClassicEvent, ClassicFormat, ClassicMessage
+    from minitalk.classic_link import ClassicReceipt, ClassicServerConfig
+    from minitalk.protocol import MessageReceived
 
 app = typer.Typer(
     name="minitalk",
@@ -200,7 +187,7 @@ def _classic_format(
     prefix_order: BitOrder | None,
     counts_end: bool,
     **only_classic: object,
-) -> ClassicFormat | None:
+) -> "ClassicFormat | None":
     """The classic format the options describe, or None in framed mode (where giving any of
     them is a usage error)."""
     given = {
@@ -223,6 +210,8 @@ def _classic_format(
     prefix_bits = int(length_prefix.value) if length_prefix not in (None, Prefix.none) else 0
     if counts_end and not prefix_bits:
         raise UsageError("--length-counts-end needs --length-prefix 32 or 64")
+    from minitalk.classic import ClassicFormat  # noqa: PLC0415 (see the imports)
+
     return ClassicFormat(
         msb_first=(bit_order or BitOrder.msb) is BitOrder.msb,
         zero_symbol=1 if zero is Signal.usr2 else 0,
@@ -332,6 +321,9 @@ def serve_command(
         )
         _check_options(_serve_rules(max_bytes, frame_timeout, session_timeout, count, pid_file))
         if fmt is not None:
+            from minitalk.classic import Ack  # noqa: PLC0415 (see the imports)
+            from minitalk.classic_link import ClassicServerConfig  # noqa: PLC0415
+
             classic_config = ClassicServerConfig(
                 fmt=fmt,
                 ack=Ack((ack or AckWhen.bit).value),
@@ -342,6 +334,8 @@ def serve_command(
             )
             _serve_classic(classic_config, pid_file, json_lines=json_lines, trace=trace)
             return
+        from minitalk.server import ServerConfig, serve  # noqa: PLC0415 (see the imports)
+
         config = ServerConfig.from_options(max_bytes, frame_timeout, session_timeout, count)
         written: list[Path] = []  # the PID file, once we wrote it: only ours is removed
         try:
@@ -355,9 +349,12 @@ def serve_command(
 
 
 def _serve_classic(
-    config: ClassicServerConfig, pid_file: Path | None, *, json_lines: bool, trace: bool
+    config: "ClassicServerConfig", pid_file: Path | None, *, json_lines: bool, trace: bool
 ) -> None:
-    def trace_event(event: ClassicEvent) -> None:
+    from minitalk.classic import describe  # noqa: PLC0415 (see the imports)
+    from minitalk.classic_link import serve_classic  # noqa: PLC0415
+
+    def trace_event(event: "ClassicEvent") -> None:
         _trace(describe(event, config.fmt, config.ack))
 
     written: list[Path] = []  # the PID file, once we wrote it: only ours is removed
@@ -372,7 +369,7 @@ def _serve_classic(
         _remove_pid_files(written, os.getpid())
 
 
-def _print_classic_json(message: ClassicMessage, uid: int) -> None:
+def _print_classic_json(message: "ClassicMessage", uid: int) -> None:
     record = {
         "pid": message.pid,
         "uid": uid,
@@ -381,7 +378,7 @@ def _print_classic_json(message: ClassicMessage, uid: int) -> None:
         "text": message.text,
         "valid_utf8": message.utf8_error is None,
     }
-    _write_line(json.dumps(record, ensure_ascii=False).encode("utf-8"))
+    _write_json(record)
 
 
 # -- option checks: every rule between options, in one place, each a one-line usage error ---
@@ -430,7 +427,10 @@ def _announce(pid: int, pid_file: Path | None, written: list[Path], *, json_line
     if pid_file is not None:
         _write_pid_file(pid_file, pid)
         written.append(pid_file)
-    _write_line(json.dumps({"pid": pid}).encode() if json_lines else f"PID {pid}".encode())
+    if json_lines:
+        _write_json({"pid": pid})
+    else:
+        _write_line(f"PID {pid}".encode())
 
 
 def _write_pid_file(path: Path, pid: int) -> None:
@@ -438,6 +438,8 @@ def _write_pid_file(path: Path, pid: int) -> None:
     # renamed into place, so a reader sees the whole PID or no file.
     aside: str | None = None
     try:
+        import tempfile  # noqa: PLC0415 (see the imports)
+
         handle, aside = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
         with os.fdopen(handle, "w") as file:
             file.write(f"{pid}\n")
@@ -459,11 +461,11 @@ def _remove_pid_files(written: list[Path], pid: int) -> None:
                 path.unlink()
 
 
-def _print_text(message: MessageReceived | ClassicMessage, uid: int) -> None:
+def _print_text(message: "MessageReceived | ClassicMessage", uid: int) -> None:
     _write_line(message.text.encode("utf-8"))
 
 
-def _print_json(message: MessageReceived, uid: int) -> None:
+def _print_json(message: "MessageReceived", uid: int) -> None:
     record = {
         "pid": message.pid,
         "uid": uid,
@@ -473,6 +475,12 @@ def _print_json(message: MessageReceived, uid: int) -> None:
         "seconds": round(message.seconds, 6),
         "text": message.text,
     }
+    _write_json(record)
+
+
+def _write_json(record: dict[str, object]) -> None:
+    import json  # noqa: PLC0415 (see the imports)
+
     _write_line(json.dumps(record, ensure_ascii=False).encode("utf-8"))
 
 
@@ -609,6 +617,8 @@ def send_command(
         display = display_for(quiet or fmt is not None)
         message = _read_message(text, file, display)
         if fmt is not None:
+            from minitalk.classic_link import ClassicClientConfig, send_classic  # noqa: PLC0415
+
             classic_config = ClassicClientConfig(
                 fmt=fmt,
                 delay=(500.0 if delay_us is None else delay_us) / 1e6,
@@ -702,7 +712,9 @@ def _describe(receipt: Receipt) -> str:
     return f"delivered {size} in {frames} to PID {receipt.pid}{resends} ({receipt.seconds:.3f} s)"
 
 
-def _describe_classic(receipt: ClassicReceipt) -> str:
+def _describe_classic(receipt: "ClassicReceipt") -> str:
+    from minitalk.classic import gap_summary  # noqa: PLC0415 (see the imports)
+
     sender = receipt.sender
     size = f"{receipt.size} byte" + ("" if receipt.size == 1 else "s")
     if sender.paced:

@@ -7,7 +7,7 @@ but the server, and notices through the server's pidfd when the server exits.
 
 from __future__ import annotations
 
-import secrets
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -100,7 +100,7 @@ class _SendLoop:
         self.queued = False  # told to wait for our turn, and not granted the line since
         self.sender = Sender(
             message,
-            nonce=secrets.randbits(64),
+            nonce=int.from_bytes(os.urandom(8), "big"),  # 64 random bits
             reply_timeout=config.reply_timeout,
             bit_timeout=min(BIT_TIMEOUT, config.reply_timeout),
             queue_poll=config.queue_poll,

@@ -110,3 +110,31 @@ def test_every_package_is_installed() -> None:
         for path in PACKAGE.rglob("__init__.py")
     }
     assert set(listed) == found
+
+
+def test_a_send_imports_only_what_it_needs() -> None:
+    """Start-up (issue 13): `minitalk send` must not pay for the server, the receiver's
+    machine or the plain protocol. Checked by what is loaded, not by a time."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    script = "import sys, minitalk.cli; print(' '.join(sorted(sys.modules)))"
+    loaded = set(
+        subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, check=True, text=True
+        ).stdout.split()
+    )
+    assert "minitalk.cli" in loaded
+    unwanted = {
+        "minitalk.server",
+        "minitalk.classic",
+        "minitalk.classic_link",
+        "minitalk.protocol.receiver",
+        "minitalk.protocol.assembly",
+        "minitalk.protocol.line",
+        "secrets",
+        "tempfile",
+        "json",
+        "rich",
+    }
+    assert not loaded & unwanted, sorted(loaded & unwanted)
