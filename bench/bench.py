@@ -4,13 +4,18 @@ Run with `make bench` (or `.venv/bin/python bench/bench.py [--quick]`). Prints o
 writes the same figures to bench/results.json. Not a test: nothing here passes or fails.
 
 What is measured, and how:
-- raw ceiling: two bare Python processes bounce SIGUSR1 with the same calls minitalk uses,
-  blocking (sigwaitinfo) and polling (sigtimedwait with a zero timeout), in round trips/s;
+- raw ceilings: two bare Python processes bounce SIGUSR1 with the same calls minitalk uses,
+  blocking (sigwaitinfo) and polling (sigtimedwait with a zero timeout), in round trips/s; and
+  the same in C (bench/pingpong.c, compiled with `cc` when there is one): the kernel's own
+  round trip, the physical limit;
 - throughput: a real `minitalk serve` and `minitalk send --file` for 1 KiB, 64 KiB and 1 MiB,
   median of several runs, from the client's own transfer time (process start excluded);
+- crowded: the 64 KiB send again beside one CPU-bound process, as a multiple of its idle time;
 - CPU per MiB: the client's rusage (wait4) and the server's /proc/PID/stat ticks over the run;
 - idle CPU: the server's CPU ticks over 10 s with no client;
-- start-up: wall time of a whole `minitalk send` of 100 characters, process start included;
+- start-up: wall time of a whole `minitalk send` of 100 characters, process start included,
+  from a normal (non-editable) install made in a temporary virtual environment, against a bare
+  start of that environment's interpreter;
 - peak memory: the client's ru_maxrss and the server's VmHWM after the 1 MiB message.
 """
 
@@ -21,6 +26,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -28,6 +34,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 MINITALK = [sys.executable, "-m", "minitalk"]
@@ -51,6 +58,21 @@ def _bounce(peer: int, rounds: int, poll: bool, first: bool) -> None:
         if first and _ == rounds - 1:
             break
         os.kill(peer, signal.SIGUSR1)
+
+
+def c_round_trips(poll: bool, rounds: int, work: Path) -> float | None:
+    """Round trips per second of bench/pingpong.c, or None without a C compiler."""
+    binary = work / "pingpong"
+    if not binary.exists():
+        cc = shutil.which("cc") or shutil.which("gcc")
+        if cc is None:
+            return None
+        subprocess.run(
+            [cc, "-O2", "-o", str(binary), str(ROOT / "bench" / "pingpong.c")], check=True
+        )
+    mode = "poll" if poll else "block"
+    out = subprocess.run([str(binary), str(rounds), mode], check=True, capture_output=True)
+    return float(out.stdout)
 
 
 def raw_round_trips(poll: bool, rounds: int) -> float:
@@ -133,7 +155,8 @@ def throughput(server: BenchServer, size: int, runs: int, workdir: Path) -> dict
             text = text[:-1]
     path = workdir / f"msg-{size}.txt"
     path.write_bytes(text)
-    transfers, client_cpu, server_cpu, client_rss = [], [], [], []
+    transfers: list[float] = []
+    client_cpu, server_cpu, client_rss = [], [], []
     print(f"  sending {len(text)} bytes x {runs} ...", file=sys.stderr, flush=True)
     for _ in range(runs):
         before = _cpu_seconds(server.pid)
@@ -148,6 +171,8 @@ def throughput(server: BenchServer, size: int, runs: int, workdir: Path) -> dict
         "bytes": len(text),
         "runs": runs,
         "seconds_median": seconds,
+        "seconds_min": min(transfers),
+        "seconds_max": max(transfers),
         "kib_per_s": len(text) / 1024 / seconds,
         "payload_bits_per_s": len(text) * 8 / seconds,
         "client_cpu_s_per_mib": statistics.median(client_cpu) / mib,
@@ -155,6 +180,49 @@ def throughput(server: BenchServer, size: int, runs: int, workdir: Path) -> dict
         "client_peak_rss_kib": max(client_rss),
         "server_peak_rss_kib": _peak_rss_kib(server.pid),
     }
+
+
+def crowded(server: BenchServer, size: int, runs: int, workdir: Path) -> dict[str, float]:
+    """The same send beside one CPU-bound process (a busy loop), which takes a CPU."""
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.2)
+        return throughput(server, size, runs, workdir)
+    finally:
+        hog.kill()
+        hog.wait()
+
+
+def startup(workdir: Path, server_pid: int, runs: int = 20) -> dict[str, object]:
+    """A whole `minitalk send` of 100 characters from a normal install (pip install .), and a
+    bare start of that environment's interpreter; medians of ``runs``."""
+    venv = workdir / "venv"
+    try:
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run(
+            [str(venv / "bin" / "pip"), "install", "--quiet", str(ROOT)],
+            check=True,
+            capture_output=True,
+        )
+        python, command, install = (
+            str(venv / "bin" / "python"),
+            [str(venv / "bin" / "minitalk")],
+            "normal",
+        )
+    except subprocess.CalledProcessError:  # no index to install from: the current install
+        python, command, install = sys.executable, MINITALK, "current (pip install failed)"
+
+    def median_wall(argv: list[str]) -> float:
+        walls = []
+        for _ in range(runs):
+            started = time.perf_counter()
+            subprocess.run(argv, check=True, capture_output=True)
+            walls.append(time.perf_counter() - started)
+        return statistics.median(walls)
+
+    bare = median_wall([python, "-c", "pass"])
+    send = median_wall([*command, "send", str(server_pid), "x" * 100, "--quiet"])
+    return {"install": install, "interpreter_s": bare, "send_100_chars_s": send}
 
 
 def main() -> None:
@@ -172,24 +240,31 @@ def main() -> None:
             "python": platform.python_version(),
             "date": time.strftime("%Y-%m-%d"),
         },
-        "raw_round_trips_per_s": {
-            "blocking": statistics.median(raw_round_trips(False, rounds) for _ in range(3)),
-            "polling": statistics.median(raw_round_trips(True, rounds) for _ in range(3)),
-        },
     }
-    raw = results["raw_round_trips_per_s"]
-    assert isinstance(raw, dict)
-    ceiling = max(raw.values())
-
-    sizes = [(1024, 7), (64 * 1024, 5)] + ([] if options.quick else [(1 << 20, 3)])
+    sizes = [(1024, 7), (64 * 1024, 7)] + ([] if options.quick else [(1 << 20, 3)])
     with tempfile.TemporaryDirectory() as work:
-        server = BenchServer(Path(work))
+        workdir = Path(work)
+        print("  ceilings ...", file=sys.stderr, flush=True)
+        raw = {
+            "python_blocking": statistics.median(raw_round_trips(False, rounds) for _ in range(3)),
+            "python_polling": statistics.median(raw_round_trips(True, rounds) for _ in range(3)),
+        }
+        c_runs = [c_round_trips(True, rounds * 4, workdir) for _ in range(3)]
+        if c_runs[0] is not None:
+            raw["c_polling"] = statistics.median(r for r in c_runs if r is not None)
+            blocking = [c_round_trips(False, rounds * 4, workdir) for _ in range(3)]
+            raw["c_blocking"] = statistics.median(r for r in blocking if r is not None)
+        results["raw_round_trips_per_s"] = raw
+        server = BenchServer(workdir)
         try:
             messages = {
-                f"{size // 1024} KiB": throughput(server, size, runs, Path(work))
+                f"{size // 1024} KiB": throughput(server, size, runs, workdir)
                 for size, runs in sizes
             }
-            startup = [_send(server.pid, ["x" * 100, "--quiet"])[0] for _ in range(10)]
+            print("  beside a CPU hog ...", file=sys.stderr, flush=True)
+            messages["64 KiB crowded"] = crowded(server, 64 * 1024, 5, workdir)
+            print("  start-up ...", file=sys.stderr, flush=True)
+            results["startup"] = startup(workdir, server.pid)
             before = _cpu_seconds(server.pid)
             time.sleep(10)
             idle = _cpu_seconds(server.pid) - before
@@ -197,58 +272,69 @@ def main() -> None:
             server.stop()
 
     for figures in messages.values():
-        figures["ratio_to_ceiling"] = figures["payload_bits_per_s"] / ceiling
+        bits = figures["payload_bits_per_s"]
+        figures["ratio_to_python_polling"] = bits / raw["python_polling"]
+        if "c_polling" in raw:
+            figures["ratio_to_c_polling"] = bits / raw["c_polling"]
+    messages["64 KiB crowded"]["times_idle"] = (
+        messages["64 KiB crowded"]["seconds_median"] / messages["64 KiB"]["seconds_median"]
+    )
     results["messages"] = messages
-    results["send_100_chars_wall_s_median"] = statistics.median(startup)
-    results["interpreter_start_s"] = _interpreter_start()
     results["server_idle_cpu_s_over_10s"] = idle
     options.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(_table(results, ceiling))
-    print(f"\nfigures written to {options.out.relative_to(ROOT)}")
+    print(_table(results))
+    print(f"\nfigures written to {options.out}")
 
 
-def _interpreter_start() -> float:
-    runs = []
-    for _ in range(10):
-        started = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "pass"], check=True)
-        runs.append(time.perf_counter() - started)
-    return statistics.median(runs)
-
-
-def _table(results: dict[str, object], ceiling: float) -> str:
-    raw = results["raw_round_trips_per_s"]
-    messages = results["messages"]
-    machine = results["machine"]
-    assert isinstance(raw, dict)
-    assert isinstance(messages, dict)
-    assert isinstance(machine, dict)
+def _table(results: dict[str, Any]) -> str:
+    raw, messages, machine = (
+        results["raw_round_trips_per_s"],
+        results["messages"],
+        results["machine"],
+    )
     rows = [
         f"machine: {machine['cpus']} CPUs, {machine['processor']}, Linux {machine['kernel']}, "
         f"Python {machine['python']}, {machine['date']}",
         "",
-        "raw signal ping-pong (bare Python, round trips/s)",
-        f"  blocking sigwaitinfo          {raw['blocking']:>12,.0f}",
-        f"  polling sigtimedwait(0)       {raw['polling']:>12,.0f}",
-        "",
-        "minitalk end to end    KiB/s   payload bit/s  ratio   cli CPU s/MiB  srv CPU s/MiB",
+        "signal ping-pong ceilings (round trips/s)     polling     blocking",
+        f"  bare Python                            {raw['python_polling']:>11,.0f} "
+        f"{raw['python_blocking']:>12,.0f}",
     ]
-    for name, m in messages.items():
+    if "c_polling" in raw:
         rows.append(
-            f"  {name:<10} {m['kib_per_s']:>12,.1f} {m['payload_bits_per_s']:>15,.0f} "
-            f"{m['ratio_to_ceiling']:>6.2f} {m['client_cpu_s_per_mib']:>14.1f} "
-            f"{m['server_cpu_s_per_mib']:>14.1f}"
+            f"  C (bench/pingpong.c)                   {raw['c_polling']:>11,.0f} "
+            f"{raw['c_blocking']:>12,.0f}"
         )
-    biggest = list(messages.values())[-1]
+    else:
+        rows.append("  C: no C compiler here (cc), row skipped")
     rows += [
         "",
-        f"peak RSS ({list(messages)[-1]}): client {biggest['client_peak_rss_kib'] / 1024:.1f} MiB, "
+        "minitalk end to end   KiB/s  (min-max of runs)   bit/s     /Python  /C     "
+        "CPU s/MiB cli srv",
+    ]
+    for name, m in messages.items():
+        low = m["bytes"] / 1024 / m["seconds_max"]
+        high = m["bytes"] / 1024 / m["seconds_min"]
+        versus_c = f"{m['ratio_to_c_polling']:.2f}" if "ratio_to_c_polling" in m else "  - "
+        rows.append(
+            f"  {name:<16}{m['kib_per_s']:>8,.1f}  ({low:>7,.1f}-{high:<7,.1f}) "
+            f"{m['payload_bits_per_s']:>10,.0f}  {m['ratio_to_python_polling']:>5.2f}  "
+            f"{versus_c:>4}  {m['client_cpu_s_per_mib']:>8.1f} {m['server_cpu_s_per_mib']:>5.1f}"
+        )
+    biggest_name = [n for n in messages if "crowded" not in n][-1]
+    biggest = messages[biggest_name]
+    start = results["startup"]
+    rows += [
+        "",
+        f"64 KiB beside one CPU-bound process: {messages['64 KiB crowded']['times_idle']:.2f}x "
+        "its idle time",
+        f"peak RSS ({biggest_name}): client {biggest['client_peak_rss_kib'] / 1024:.1f} MiB, "
         f"server {biggest['server_peak_rss_kib'] / 1024:.1f} MiB",
-        f"whole `minitalk send` of 100 chars: "
-        f"{results['send_100_chars_wall_s_median'] * 1000:.0f} ms "
-        f"(bare interpreter start: {results['interpreter_start_s'] * 1000:.0f} ms)",
+        f"whole `minitalk send` of 100 chars ({start['install']} install): "
+        f"{start['send_100_chars_s'] * 1000:.0f} ms, bare interpreter "
+        f"{start['interpreter_s'] * 1000:.0f} ms: "
+        f"+{(start['send_100_chars_s'] - start['interpreter_s']) * 1000:.0f} ms",
         f"server CPU while idle for 10 s: {results['server_idle_cpu_s_over_10s']:.3f} s",
-        f"ceiling used for the ratio: {ceiling:,.0f} round trips/s",
     ]
     return "\n".join(rows)
 
