@@ -308,7 +308,11 @@ def fuzz_faulty_link(texts: list[str], ops: list[tuple[str, int, int, int]]) -> 
     success was delivered exactly once; a healthy link afterwards ends every live sender.
     Every other run moves plain frame bits through the loops' tight loops (the bulk path)."""
     _counted("faulty_link")
-    net = Network(Receiver(max_message=10_000), bulk=sum(map(len, texts)) % 2 == 1)
+    total = sum(map(len, texts))
+    # Every other input takes the bulk path; every third has a limit the texts can pass, so
+    # that TOO_LARGE refusals (and their detail bits) meet the faults too.
+    limit = 40 if total % 3 == 0 else 10_000
+    net = Network(Receiver(max_message=limit), bulk=total % 2 == 1)
     pids = [10 + index for index in range(len(texts))]
     sent = {pid: f"{pid}:{text}" for pid, text in zip(pids, texts, strict=True)}
     for pid in pids:

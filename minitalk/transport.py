@@ -156,7 +156,9 @@ class SignalWaiter:
         self._prompt = 0
         self._stops = frozenset(stops)
         self._waited = _WAITED | self._stops
-        self.forged = 0  # signals dropped because their sender was not stamped by the kernel
+        # signals dropped here: their sender was not stamped by the kernel, or their siginfo
+        # could not be trusted (see _STOPPED_PAST)
+        self.forged = 0
         self.stops = 0  # stop signals taken
         self.stop_requested = False
 
@@ -206,7 +208,10 @@ class SignalWaiter:
                 info = signal.sigtimedwait(waited, max(deadline - time.monotonic(), 0.0))
                 if info is not None and time.monotonic() >= deadline + _STOPPED_PAST:
                     # maybe never filled: see above (a real stop lost there is one a user
-                    # sent at the very moment we were continued; the next one counts)
+                    # sent at the very moment we were continued; the next one counts). It
+                    # may have been a real answer: counted with the forged ones, so that a
+                    # client never takes its absence for proof that its signal was lost.
+                    self.forged += 1
                     info = signal.sigtimedwait(waited, 0)
             if info is None:
                 return None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from minitalk.errors import LocalProtocolError
+from minitalk.errors import LocalProtocolError, ServerGoneError
 from minitalk.frame import VERSION, Frame, crc8, encode_frame, split_message, to_bits
 from minitalk.protocol import (
     BYE,
@@ -365,3 +365,78 @@ def test_a_shutdown_still_tells_a_refusal_already_under_way() -> None:
         receiver.receive(10, POLL, 0.0)
     assert [symbol for _, symbol in receiver.outbox] == verdict_bits(Verdict.NOT_WRITTEN)
     assert receiver.idle
+
+
+# -- from the adversarial review ------------------------------------------------------------------
+
+
+def _lose_one_answer(net: Network, client_pid: int, after_verdict_bits: int) -> None:
+    """Run until the client has read ``after_verdict_bits`` bits of a verdict, then lose the
+    server's next answer (merged into a stray the client took and saw)."""
+    client = net.clients[client_pid]
+    sender = client.sender
+    for _ in range(200_000):
+        if (
+            sender.state is SenderState.POLLING
+            and sender._verdict_count == after_verdict_bits
+            and client.pending
+        ):
+            client.pending.clear()
+            sender.stray(net.now)
+            return
+        assert net.step()
+    raise AssertionError("never got there")
+
+
+@pytest.mark.parametrize("lost_at", [0, 3, 7, 8, 12, 20, 31, 40, 47])
+def test_a_lost_answer_in_a_refusal_never_turns_it_into_success(lost_at: int) -> None:
+    """Review: in POLLING_LAST a REQUEST was taken as a poll, so the client, asking again
+    after a lost answer, read the TOO_LARGE detail bits as GRANT, FRAME_OVER and ACK: with
+    --max-bytes 85 a refused, unprinted message was reported delivered (exit 0)."""
+    net = Network(Receiver(max_message=85))
+    client = net.add_client(2001, "x" * 200)
+    _lose_one_answer(net, 2001, lost_at)
+    net.run()
+    assert net.printed_texts() == []
+    assert client.sender.state is SenderState.FAILED
+    assert "the server accepts at most 85 bytes" in str(client.sender.error)
+
+
+@pytest.mark.parametrize("read", range(8))
+def test_a_shutdown_while_a_verdict_is_polled_tells_it_whole_then_going_away(read: int) -> None:
+    """Review: a shutdown mid-verdict spliced GOING_AWAY onto the bits read, and ACK's first
+    two bits, FRAME_OVER and GOING_AWAY's first five read as BUSY (exit 75)."""
+    net = Network()
+    client = net.add_client(2001, "y" * 3000)  # several frames
+    sender = client.sender
+    while not (
+        sender.state is SenderState.POLLING
+        and sender._verdict_count == read
+        and sender.frame_index == 0
+        and net.receiver.state is ReceiverState.POLLING
+    ):
+        assert net.step()
+    net.receiver.shut_down(net.now)
+    net.flush()
+    net.run()
+    assert isinstance(sender.error, ServerGoneError)  # failed, and told why
+    assert "shutting down" in str(sender.error)
+    assert net.printed_texts() == []
+
+
+@pytest.mark.parametrize("polled", [0, 1, 5])
+def test_a_client_that_exits_while_polling_frees_the_line_at_the_peer_check(polled: int) -> None:
+    """Review: in the polling states only the verdict clock (0.5 s, or --frame-timeout)
+    was kept, so a client that exited mid-verdict held the line that long."""
+    receiver = Receiver(frame_timeout=2.5, session_timeout=5.0)
+    receiver.receive(10, REQUEST, 0.0)
+    receiver.receive(11, REQUEST, 0.0)
+    for bit in to_bits(encode_frame(split_message(b"x" * 1500, nonce=1)[0])):
+        receiver.receive(10, bit, 0.0)
+    for _ in range(polled):
+        receiver.receive(10, POLL, 0.0)
+    deadline = receiver.get_timer()
+    assert deadline is not None
+    assert deadline <= PEER_CHECK
+    receiver.handle_timer(deadline, peer_alive=False)
+    assert receiver.peer == 11

@@ -29,9 +29,11 @@ class FaultyLink(RuleBasedStateMachine):
         self.net = Network(Receiver(max_message=10_000))
         self.sent: dict[int, str] = {}
 
-    @initialize(text=texts, bulk=st.booleans())
-    def first_client(self, text: str, bulk: bool) -> None:
+    @initialize(text=texts, bulk=st.booleans(), small=st.booleans())
+    def first_client(self, text: str, bulk: bool, small: bool) -> None:
         self.net.bulk = bulk  # the loops' tight loops for plain frame bits, or not
+        if small:  # a limit some texts pass: TOO_LARGE refusals meet the faults too
+            self.net.receiver = Receiver(max_message=20)
         self._add(CLIENT_PIDS[0], text)
 
     def _add(self, pid: int, text: str) -> None:

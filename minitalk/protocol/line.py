@@ -12,10 +12,11 @@ lets go of is reported in ``released`` so the I/O loop can close its handle.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from enum import Enum, auto
 
 from minitalk.protocol.limits import FRAME_OVER, GRANT, MAX_NOTICES, MAX_QUEUE, REQUEST, WAIT
-from minitalk.protocol.verdicts import VERDICT_BITS, Verdict, verdict_bits
+from minitalk.protocol.verdicts import Verdict, verdict_bits
 
 
 class LineState(Enum):
@@ -38,7 +39,8 @@ class Line:
         self.max_notices = max_notices
         self.state = LineState.OPEN
         self.queue: deque[int] = deque()
-        self.notices: dict[int, list[int]] = {}  # PID -> replies still owed, in order
+        # PID -> (the whole refusal: FRAME_OVER and the verdict's bits, replies still owed)
+        self.notices: dict[int, tuple[list[int], list[int]]] = {}
         self.released: list[int] = []  # PIDs let go of since the loop last looked
 
     @property
@@ -67,22 +69,30 @@ class Line:
             return None
         return self.queue.popleft()
 
-    def refuse(self, pid: int, verdict: Verdict, *, granted: bool = False) -> None:
+    def refuse(
+        self, pid: int, verdict: Verdict, *, granted: bool = False, detail: Sequence[int] = ()
+    ) -> None:
         """Owe ``pid`` a refusal: GRANT it (unless it is mid-frame already, ``granted``), then
-        answer its next symbol with FRAME_OVER and its polls with the verdict."""
+        answer its next symbol with FRAME_OVER and its polls with the verdict (and
+        ``detail``, the bits that follow TOO_LARGE)."""
         if pid not in self.notices and len(self.notices) >= self.max_notices:
             oldest = next(iter(self.notices))
             del self.notices[oldest]
             self.released.append(oldest)
-        self.notices[pid] = [FRAME_OVER, *verdict_bits(verdict)]
+        whole = [FRAME_OVER, *verdict_bits(verdict), *detail]
+        self.notices[pid] = (whole, whole[:])
         if not granted:
             self.outbox.append((pid, GRANT))
 
     def notice_symbol(self, pid: int, symbol: int) -> None:
-        """A symbol from a client owed a refusal: the next reply of its refusal."""
-        replies = self.notices[pid]
-        if symbol == REQUEST and len(replies) == 1 + VERDICT_BITS:  # no frame bit seen yet
-            self.outbox.append((pid, GRANT))  # it asks again: the GRANT was lost
+        """A symbol from a client owed a refusal: the next reply of its refusal. A 1 is never
+        a poll nor a frame's first bit (both are 0s): the client lost an answer and asks for
+        the line again, so it is granted again and told the whole refusal from its start;
+        going on from where it was would splice later bits onto what it read."""
+        whole, replies = self.notices[pid]
+        if symbol == REQUEST:
+            self.notices[pid] = (whole, whole[:])
+            self.outbox.append((pid, GRANT))
             return
         self.outbox.append((pid, replies.pop(0)))
         if not replies:

@@ -91,10 +91,9 @@ class ReceiverState(Enum):
 class Clock(Enum):
     """Which deadline a state keeps besides the session's, counted from its last event."""
 
-    NONE = auto()
+    NONE = auto()  # only the session's deadline
     STALL = auto()  # stall_timeout: silence in or right before a frame means a bit was eaten
     VERDICT = auto()  # frame_timeout: a verdict nobody polls is dropped
-    PEER = auto()  # PEER_CHECK: look whether the peer still exists
 
 
 @dataclass(slots=True)
@@ -106,7 +105,9 @@ class _Session:
     deadline: float  # the session's own end (see the module docstring)
     last_progress: float
     verdict: list[int] = field(default_factory=list)  # verdict bits still to be polled
+    told: tuple[Verdict, list[int]] = (Verdict.ACK, [])  # the verdict polled, and its detail
     end: str = ""  # POLLING_LAST: why the session ends after the verdict
+    checked: float = 0.0  # when the loop last found the peer alive (see PEER_CHECK)
     bad_frames: int = 0  # failed frames in a row
     resends: int = 0
     printed: bool = False  # this session handed a message out
@@ -159,12 +160,7 @@ class Receiver:
         self.session: _Session | None = None
         self.memory = DeliveredMemory()
         self._decoder = FrameDecoder(max_message=max_message)
-        self._delays = {
-            Clock.NONE: None,
-            Clock.STALL: stall_timeout,
-            Clock.VERDICT: frame_timeout,
-            Clock.PEER: PEER_CHECK,
-        }
+        self._delays = {Clock.NONE: None, Clock.STALL: stall_timeout, Clock.VERDICT: frame_timeout}
         self.state = ReceiverState.IDLE
 
     @property
@@ -180,6 +176,8 @@ class Receiver:
         self._state = state
         self._row = row
         self._delay = None if row is None else self._delays[row.clock]
+        # Every state but the stalls (shorter) also looks at the peer every PEER_CHECK.
+        self._checks = row is not None and row.clock is not Clock.STALL
 
     @property
     def peer(self) -> int | None:
@@ -253,9 +251,12 @@ class Receiver:
         session = self.session
         if session is None:
             return None
-        if self._delay is None:
-            return session.deadline
-        return min(session.since + self._delay, session.deadline)
+        deadline = session.deadline
+        if self._delay is not None:
+            deadline = min(deadline, session.since + self._delay)
+        if self._checks:
+            deadline = min(deadline, session.checked + PEER_CHECK)
+        return deadline
 
     def handle_timer(self, now: float, *, peer_alive: bool = True) -> None:
         """Apply every deadline that has passed at ``now``. The I/O loop passes
@@ -270,10 +271,13 @@ class Receiver:
             if now >= session.deadline:
                 self._session_expired(session, now)
                 continue
-            expire = self._row.expire if self._row is not None else None
-            if expire is None:
-                raise LocalProtocolError(f"a deadline without a transition in {self._state}")
-            expire(self, session, now)
+            if self._delay is not None and now >= session.since + self._delay:
+                expire = self._row.expire if self._row is not None else None
+                if expire is None:
+                    raise LocalProtocolError(f"a deadline without a transition in {self._state}")
+                expire(self, session, now)
+                continue
+            session.checked = now  # the peer check: the loop found it alive (peer_alive)
 
     def peer_gone(self, pid: int, now: float) -> None:
         """The process ``pid`` exited (a signal to it failed): forget it wherever it is."""
@@ -293,12 +297,19 @@ class Receiver:
         session = self.session
         if (
             session is not None
+            and self._state in _SENDING_STATES
             and not session.assembly.complete
-            and self._state is not ReceiverState.POLLING_LAST
         ):
-            self.line.refuse(session.pid, Verdict.GOING_AWAY, granted=True)
-            self._end_session("the server is shutting down", now)
+            self._going_away(session, now, granted=True)
+        # A verdict being polled is told whole first (a refusal spliced onto its first bits
+        # could read as another verdict); the session then ends in GOING_AWAY (_poll).
         self._collect_released()
+
+    def _going_away(self, session: _Session, now: float, *, granted: bool) -> None:
+        """End the session and owe its client GOING_AWAY: its next frame bit (or, if it asks
+        again, its GRANT) starts the refusal."""
+        self.line.refuse(session.pid, Verdict.GOING_AWAY, granted=granted)
+        self._end_session("the server is shutting down", now)
 
     def message_not_written(self, now: float) -> None:
         """The message of the last ``MessageReceived`` could not be written out: answer its
@@ -313,6 +324,7 @@ class Receiver:
         session.assembly.not_written()
         session.printed = False
         session.verdict = verdict_bits(Verdict.NOT_WRITTEN)
+        session.told = (Verdict.NOT_WRITTEN, [])
         session.end = "the message could not be written"
         self.state = ReceiverState.POLLING_LAST
 
@@ -321,7 +333,7 @@ class Receiver:
     def _grant(self, pid: int, now: float) -> None:
         assembly = MessageAssembly(pid, self.memory)
         deadline = now + self.session_timeout
-        self.session = _Session(pid, now, assembly, now, deadline, now)
+        self.session = _Session(pid, now, assembly, now, deadline, now, checked=now)
         self._decoder.reset()
         self.state = ReceiverState.AWAITING_FRAME
         self.outbox.append((pid, GRANT))
@@ -331,8 +343,20 @@ class Receiver:
         for the line again after a silence; any verdict is dropped and it sends its frame
         again, unchanged, so a frame already taken is recognised as a repeat."""
         session.verdict = []
+        if self.line.closing:
+            self._going_away(session, session.since, granted=False)  # GRANT, then the refusal
+            return
         self.state = ReceiverState.AWAITING_FRAME
         self.outbox.append((session.pid, GRANT))
+
+    def _asks_again_last(self, session: _Session, symbol: int) -> None:
+        """A 1 while a verdict that ends the session is polled: the client lost an answer
+        and asks again. Going on would hand it the next bits as if they were the first (the
+        detail after TOO_LARGE could then read as ACK), so the whole verdict is owed again
+        from its start, as a refusal: GRANT now, then FRAME_OVER and every bit."""
+        verdict, detail = session.told
+        self.line.refuse(session.pid, verdict, detail=detail)
+        self._end_session(session.end, session.since)
 
     def _asks_again_final(self, session: _Session, symbol: int) -> None:
         """A 1 while the final ACK is polled: the peer lost part of it and asks again. It
@@ -409,10 +433,12 @@ class Receiver:
         self._start_verdict(session, verdict, ReceiverState.POLLING_LAST)
         session.end = end
         if detail is not None:
-            session.verdict += detail_bits(detail)
+            session.told = (verdict, detail_bits(detail))
+            session.verdict += session.told[1]
 
     def _start_verdict(self, session: _Session, verdict: Verdict, state: ReceiverState) -> None:
         session.verdict = verdict_bits(verdict)
+        session.told = (verdict, [])
         self.state = state
         self.outbox.append((session.pid, FRAME_OVER))
 
@@ -425,7 +451,9 @@ class Receiver:
         if bits:
             return
         state = self._state
-        if state is ReceiverState.POLLING:
+        if state is ReceiverState.POLLING and self.line.closing:
+            self._going_away(session, session.since, granted=True)
+        elif state is ReceiverState.POLLING:
             self.state = ReceiverState.NEXT_FRAME_DUE
         elif state is ReceiverState.POLLING_FINAL:
             self.state = ReceiverState.AWAITING_BYE
@@ -453,7 +481,9 @@ class Receiver:
         session.since = now
         session.verdict = []
         session.bad_frames += 1
-        if session.bad_frames >= MAX_BAD_FRAMES:
+        if self.line.closing:
+            self._going_away(session, now, granted=True)
+        elif session.bad_frames >= MAX_BAD_FRAMES:
             self._end_session("too many failed frames", now)
         else:
             self.state = ReceiverState.AWAITING_FRAME
@@ -465,9 +495,6 @@ class Receiver:
 
     def _last_unpolled(self, session: _Session, now: float) -> None:
         self._end_session(session.end, now)
-
-    def _peer_check(self, session: _Session, now: float) -> None:
-        session.since = now  # the loop found the peer alive (handle_timer's peer_alive)
 
     def _session_expired(self, session: _Session, now: float) -> None:
         if session.assembly.complete:
@@ -499,16 +526,21 @@ class Receiver:
             released.clear()
 
 
+# The states in which the peer is sending a frame or about to: a shutdown refuses it at once.
+_SENDING_STATES = frozenset(
+    {ReceiverState.AWAITING_FRAME, ReceiverState.NEXT_FRAME_DUE, ReceiverState.IN_FRAME}
+)
+
 R = Receiver
 S = ReceiverState
 # The receiver's whole behaviour with its peer, one row per state (docs/protocol.md).
 RECEIVER_TABLE: dict[ReceiverState, Row] = {
-    S.AWAITING_FRAME: Row(R._frame_starts, R._asks_again, Clock.PEER, R._peer_check),
+    S.AWAITING_FRAME: Row(R._frame_starts, R._asks_again, Clock.NONE, None),
     S.NEXT_FRAME_DUE: Row(R._frame_starts, R._asks_again, Clock.STALL, R._stalled),
     S.IN_FRAME: Row(R._frame_bit, R._frame_bit, Clock.STALL, R._stalled),
     S.POLLING: Row(R._poll, R._asks_again, Clock.VERDICT, R._verdict_unpolled),
     S.POLLING_FINAL: Row(R._poll, R._asks_again_final, Clock.VERDICT, R._final_unpolled),
-    S.POLLING_LAST: Row(R._poll, R._poll, Clock.VERDICT, R._last_unpolled),
-    S.AWAITING_BYE: Row(R._frame_starts, R._bye, Clock.PEER, R._peer_check),
+    S.POLLING_LAST: Row(R._poll, R._asks_again_last, Clock.VERDICT, R._last_unpolled),
+    S.AWAITING_BYE: Row(R._frame_starts, R._bye, Clock.NONE, None),
 }
 del R, S
