@@ -58,7 +58,8 @@ app = typer.Typer(
 
 
 def _fail(message: str, code: int) -> NoReturn:
-    print(f"minitalk: {message}", file=sys.stderr, flush=True)
+    with suppress(OSError):  # stderr gone too (serve 2>&1 | head -1): the code still says it
+        print(f"minitalk: {message}", file=sys.stderr, flush=True)
     raise typer.Exit(code)
 
 
@@ -539,7 +540,12 @@ def send_command(
     ] = None,
     file: Annotated[
         Optional[Path],  # noqa: UP045 - typer reads the annotation at run time
-        typer.Option("--file", "-f", help="Send this file's UTF-8 text instead of TEXT."),
+        typer.Option(
+            "--file",
+            "-f",
+            help="Send this file's UTF-8 text instead of TEXT.",
+            readable=False,  # checked when read: one line and exit 3, like a missing file
+        ),
     ] = None,
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="Print no receipt and no progress bar.")

@@ -81,9 +81,11 @@ class Processes:
 
     started: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
-    def popen(self, args: list[str], stdin: int | None = None) -> subprocess.Popen[bytes]:
+    def popen(
+        self, args: list[str], stdin: int | None = None, stderr: int = subprocess.PIPE
+    ) -> subprocess.Popen[bytes]:
         process: subprocess.Popen[bytes] = subprocess.Popen(
-            args, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            args, stdin=stdin, stdout=subprocess.PIPE, stderr=stderr
         )
         self.started.append(process)
         return process

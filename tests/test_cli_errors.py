@@ -3,7 +3,9 @@ happens: an innocent process stays alive and a running server prints nothing."""
 
 from __future__ import annotations
 
+import os
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,3 +133,18 @@ def test_unreadable_file_is_refused(scene: Scene, nobody: OtherUser, tmp_path: P
     args = ["send", str(scene.server.pid), "--force", "--file", str(secret)]
     result = nobody.run(nobody.command(*args))
     _check(result, ExitCode.BAD_INPUT, "no permission to read", scene)
+
+
+def test_an_unreadable_file_it_can_see_is_refused_the_same_way(
+    scene: Scene, nobody: OtherUser
+) -> None:
+    """A file the user can stat but not read (like /etc/shadow) got typer's own check: exit 2
+    and its wording, where a missing or unreadable file elsewhere got exit 3."""
+    handle, name = tempfile.mkstemp(prefix="minitalk-secret-", dir="/tmp")  # mode 0600, root's
+    os.close(handle)
+    try:
+        args = ["send", str(scene.server.pid), "--force", "--file", name]
+        result = nobody.run(nobody.command(*args))
+        _check(result, ExitCode.BAD_INPUT, "no permission to read", scene)
+    finally:
+        os.unlink(name)

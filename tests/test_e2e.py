@@ -387,6 +387,18 @@ def test_server_whose_reader_went_away_tells_the_client_it_could_not_write(
     assert err == b"minitalk: cannot write to standard output: Broken pipe\n"
 
 
+def test_server_with_stderr_merged_into_a_gone_reader_still_exits_9(procs: Processes) -> None:
+    """`serve 2>&1 | head -1`: the error line cannot be written either; it used to turn the
+    documented exit 9 into 1."""
+    server = procs.popen([*MINITALK, "serve"], stderr=subprocess.STDOUT)
+    assert server.stdout is not None
+    pid = int(server.stdout.readline().split()[1])
+    server.stdout.close()
+    result = procs.send(str(pid), "into the void", "--reply-timeout", "0.2")
+    assert result.returncode == ExitCode.REFUSED
+    assert server.wait(timeout=HANG_GUARD) == ExitCode.OUTPUT_FAILED
+
+
 def test_shutdown_tells_the_queue_and_finishes_cleanly(procs: Processes, tmp_path: Path) -> None:
     server = procs.serve()
     first_text = "first " + "✓" * 100_000  # 300 kB: still sending when the server stops
