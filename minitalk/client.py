@@ -200,6 +200,7 @@ class _SendLoop:
             stopped=server_stopped(server.pid),
             holding=symbol is not None and server.holding(symbol),
             asleep=server.asleep_waiting(),
+            away=server.asleep_elsewhere(),
         )
 
     def _flush_outbox(self, now: float) -> None:
@@ -233,6 +234,8 @@ class _SendLoop:
         """What the send was waiting for when it gave up, in plain words."""
         if server_stopped(self.server.pid):
             return " (the server is stopped)"
+        if self.server.asleep_elsewhere():
+            return " (the server is blocked, most likely writing to an output nobody reads)"
         if self.queued:  # told WAIT, not granted since (it may be asking again right now)
             return " (still waiting for its turn)"
         return ""

@@ -246,6 +246,7 @@ class _ServerLoop:
                     receiver.message_not_written(now)
                     self.failure = error
                     continue
+                receiver.message_written(monotonic())  # however long the write took
                 self.delivered += 1
             elif isinstance(event, Released):
                 released.append(event.pid)

@@ -448,6 +448,19 @@ class Process:
         except OSError:
             return False
 
+    def asleep_elsewhere(self) -> bool:
+        """True if the process sleeps somewhere other than its signal wait: a minitalk server
+        blocked writing a message to a full pipe or a stopped terminal. It answers once that
+        returns. False if it runs, waits for signals, or the kernel hides /proc/PID/wchan."""
+        if _read_status(self.pid).get("State", "")[:1] not in ("S", "D"):
+            return False
+        try:
+            with open(f"/proc/{self.pid}/wchan", encoding="ascii") as wchan:
+                where = wchan.read().strip()
+        except OSError:
+            return False
+        return where not in ("", "0") and not where.startswith("do_sigtimedwait")
+
     def alive(self) -> bool:
         """False once the process has exited (its pidfd polls readable)."""
         return not self._poller.poll(0)

@@ -100,6 +100,7 @@ class Network:
             for event in receiver.events:
                 if isinstance(event, MessageReceived):
                     self.printed.append(event)
+                    receiver.message_written(self.now)
             receiver.events.clear()
             outbox = receiver.outbox[:]
             receiver.outbox.clear()

@@ -499,7 +499,9 @@ def test_receiver_sweep_raises_nothing_and_answers_only_askers(
     assert len(delivered) <= 1
 
 
-views = st.builds(ServerView, st.booleans(), st.booleans(), st.booleans(), st.booleans())
+views = st.builds(
+    ServerView, st.booleans(), st.booleans(), st.booleans(), st.booleans(), st.booleans()
+)
 
 
 @given(

@@ -140,3 +140,28 @@ def test_a_stop_ignored_at_start_stays_ignored(procs: Processes) -> None:
     out, err = process.communicate(timeout=HANG_GUARD)
     assert (process.returncode, err) == (0, SERVER_STDERR)
     assert out == b"still serving\n"
+
+
+def test_a_client_waits_for_a_server_blocked_writing_and_is_told_delivered(
+    procs: Processes,
+) -> None:
+    """User trial: with the server blocked writing the message (its reader away), the client
+    gave up after its attempts ("did not answer", exit 6) and the message was printed whole
+    once the reader came back, so a retry would print it twice. The server asleep outside
+    its signal wait now costs the client no attempt: it waits, like for a stopped server."""
+    if not wchan_visible():
+        pytest.skip("the kernel hides /proc/PID/wchan here: cannot see the server block")
+    server = procs.popen([*MINITALK, "serve"])
+    assert server.stdout is not None
+    assert first_number(_read_line(server.stdout, HANG_GUARD)) == server.pid
+    fcntl.fcntl(server.stdout.fileno(), fcntl.F_SETPIPE_SZ, PAGE)
+    quick = ["--reply-timeout", "0.2", "--attempts", "2"]  # gave up in about 1 s before
+    client = procs.popen([*MINITALK, "send", str(server.pid), TEXT, "--quiet", *quick])
+    wait_for(lambda: _writing(server), "the server is blocked writing to the full pipe")
+    with pytest.raises(subprocess.TimeoutExpired):
+        client.wait(timeout=3.0)  # still waiting, not given up
+    server.send_signal(signal.SIGTERM)  # ends the server once the write is done
+    out, serr = _read_all(server)
+    assert out.count(TEXT.encode()) == 1, (server.returncode, serr)
+    _, err = client.communicate(timeout=HANG_GUARD)
+    assert client.returncode == 0, (err, server.returncode, serr)

@@ -311,16 +311,25 @@ class Receiver:
         self.line.refuse(session.pid, Verdict.GOING_AWAY, granted=granted)
         self._end_session("the server is shutting down", now)
 
+    def message_written(self, now: float) -> None:
+        """The message of the last ``MessageReceived`` is written out, at ``now``: its ACK
+        goes out now. A write can block for long (a full pipe whose reader is away), and the
+        client, seeing the server busy, waits for it; the session's deadlines count from
+        here, not from the frame's last bit."""
+        session = self.session
+        if session is None or self._state is not ReceiverState.POLLING_FINAL:
+            return  # the session ended meanwhile (its client exited): nobody to tell
+        session.since = session.checked = now
+        session.deadline = now + self.session_timeout
+
     def message_not_written(self, now: float) -> None:
         """The message of the last ``MessageReceived`` could not be written out: answer its
         polls with NOT_WRITTEN instead of ACK, and end the session after it."""
         session = self.session
-        if (
-            session is None
-            or self._state is not ReceiverState.POLLING_FINAL
-            or len(session.verdict) != VERDICT_BITS
-        ):
-            raise LocalProtocolError("no message awaiting its final verdict")
+        if session is None or self._state is not ReceiverState.POLLING_FINAL:
+            return  # the session ended meanwhile (its client exited): nobody to tell
+        if len(session.verdict) != VERDICT_BITS:
+            raise LocalProtocolError("the final ACK is already being told")
         session.assembly.not_written()
         session.printed = False
         session.verdict = verdict_bits(Verdict.NOT_WRITTEN)

@@ -71,6 +71,7 @@ class ServerView:
     stopped: bool = False  # SIGSTOP, Ctrl-Z, a tracer: it answers once it runs again
     holding: bool = False  # a signal of our last symbol's kind is still pending there
     asleep: bool = False  # asleep in sigtimedwait: nothing pending, all it took answered
+    away: bool = False  # asleep elsewhere (a write to a full pipe): it answers once back
 
 
 class SenderState(Enum):
@@ -258,12 +259,15 @@ class Sender:
     def handle_timer(self, now: float, view: ServerView = ServerView()) -> None:
         """Apply the deadline or the look that has passed at ``now``, given ``view``.
 
-        A stopped server answers once it runs again, so its silence costs no attempt and asks
-        nothing again: the machine looks again every ``bit_timeout``, and once the server
-        runs the usual patience starts afresh; only the loop's overall ``--timeout`` or the
-        server's exit bound this wait. A server still holding our last signal has not taken
-        it yet: that silence is not a loss, so in a frame or its verdict the machine waits on,
-        in short steps, up to ``reply_timeout`` after the signal, before it asks again.
+        A stopped server answers once it runs again, and so does one asleep outside its
+        signal wait (blocked writing the message to a full pipe, whose reader may come back
+        any time: giving up then would report a failure for a message about to be printed),
+        so such a silence costs no attempt and asks nothing again: the machine looks again
+        every ``bit_timeout``, and once the server is back the usual patience starts afresh;
+        only the loop's overall ``--timeout`` or the server's exit bound this wait. A server
+        still holding our last signal has not taken it yet: that silence is not a loss, so in
+        a frame or its verdict the machine waits on, in short steps, up to ``reply_timeout``
+        after the signal, before it asks again.
         """
         if self.finished:
             return
@@ -276,7 +280,7 @@ class Sender:
                 self._look(now, view)
             return
         patience = self._row.patience
-        if view.stopped and patience is not Patience.NONE:
+        if (view.stopped or view.away) and patience is not Patience.NONE:
             self.deadline = now + self.bit_timeout
             self._waiting_since = now  # once it runs, the usual patience starts afresh
             return
