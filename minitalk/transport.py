@@ -235,9 +235,10 @@ class SignalWaiter:
         after each empty poll, as ``wait`` does."""
         poll, send, waited = signal.sigtimedwait, signal.pidfd_send_signal, self._waited
         fd, pid, want, kinds = peer.fd, peer.pid, DATA_SIGNALS[expect], DATA_SIGNALS
-        spins, crowded = self._spins, self._crowded
+        spins = self._spins
         for index, symbol in enumerate(symbols):
-            for _ in spins:
+            crowded = self._crowded
+            for polls in spins:  # noqa: B007 (read after the loop)
                 info = poll(waited, 0)
                 if info is not None:
                     break
@@ -245,6 +246,8 @@ class SignalWaiter:
                     os.sched_yield()
             else:
                 return index, None
+            if crowded:
+                self._answered_after(polls)
             if info.si_signo != want or info.si_pid != pid or info.si_code != SI_USER:
                 return index, self._classify(info)
             try:
@@ -261,10 +264,11 @@ class SignalWaiter:
         ``bounce``)."""
         poll, send, waited = signal.sigtimedwait, signal.pidfd_send_signal, self._waited
         fd, pid, reply = peer.fd, peer.pid, DATA_SIGNALS[answer]
-        symbol_of, spins, crowded = _SYMBOL, self._spins, self._crowded
+        symbol_of, spins = _SYMBOL, self._spins
         taken: list[int] = []
         for _ in range(count):
-            for _ in spins:
+            crowded = self._crowded
+            for polls in spins:  # noqa: B007 (read after the loop)
                 info = poll(waited, 0)
                 if info is not None:
                     break
@@ -272,6 +276,8 @@ class SignalWaiter:
                     os.sched_yield()
             else:
                 return taken, None
+            if crowded:
+                self._answered_after(polls)
             symbol = symbol_of.get(info.si_signo)
             if symbol is None or info.si_pid != pid or info.si_code != SI_USER:
                 return taken, self._classify(info)
@@ -281,6 +287,13 @@ class SignalWaiter:
             except OSError:  # it exited or changed its user: the caller finds out
                 return taken, None
         return taken, None
+
+    def _answered_after(self, polls: int) -> None:
+        """While crowded: a signal came after ``polls`` empty polls; enough prompt ones in a
+        row mean the CPUs are free again, and polling stops yielding (as in ``wait``)."""
+        self._prompt = self._prompt + 1 if polls < _PROMPT_POLLS else 0
+        if self._prompt >= _PROMPT_STREAK:
+            self._crowded = False
 
     def _classify(self, info: signal.struct_siginfo) -> tuple[int, int] | None:
         """A signal taken by a tight loop, as ``wait`` would have returned it."""
