@@ -139,10 +139,7 @@ class Network:
     def end_runs(self) -> None:
         """Every tight loop hands what it moved to its machine (before anything else
         reaches the machine: a timer, a stray, a kill, a shutdown)."""
-        if self.server_run:
-            self.server_run = 0
-            self.receiver.bulk_received(self.server_taken, self.now)
-            self.server_taken = []
+        self.end_runs_of_server()
         for client in self.clients.values():
             self._end_client_run(client)
 
