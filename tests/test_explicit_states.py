@@ -440,3 +440,13 @@ def test_a_client_that_exits_while_polling_frees_the_line_at_the_peer_check(poll
     assert deadline <= PEER_CHECK
     receiver.handle_timer(deadline, peer_alive=False)
     assert receiver.peer == 11
+
+
+@pytest.mark.parametrize("view", [ServerView(stopped=True), ServerView(away=True)])
+def test_no_looks_every_2_ms_while_the_server_cannot_answer(view: ServerView) -> None:
+    """A server stopped or blocked writing answers nothing before it is back: looking at it
+    every LOOK_AFTER read /proc 2,000 times a second for as long as it took (found when a
+    reader stayed away for minutes). The bit deadline looks again, every bit_timeout."""
+    sender = _sender_awaiting_first_bit()
+    sender.handle_timer(sender.get_timer() or 0.0, view)
+    assert sender.get_timer() == pytest.approx(0.001 + sender.bit_timeout)

@@ -300,7 +300,10 @@ class Sender:
         """No answer ``LOOK_AFTER`` after our signal (see the module docstring). The loop
         looked at the server before it took the signals pending here, so an answer that came
         meanwhile has been received already and this look is not due any more."""
-        if not view.asleep:  # running, stopped, or not yet at its wait: look again later
+        if view.stopped or view.away:  # not before it runs again: the deadline looks then
+            self._look_at = None
+            return
+        if not view.asleep:  # running, or not yet at its wait: look again soon
             self._look_at = now + LOOK_AFTER
             return
         if self._strays_since_send or self._looked_again >= MAX_LOOK_RESENDS:
