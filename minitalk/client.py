@@ -152,6 +152,8 @@ class _SendLoop:
     def _bulk(self, now: float) -> float:
         """Move the run of plain frame bits the machine offers in the waiter's tight loop;
         tell the machine how far it got, and keep what broke the run for the next turn."""
+        if not self.waiter.polls:  # one CPU: the tight loop would only cost
+            return now
         run = self.sender.bulk()
         if not run:
             return now
@@ -162,6 +164,9 @@ class _SendLoop:
             self.sender.sent(now)
         self._report_forged(now)
         self.early = got
+        if (error := self.waiter.send_error) is not None:
+            self.waiter.send_error = None
+            self._send_failed(error)
         return now
 
     def _next_signal(self, deadline: float | None) -> tuple[int, int] | None:
@@ -223,12 +228,16 @@ class _SendLoop:
     def _send(self, symbol: int) -> None:
         try:
             self.server.send(symbol)
-        except ProcessLookupError:
+        except OSError as error:
+            self._send_failed(error)
+
+    def _send_failed(self, error: OSError) -> None:
+        if isinstance(error, ProcessLookupError):
             self.sender.server_gone(monotonic())
-        except OSError as error:  # it changed its user since we checked it
-            raise TargetError(
-                f"cannot signal the server (PID {self.server.pid}): {error.strerror}"
-            ) from None
+            return
+        raise TargetError(  # it changed its user since we checked it
+            f"cannot signal the server (PID {self.server.pid}): {error.strerror}"
+        ) from None
 
     def _why(self) -> str:
         """What the send was waiting for when it gave up, in plain words."""

@@ -226,8 +226,13 @@ class _ServerLoop:
             peer = receiver.peer
             receiver.handle_timer(now, peer_alive=peer is None or self.clients.alive(peer))
         if not receiver.events:
+            # A run of plain bits follows only the answer to one of the peer's frame bits
+            # (a step woken by a stray answered nothing: spinning then only keeps the
+            # server from looking asleep to a client that lost a bit).
+            answered_a_bit = receiver.outbox == [(receiver.peer, CONTINUE)]
             self._send_all(now)
-            self._bulk()
+            if answered_a_bit:
+                self._bulk()
             return
         self._act_on_events(now)
 
@@ -266,7 +271,7 @@ class _ServerLoop:
         count = self.receiver.bulk()
         peer = self.receiver.peer
         process = None if peer is None else self.clients.get(peer)
-        if count == 0 or process is None:
+        if count == 0 or process is None or not self.waiter.polls:
             return
         taken, self.early = self.waiter.collect(process, count, CONTINUE)
         self.receiver.bulk_received(taken, monotonic())

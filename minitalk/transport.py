@@ -161,6 +161,13 @@ class SignalWaiter:
         self.forged = 0
         self.stops = 0  # stop signals taken
         self.stop_requested = False
+        self.send_error: OSError | None = None  # a send in ``bounce`` failed (see there)
+
+    @property
+    def polls(self) -> bool:
+        """Whether it polls before it blocks (never on one CPU). The tight loops of the bulk
+        path only poll, so without it they would only cost."""
+        return bool(self._spins)
 
     def wait(self, deadline: float | None, *, spin: bool = True) -> tuple[int, int] | None:
         """Wait until ``deadline`` (a ``monotonic()`` time; None: forever) for a signal.
@@ -231,14 +238,14 @@ class SignalWaiter:
         the one before has come (the first: to the signal already out). Return how many were
         sent, and the signal that broke the run, if one did (as ``wait`` returns it; None
         also after a forged or a stop signal, or when no answer came within one spin: the
-        caller then waits with its deadlines). Polls only: on a crowded machine it yields
-        after each empty poll, as ``wait`` does."""
+        caller then waits with its deadlines). If a send fails, the answer to the symbol
+        before it has been taken: the error is left in ``send_error`` for the caller. Polls
+        only: on a crowded machine it yields after each empty poll, as ``wait`` does."""
         poll, send, waited = signal.sigtimedwait, signal.pidfd_send_signal, self._waited
         fd, pid, want, kinds = peer.fd, peer.pid, DATA_SIGNALS[expect], DATA_SIGNALS
-        spins = self._spins
+        spins, crowded = self._spins, self._crowded
         for index, symbol in enumerate(symbols):
-            crowded = self._crowded
-            for polls in spins:  # noqa: B007 (read after the loop)
+            for _ in spins:
                 info = poll(waited, 0)
                 if info is not None:
                     break
@@ -246,13 +253,12 @@ class SignalWaiter:
                     os.sched_yield()
             else:
                 return index, None
-            if crowded:
-                self._answered_after(polls)
             if info.si_signo != want or info.si_pid != pid or info.si_code != SI_USER:
                 return index, self._classify(info)
             try:
                 send(fd, kinds[symbol])
-            except OSError:  # it exited or changed its user: the caller finds out
+            except OSError as error:  # the answer to the last one sent was taken: say so
+                self.send_error = error
                 return index, None
         return len(symbols), None
 
@@ -264,11 +270,10 @@ class SignalWaiter:
         ``bounce``)."""
         poll, send, waited = signal.sigtimedwait, signal.pidfd_send_signal, self._waited
         fd, pid, reply = peer.fd, peer.pid, DATA_SIGNALS[answer]
-        symbol_of, spins = _SYMBOL, self._spins
+        symbol_of, spins, crowded = _SYMBOL, self._spins, self._crowded
         taken: list[int] = []
         for _ in range(count):
-            crowded = self._crowded
-            for polls in spins:  # noqa: B007 (read after the loop)
+            for _ in spins:
                 info = poll(waited, 0)
                 if info is not None:
                     break
@@ -276,8 +281,6 @@ class SignalWaiter:
                     os.sched_yield()
             else:
                 return taken, None
-            if crowded:
-                self._answered_after(polls)
             symbol = symbol_of.get(info.si_signo)
             if symbol is None or info.si_pid != pid or info.si_code != SI_USER:
                 return taken, self._classify(info)
@@ -287,13 +290,6 @@ class SignalWaiter:
             except OSError:  # it exited or changed its user: the caller finds out
                 return taken, None
         return taken, None
-
-    def _answered_after(self, polls: int) -> None:
-        """While crowded: a signal came after ``polls`` empty polls; enough prompt ones in a
-        row mean the CPUs are free again, and polling stops yielding (as in ``wait``)."""
-        self._prompt = self._prompt + 1 if polls < _PROMPT_POLLS else 0
-        if self._prompt >= _PROMPT_STREAK:
-            self._crowded = False
 
     def _classify(self, info: signal.struct_siginfo) -> tuple[int, int] | None:
         """A signal taken by a tight loop, as ``wait`` would have returned it."""
