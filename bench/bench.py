@@ -4,14 +4,16 @@ Run with `make bench` (or `.venv/bin/python bench/bench.py [--quick]`). Prints o
 writes the same figures to bench/results.json. Not a test: nothing here passes or fails.
 
 What is measured, and how:
-- raw ceilings: two bare Python processes bounce SIGUSR1 with the same calls minitalk uses,
-  blocking (sigwaitinfo) and polling (sigtimedwait with a zero timeout), in round trips/s; and
-  the same in C (bench/pingpong.c, compiled with `cc` when there is one): the kernel's own
+- ceilings: two bare Python processes bounce SIGUSR1 with the same calls minitalk uses,
+  blocking (sigwaitinfo) and polling (sigtimedwait with a zero timeout), in round trips/s: a
+  reference for Python's per-call cost, not a limit (minitalk's tight loops come close to it);
+  and the same in C (bench/pingpong.c, compiled with `cc` when there is one): the kernel's own
   round trip, the physical limit;
 - throughput: a real `minitalk serve` and `minitalk send --file` for 1 KiB, 64 KiB and 1 MiB,
   median of several runs, from the client's own transfer time (process start excluded);
 - crowded: the 64 KiB send again beside one CPU-bound process, as a multiple of its idle time;
-- CPU per MiB: the client's rusage (wait4) and the server's /proc/PID/stat ticks over the run;
+- CPU per MiB: the client's rusage (wait4: the whole process, so for 1 KiB mostly the
+  interpreter's start) and the server's /proc/PID/stat ticks (10 ms each) over the run;
 - idle CPU: the server's CPU ticks over 10 s with no client;
 - start-up: wall time of a whole `minitalk send` of 100 characters, process start included,
   from a normal (non-editable) install made in a temporary virtual environment, against a bare
@@ -196,11 +198,15 @@ def crowded(server: BenchServer, size: int, runs: int, workdir: Path) -> dict[st
 def startup(workdir: Path, server_pid: int, runs: int = 20) -> dict[str, object]:
     """A whole `minitalk send` of 100 characters from a normal install (pip install .), and a
     bare start of that environment's interpreter; medians of ``runs``."""
-    venv = workdir / "venv"
+    venv, source = workdir / "venv", workdir / "source"
+    # Installed from a copy of the source: pip builds in the tree it is given, and a build/
+    # left in the repo would be packed into later installs, deleted modules and all.
+    skip = shutil.ignore_patterns(".*", "build", "*.egg-info", "__pycache__", "venv")
+    shutil.copytree(ROOT, source, ignore=skip)
     try:
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         subprocess.run(
-            [str(venv / "bin" / "pip"), "install", "--quiet", str(ROOT)],
+            [str(venv / "bin" / "pip"), "install", "--quiet", str(source)],
             check=True,
             capture_output=True,
         )
