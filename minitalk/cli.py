@@ -58,8 +58,13 @@ app = typer.Typer(
 
 
 def _fail(message: str, code: int) -> NoReturn:
-    with suppress(OSError):  # stderr gone too (serve 2>&1 | head -1): the code still says it
+    try:
         print(f"minitalk: {message}", file=sys.stderr, flush=True)
+    except OSError:  # stderr gone too (serve 2>&1 | head -1): the exit code still says it
+        # Point stderr at /dev/null, so the interpreter's own flush at exit (which would
+        # fail again, and turn the code into 120) stays quiet.
+        with suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stderr.fileno())
     raise typer.Exit(code)
 
 
