@@ -121,9 +121,6 @@ class _Clients:
         if process is not None:
             process.close()
 
-    def __len__(self) -> int:
-        return len(self._open)
-
 
 def serve(
     config: ServerConfig,

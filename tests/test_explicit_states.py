@@ -23,6 +23,7 @@ from minitalk.protocol import (
     REQUEST,
     SESSION_TIMEOUT,
     STALL_TIMEOUT,
+    DeliveredMemory,
     MessageReceived,
     Receiver,
     ReceiverState,
@@ -450,3 +451,20 @@ def test_no_looks_every_2_ms_while_the_server_cannot_answer(view: ServerView) ->
     sender = _sender_awaiting_first_bit()
     sender.handle_timer(sender.get_timer() or 0.0, view)
     assert sender.get_timer() == pytest.approx(0.001 + sender.bit_timeout)
+
+
+def test_the_delivered_memory_is_one_nonce_per_pid_and_bounded() -> None:
+    memory = DeliveredMemory(size=3)
+    for pid in (1, 2, 3):
+        memory.remember(pid, pid * 10)
+    memory.remember(1, 11)  # a newer message of PID 1 replaces its older one
+    assert not memory.delivered(1, 10)
+    assert memory.delivered(1, 11)
+    memory.remember(4, 40)  # over the bound: the least recently used PID (2) is forgotten
+    assert len(memory) == 3
+    assert not memory.delivered(2, 20)
+    assert memory.delivered(3, 30)
+    memory.forget(3, 99)  # another nonce: nothing to forget
+    assert memory.delivered(3, 30)
+    memory.forget(3, 30)
+    assert not memory.delivered(3, 30)
