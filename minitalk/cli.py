@@ -682,8 +682,8 @@ def _read_message(text: str | None, file: Path | None, display: Display) -> byte
         return _decode_check(_read_stdin(), "standard input")
     try:
         return text.encode("utf-8")
-    except UnicodeEncodeError as error:  # undecodable bytes in argv arrive as surrogates
-        raise InputError(f"TEXT is not valid UTF-8 (character {error.start})") from None
+    except UnicodeEncodeError:  # undecodable bytes in argv arrive as surrogates: say where,
+        return _decode_check(os.fsencode(text), "TEXT")  # in bytes, as for a file or stdin
 
 
 def _read_file(file: Path) -> bytes:

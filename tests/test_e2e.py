@@ -238,6 +238,12 @@ def test_bad_files_get_one_line_errors(procs: Processes, tmp_path: Path) -> None
         (["--file", str(tmp_path / "missing.txt")], ExitCode.BAD_INPUT, "no such file"),
         (["--file", str(tmp_path)], ExitCode.BAD_INPUT, "is a directory"),
         (["--file", str(bad)], ExitCode.BAD_INPUT, "bad byte at offset 3"),
+        # the same bytes as TEXT: told the same way (it said "character 3" before)
+        (
+            [os.fsdecode(b"caf\xe9 ok")],
+            ExitCode.BAD_INPUT,
+            "TEXT is not UTF-8: bad byte at offset 3",
+        ),
         (["text", "--file", str(bad)], ExitCode.USAGE, "not both"),
     ]
     for args, code, words in cases:
