@@ -564,9 +564,13 @@ def send_command(
         ),
     ] = REPLY_TIMEOUT,
     attempts: Annotated[
-        int,
-        typer.Option(help="Failed tries per frame, at the smallest size, before giving up."),
-    ] = MAX_ATTEMPTS,
+        Optional[int],  # noqa: UP045 - typer reads the annotation at run time
+        typer.Option(
+            help="Failed tries per frame, at the smallest size, before giving up. "
+            f"Default: {MAX_ATTEMPTS}. Not with --classic (a plain bit is never sent twice).",
+            show_default=False,
+        ),
+    ] = None,
     timeout: Annotated[
         Optional[float],  # noqa: UP045 - typer reads the annotation at run time
         typer.Option(
@@ -623,7 +627,10 @@ def send_command(
             length_counts_end,
             **{"--delay-us": delay_us, "--trace": trace or None},
         )
-        _check_options(_send_rules(reply_timeout, attempts, timeout))
+        if fmt is not None and attempts is not None:
+            raise UsageError("--attempts is an option of framed mode only (not --classic)")
+        tries = MAX_ATTEMPTS if attempts is None else attempts
+        _check_options(_send_rules(reply_timeout, tries, timeout))
         target = _parse_pid(pid)
         display = display_for(quiet or fmt is not None)
         message = _read_message(text, file, display)
@@ -644,7 +651,7 @@ def send_command(
                 print(_describe_classic(receipt_), flush=True)
             return
         config = ClientConfig(
-            reply_timeout=reply_timeout, max_attempts=attempts, timeout=timeout, force=force
+            reply_timeout=reply_timeout, max_attempts=tries, timeout=timeout, force=force
         )
         try:
             receipt = send_message(

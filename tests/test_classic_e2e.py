@@ -381,3 +381,11 @@ def test_classic_options_need_classic(procs: Processes) -> None:
     assert serve.returncode == ExitCode.USAGE
     assert b"--ack is an option of --classic mode only" in err
     assert sys.executable  # the suite's interpreter runs the CLI
+
+
+def test_framed_only_options_are_refused_with_classic(procs: Processes) -> None:
+    """--attempts means nothing to a plain server (a bit is never sent twice); it used to be
+    accepted and ignored, which hid a mistake."""
+    result = procs.send("--classic", "123", "hi", "--attempts", "3")
+    assert result.returncode == ExitCode.USAGE
+    assert b"--attempts is an option of framed mode only" in result.stderr
