@@ -11,6 +11,7 @@ A failure found by fuzzing is pinned here as an ``@example`` on its target.
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from collections.abc import Callable
 
@@ -48,6 +49,7 @@ from minitalk.protocol import (
     REQUEST,
     VERDICT_BITS,
     MessageReceived,
+    PeerView,
     Receiver,
     SenderState,
 )
@@ -198,12 +200,15 @@ def fuzz_round_trip(text: str) -> None:
 
 # -- receiver state machine ---------------------------------------------------------------------
 
-# PIDs 10-12 and a stranger send symbols; two pseudo-PIDs stand for what the server loop
-# reports instead of a signal: the peer's process has exited, or a stop was asked for.
-PEER_EXITED, STOP = 1, 2
+# PIDs 10-12 and a stranger send symbols; pseudo-PIDs stand for what the server's driver
+# reports instead of a signal: the peer's process has exited, a stop was asked for, the
+# message was written (or could not be), the peer was seen asleep in its signal wait.
+PEER_EXITED, STOP, WRITTEN, NOT_WRITTEN, ASLEEP = 1, 2, 3, 4, 5
 receiver_inputs = st.lists(
     st.tuples(
-        st.sampled_from([10, 10, 10, 11, 12, STRANGER_PID, PEER_EXITED, STOP]),
+        st.sampled_from(
+            [10, 10, 10, 11, 12, STRANGER_PID, PEER_EXITED, STOP, WRITTEN, NOT_WRITTEN, ASLEEP]
+        ),
         st.integers(0, 1),
         st.sampled_from([0.0, 1e-5, 0.01, 0.06, 0.4, 0.6, 1.5, 3.5]),
     ),
@@ -213,7 +218,7 @@ receiver_inputs = st.lists(
 
 @given(receiver_inputs, st.binary(max_size=60))
 def fuzz_receiver(inputs: list[tuple[int, int, float]], framed: bytes) -> None:
-    """(PID, signal, time) in, and the loop's own observations: no error but the peer's, no
+    """(PID, signal, time) in, and the driver's own observations: no error but the peer's, no
     message that no sender framed, a bounded memory of PIDs, and back to accepting a new
     session once everyone has gone silent. A ``LocalProtocolError`` is a bug here: it fails."""
     _counted("receiver")
@@ -225,6 +230,7 @@ def fuzz_receiver(inputs: list[tuple[int, int, float]], framed: bytes) -> None:
     honest.append(BYE)
     cursor = 0
     now = 0.0
+    events = []
     for pid, noise, dt in inputs:
         now += dt
         symbol = noise
@@ -233,21 +239,18 @@ def fuzz_receiver(inputs: list[tuple[int, int, float]], framed: bytes) -> None:
             taken = honest[cursor : cursor + min(run, int(dt * 1000) + 1)]
             cursor += len(taken)
             receiver.bulk_received(taken, now)
+            receiver.replies()
             continue
         if pid == 10 and cursor < len(honest):
             symbol = honest[cursor]
             cursor += 1
-        try:
-            receiver.handle_timer(now, peer_alive=pid != PEER_EXITED)
-            if pid == STOP:
-                receiver.shut_down(now)
-            elif pid != PEER_EXITED:
-                receiver.receive(pid, symbol, now)
-        except RemoteProtocolError:
-            pass
-        receiver.outbox.clear()
+        with contextlib.suppress(RemoteProtocolError):
+            _observe(receiver, pid, symbol, now)
+        receiver.replies()
+        while (event := receiver.next_event()) is not None:
+            events.append(event)
         assert len(receiver.known()) <= 1 + 2 + 2, receiver.known()
-    for event in receiver.events:
+    for event in events:
         if isinstance(event, MessageReceived):
             assert event.pid == 10, f"never framed: {event}"
             assert event.text.encode() == framed, f"never framed: {event}"
@@ -261,9 +264,22 @@ def fuzz_receiver(inputs: list[tuple[int, int, float]], framed: bytes) -> None:
         receiver.handle_timer(now)
     assert receiver.session is None
     assert not receiver.queue
-    receiver.outbox.clear()
+    receiver.replies()
     receiver.receive(42, REQUEST, now)
-    assert receiver.outbox == [(42, GRANT)]  # a session, or the start of a refusal
+    assert receiver.replies() == [(42, GRANT)]  # a session, or the start of a refusal
+
+
+def _observe(receiver: Receiver, pid: int, symbol: int, now: float) -> None:
+    """One input to a hand-driven receiver: a signal, or what its driver reports."""
+    receiver.handle_timer(now, PeerView(alive=pid != PEER_EXITED, asleep=pid == ASLEEP))
+    if pid == STOP:
+        receiver.shut_down(now)
+    elif pid == WRITTEN:
+        receiver.message_written(now)
+    elif pid == NOT_WRITTEN:
+        receiver.message_not_written(now)
+    elif pid not in (PEER_EXITED, ASLEEP):
+        receiver.receive(pid, symbol, now)
 
 
 # -- sender and receiver over a faulty link ------------------------------------------------------
@@ -272,8 +288,8 @@ FAULTS = [
     "deliver",
     "deliver",
     "deliver",
-    "drop_server",
-    "drop_client",
+    "eat_server",
+    "eat_client",
     "duplicate",
     "stranger_server",
     "stranger_client",
@@ -306,13 +322,15 @@ link_ops = st.lists(
 def fuzz_faulty_link(texts: list[str], ops: list[tuple[str, int, int, int]]) -> None:
     """Delivered messages are exactly sent ones, each at most once; a sender that reports
     success was delivered exactly once; a healthy link afterwards ends every live sender.
-    Every other run moves plain frame bits through the loops' tight loops (the bulk path)."""
+    The shipped drivers run over the simulated kernel; every other run moves plain frame bits
+    through their tight loops (the bulk path), led by the server or by the clients."""
     _counted("faulty_link")
     total = sum(map(len, texts))
     # Every other input takes the bulk path; every third has a limit the texts can pass, so
     # that TOO_LARGE refusals (and their detail bits) meet the faults too.
     limit = 40 if total % 3 == 0 else 10_000
-    net = Network(Receiver(max_message=limit), bulk=total % 2 == 1)
+    lead = "server" if total % 4 < 2 else "client"
+    net = Network(Receiver(max_message=limit), bulk=total % 2 == 1, lead=lead)
     pids = [10 + index for index in range(len(texts))]
     sent = {pid: f"{pid}:{text}" for pid, text in zip(pids, texts, strict=True)}
     for pid in pids:
@@ -330,19 +348,19 @@ def _apply(net: Network, pid: int, kind: str, symbol: int, amount: int) -> None:
     client = net.clients[pid]
     actions: dict[str, Callable[[], object]] = {
         "deliver": lambda: [net.step() for _ in range(amount)],
-        "drop_server": lambda: net.server_pending.pop(symbol, None),
-        "drop_client": lambda: client.pending.pop(symbol, None),
+        "eat_server": lambda: net.eat_at_server(symbol),
+        "eat_client": lambda: net.eat_at_client(pid, symbol),
         "duplicate": lambda: (
             net.redeliver_to_server(net.server_pending[symbol], symbol)
             if symbol in net.server_pending
             else None
         ),
-        "stranger_server": lambda: net.inject_to_server(symbol),
-        "stranger_client": lambda: net.inject_to_client(pid, symbol),
+        "stranger_server": lambda: net.inject_to_server(symbol, forged=amount > 200),
+        "stranger_client": lambda: net.inject_to_client(pid, symbol, forged=amount > 200),
         "delay": lambda: net.advance(amount / 100),
         "kill": lambda: net.kill(pid) if client.alive and amount > 250 else None,
         "swap_order": lambda: net.deliver_to_server(1 - symbol),
-        "shutdown": lambda: _shut_down(net) if amount > 280 else None,
+        "shutdown": lambda: net.shut_down() if amount > 280 else None,
         "stop_server": lambda: _stopped_for(net, amount / 10),
     }
     actions[kind]()
@@ -354,12 +372,6 @@ def _stopped_for(net: Network, seconds: float) -> None:
     net.server_stopped = True
     net.advance(seconds)
     net.server_stopped = False
-
-
-def _shut_down(net: Network) -> None:
-    net.end_runs()
-    net.receiver.shut_down(net.now)
-    net.flush()
 
 
 def _check_link(net: Network, sent: dict[int, str]) -> None:

@@ -192,30 +192,37 @@ def serve(
     only (see the module's docstring). Iterate it to the end or close it: a generator left
     open keeps the signals borrowed until it is garbage-collected.
     """
-    from minitalk.server import ServerConfig, _ServerLoop  # noqa: PLC0415 (a send needs none of it)
+    from minitalk.server import (  # noqa: PLC0415 (a send needs none of it)
+        ServerConfig,
+        ServerDriver,
+        SignalServerLink,
+    )
 
     check_options(serve_rules(max_bytes, frame_timeout, session_timeout, count))
     config = ServerConfig.from_options(max_bytes, frame_timeout, session_timeout, count)
     with _borrowed_signals():
-        stops = block_signals(stops=True)
+        link = SignalServerLink(block_signals(stops=True))
         received: list[Message] = []
-        loop = _ServerLoop(
-            config, lambda event, uid: received.append(_message(event, uid)), stops=stops
+        driver = ServerDriver(
+            config.receiver(), link, lambda event, uid: received.append(_message(event, uid))
         )
-        if on_ready is not None:
-            with loop.waiter.stoppable():
-                on_ready(os.getpid())
         try:
-            while not loop.stop_requested and (count is None or loop.finished < count):
-                loop.step()
+            if on_ready is not None:
+                with link.writing():
+                    on_ready(os.getpid())
+            while not link.stop_requested and (count is None or driver.finished < count):
+                driver.step()
                 while received:
-                    with loop.waiter.stoppable():  # the caller's body: stoppable like a write
+                    with link.writing():  # the caller's body: stoppable like a write
                         yield received.pop(0)
         finally:
-            # A message is yielded as soon as it is whole, while its sender still polls for
-            # the ACK: the drain lets that session end as it would have (ACK, BYE).
-            loop.drain(config.session_timeout)
-        if loop.stop_requested:
+            # A message is yielded as soon as it is written, while its sender still polls
+            # for the ACK: the drain lets that session end as it would have (ACK, BYE).
+            try:
+                driver.drain(config.session_timeout)
+            finally:
+                link.close()
+        if link.stop_requested:
             raise KeyboardInterrupt
 
 

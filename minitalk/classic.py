@@ -23,23 +23,19 @@ from collections import deque
 from dataclasses import dataclass, field
 from enum import Enum
 
+from minitalk.classic_limits import (
+    ANSWER_HOLD,
+    DEFAULT_DELAY,
+    DEFAULT_MAX_MESSAGE,
+    END_WAIT,
+    IDLE_TIMEOUT,
+    MAX_GAPS,
+    MAX_TRACE_BYTES,
+    PROBE_WAIT,
+    REPLY_TIMEOUT,
+    SIGNAL_NAMES,
+)
 from minitalk.errors import LocalProtocolError, NoAnswerError
-
-SIGNAL_NAMES = ("SIGUSR1", "SIGUSR2")  # symbol 0 and symbol 1
-IDLE_TIMEOUT = 1.0  # a sender silent this long mid-message is dropped (plain servers: 0.4-10 s)
-DEFAULT_DELAY = 0.0005  # between bits when the server does not answer: 400-500 µs is safe
-# After the first bit, an answer within PROBE_WAIT means "paced by answers". Longer than
-# ANSWER_HOLD, the longest minitalk's own classic server may hold a first answer back while
-# another client's bit is on its way, and than the 10-50 ms some plain servers wait.
-PROBE_WAIT = 0.1
-REPLY_TIMEOUT = 1.0  # paced by answers: the longest wait for one
-END_WAIT = 0.05  # after the last bit: time for an end-of-message signal, not required
-MAX_TRACE_BYTES = 16  # --trace shows the bits of this many bytes per message, then a summary
-# A plain client that waits for answers sends its next bit microseconds after ours; one that does
-# not wait never does. So an answer is "in flight" until its sender's next bit, or this long.
-ANSWER_HOLD = 0.05
-MAX_GAPS = 1 << 20  # gaps kept per sender for the trace's figures (8 MiB of doubles at most)
-DEFAULT_MAX_MESSAGE = 1024 * 1024  # a plain sender moves 1-10 KiB/s: 1 MiB takes minutes
 
 
 class Ack(Enum):

@@ -16,12 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from minitalk.classic import (
-    DEFAULT_DELAY,
-    DEFAULT_MAX_MESSAGE,
-    END_WAIT,
-    IDLE_TIMEOUT,
-    PROBE_WAIT,
-    REPLY_TIMEOUT,
     Ack,
     ClassicEvent,
     ClassicFormat,
@@ -29,6 +23,14 @@ from minitalk.classic import (
     ClassicReceiver,
     ClassicSender,
     describe_send,
+)
+from minitalk.classic_limits import (
+    DEFAULT_DELAY,
+    DEFAULT_MAX_MESSAGE,
+    END_WAIT,
+    IDLE_TIMEOUT,
+    PROBE_WAIT,
+    REPLY_TIMEOUT,
 )
 from minitalk.errors import MinitalkError, NoAnswerError, ServerGoneError
 from minitalk.transport import (

@@ -6,7 +6,6 @@ one line on stderr and turned into the error's exit code; the codes live in
 ``minitalk.errors.ExitCode``.
 """
 
-
 import math
 import os
 import re
@@ -22,6 +21,8 @@ from typer.core import TyperCommand
 
 from minitalk import __version__
 from minitalk.api import check_options, send_rules, serve_rules
+from minitalk.classic_limits import DEFAULT_DELAY, PROBE_WAIT
+from minitalk.classic_limits import IDLE_TIMEOUT as CLASSIC_IDLE_TIMEOUT
 from minitalk.client import ClientConfig, Receipt, send_message
 from minitalk.errors import (
     ExitCode,
@@ -33,19 +34,23 @@ from minitalk.errors import (
 )
 from minitalk.progress import Display, display_for
 from minitalk.protocol import (
+    BIT_TIMEOUT,
     DEFAULT_MAX_MESSAGE,
     FRAME_TIMEOUT,
     MAX_ATTEMPTS,
+    QUEUE_POLL,
     REPLY_TIMEOUT,
     SESSION_TIMEOUT,
+    STALL_TIMEOUT,
 )
 
 # Start-up: a `minitalk send` imports only what a framed send needs. The server, the plain
 # (classic) protocol, json and tempfile are imported by the commands that use them.
 if TYPE_CHECKING:
     from minitalk.classic import ClassicEvent, ClassicFormat, ClassicMessage
-    from minitalk.classic_link import ClassicReceipt, ClassicServerConfig
+    from minitalk.classic_link import ClassicClientConfig, ClassicReceipt, ClassicServerConfig
     from minitalk.protocol import MessageReceived
+    from minitalk.server import ServerConfig
 
 app = typer.Typer(
     name="minitalk",
@@ -184,6 +189,145 @@ TraceOption = Annotated[
 ]
 
 
+# -- the options of `serve` and `send` ----------------------------------------------------------
+
+MaxBytesOption = Annotated[
+    int,
+    typer.Option(
+        help="Largest message accepted, in bytes (at most 4294967295); larger is refused."
+    ),
+]
+FrameTimeoutOption = Annotated[
+    float,
+    typer.Option(
+        help="Seconds of silence before a half-done frame exchange is dropped. A frame "
+        f"that stalls is asked for again sooner: after {STALL_TIMEOUT:g} s, or half this if "
+        "shorter.",
+    ),
+]
+SessionTimeoutOption = Annotated[
+    float,
+    typer.Option(
+        help="Seconds without a good frame before a client's session is abandoned; longer "
+        f"than --frame-timeout and than {QUEUE_POLL:g} s (a queued client asks again every "
+        f"{QUEUE_POLL:g} s)."
+    ),
+]
+CountOption = Annotated[
+    Optional[int],  # noqa: UP045 - typer reads the annotation at run time
+    typer.Option(help="Exit after this many messages have been delivered."),
+]
+JsonOption = Annotated[
+    bool,
+    typer.Option(
+        "--json",
+        help='JSON Lines: first {"pid": <n>}, then one JSON object per message (pid, '
+        "uid, bytes, frames, resends, seconds, text) instead of the bare text.",
+    ),
+]
+PidFileOption = Annotated[
+    Optional[Path],  # noqa: UP045 - typer reads the annotation at run time
+    typer.Option(
+        help="Write the PID to this file once the server is ready for signals, so a "
+        "script can wait for it (removed on a clean exit)."
+    ),
+]
+AckOption = Annotated[
+    Optional[AckWhen],  # noqa: UP045
+    typer.Option(
+        help="When to answer a classic sender: each bit, once at the end of its message, "
+        "or never (default: bit). Never a process that would die of it (checked before "
+        "each signal).",
+        rich_help_panel=_CLASSIC,
+    ),
+]
+AckSignalOption = Annotated[
+    Optional[Signal],  # noqa: UP045
+    typer.Option(help="The signal that answers (default: usr1).", rich_help_panel=_CLASSIC),
+]
+IdleTimeoutOption = Annotated[
+    Optional[float],  # noqa: UP045
+    typer.Option(
+        min=0.01,
+        max=86_400.0,
+        help="Seconds a classic sender may go silent mid-message before it is dropped "
+        f"(with --end none, the silence that ends a message) (default: {CLASSIC_IDLE_TIMEOUT}).",
+        rich_help_panel=_CLASSIC,
+    ),
+]
+PidArgument = Annotated[
+    str,
+    typer.Argument(
+        metavar="PID",
+        show_default=False,
+        help="The server's PID, as `minitalk serve` printed it.",
+    ),
+]
+TextArgument = Annotated[
+    Optional[str],  # noqa: UP045 - typer reads the annotation at run time
+    typer.Argument(
+        metavar="[TEXT]",
+        show_default=False,
+        help="The text to send; `-` reads standard input.",
+    ),
+]
+FileOption = Annotated[
+    Optional[Path],  # noqa: UP045 - typer reads the annotation at run time
+    typer.Option(
+        "--file",
+        "-f",
+        help="Send this file's UTF-8 text instead of TEXT.",
+        readable=False,  # checked when read: one line and exit 3, like a missing file
+    ),
+]
+QuietOption = Annotated[
+    bool, typer.Option("--quiet", "-q", help="Print no receipt and no progress bar.")
+]
+ReplyTimeoutOption = Annotated[
+    float,
+    typer.Option(
+        help="Seconds to wait for an answer to a request for the line before asking "
+        f"again (a signal may have been lost); in a frame, min({BIT_TIMEOUT:g}, this). More "
+        "than 0.05. A stopped server is waited for without asking again: see --timeout.",
+    ),
+]
+AttemptsOption = Annotated[
+    Optional[int],  # noqa: UP045 - typer reads the annotation at run time
+    typer.Option(
+        help="Failed tries per frame, at the smallest size, before giving up. "
+        f"Default: {MAX_ATTEMPTS}. Not with --classic (a plain bit is never sent twice).",
+        show_default=False,
+    ),
+]
+TimeoutOption = Annotated[
+    Optional[float],  # noqa: UP045 - typer reads the annotation at run time
+    typer.Option(
+        help="Give up (exit 6) after this many seconds in all, however they are spent: "
+        "waiting for one's turn, for a stopped server, or resending. Default: no limit."
+    ),
+]
+ForceOption = Annotated[
+    bool,
+    typer.Option(
+        "--force",
+        help="Skip the check that PID ignores SIGUSR1/SIGUSR2 (with --classic: handles "
+        "them). DANGEROUS: the first bit kills a process that does not.",
+    ),
+]
+DelayOption = Annotated[
+    Optional[float],  # noqa: UP045
+    typer.Option(
+        "--delay-us",
+        min=0.0,
+        max=1_000_000.0,
+        help="Microseconds between bits when the server does not answer each bit "
+        f"(default: {DEFAULT_DELAY * 1e6:g}). A server that answers the first bit within "
+        f"{PROBE_WAIT * 1000:g} ms paces the send by its answers instead.",
+        rich_help_panel=_CLASSIC,
+    ),
+]
+
+
 def _classic_format(
     classic: bool,
     bit_order: BitOrder | None,
@@ -235,69 +379,16 @@ def _trace(lines: list[str]) -> None:
 
 @app.command("serve")
 def serve_command(
-    max_bytes: Annotated[
-        int,
-        typer.Option(
-            help="Largest message accepted, in bytes (at most 4294967295); larger is refused."
-        ),
-    ] = DEFAULT_MAX_MESSAGE,
-    frame_timeout: Annotated[
-        float,
-        typer.Option(
-            help="Seconds of silence before a half-done frame exchange is dropped. A frame "
-            "that stalls is asked for again sooner: after 0.05 s, or half this if shorter.",
-        ),
-    ] = FRAME_TIMEOUT,
-    session_timeout: Annotated[
-        float,
-        typer.Option(
-            help="Seconds without a good frame before a client's session is abandoned; longer "
-            "than --frame-timeout and than 1 s (a queued client asks again every second)."
-        ),
-    ] = SESSION_TIMEOUT,
-    count: Annotated[
-        Optional[int],  # noqa: UP045 - typer reads the annotation at run time
-        typer.Option(help="Exit after this many messages have been delivered."),
-    ] = None,
-    json_lines: Annotated[
-        bool,
-        typer.Option(
-            "--json",
-            help='JSON Lines: first {"pid": <n>}, then one JSON object per message (pid, '
-            "uid, bytes, frames, resends, seconds, text) instead of the bare text.",
-        ),
-    ] = False,
-    pid_file: Annotated[
-        Optional[Path],  # noqa: UP045 - typer reads the annotation at run time
-        typer.Option(
-            help="Write the PID to this file once the server is ready for signals, so a "
-            "script can wait for it (removed on a clean exit)."
-        ),
-    ] = None,
+    max_bytes: MaxBytesOption = DEFAULT_MAX_MESSAGE,
+    frame_timeout: FrameTimeoutOption = FRAME_TIMEOUT,
+    session_timeout: SessionTimeoutOption = SESSION_TIMEOUT,
+    count: CountOption = None,
+    json_lines: JsonOption = False,
+    pid_file: PidFileOption = None,
     classic: ClassicFlag = False,
-    ack: Annotated[
-        Optional[AckWhen],  # noqa: UP045
-        typer.Option(
-            help="When to answer a classic sender: each bit, once at the end of its message, "
-            "or never (default: bit). Never a process that would die of it (checked before "
-            "each signal).",
-            rich_help_panel=_CLASSIC,
-        ),
-    ] = None,
-    ack_signal: Annotated[
-        Optional[Signal],  # noqa: UP045
-        typer.Option(help="The signal that answers (default: usr1).", rich_help_panel=_CLASSIC),
-    ] = None,
-    idle_timeout: Annotated[
-        Optional[float],  # noqa: UP045
-        typer.Option(
-            min=0.01,
-            max=86_400.0,
-            help="Seconds a classic sender may go silent mid-message before it is dropped "
-            "(with --end none, the silence that ends a message) (default: 1.0).",
-            rich_help_panel=_CLASSIC,
-        ),
-    ] = None,
+    ack: AckOption = None,
+    ack_signal: AckSignalOption = None,
+    idle_timeout: IdleTimeoutOption = None,
     bit_order: BitOrderOption = None,
     zero: ZeroOption = None,
     end: EndOption = None,
@@ -334,24 +425,30 @@ def serve_command(
                 fmt=fmt,
                 ack=Ack((ack or AckWhen.bit).value),
                 ack_symbol=1 if ack_signal is Signal.usr2 else 0,
-                idle_timeout=1.0 if idle_timeout is None else idle_timeout,
+                idle_timeout=CLASSIC_IDLE_TIMEOUT if idle_timeout is None else idle_timeout,
                 max_message=max_bytes,
                 max_messages=count,
             )
             _serve_classic(classic_config, pid_file, json_lines=json_lines, trace=trace)
             return
-        from minitalk.server import ServerConfig, serve  # noqa: PLC0415 (see the imports)
+        from minitalk.server import ServerConfig  # noqa: PLC0415 (see the imports)
 
         config = ServerConfig.from_options(max_bytes, frame_timeout, session_timeout, count)
-        written: list[Path] = []  # the PID file, once we wrote it: only ours is removed
-        try:
-            serve(
-                config,
-                on_ready=lambda pid: _announce(pid, pid_file, written, json_lines=json_lines),
-                on_message=_print_json if json_lines else _print_text,
-            )
-        finally:
-            _remove_pid_files(written, os.getpid())
+        _serve_framed(config, pid_file, json_lines=json_lines)
+
+
+def _serve_framed(config: "ServerConfig", pid_file: Path | None, *, json_lines: bool) -> None:
+    from minitalk.server import serve  # noqa: PLC0415 (see the imports)
+
+    written: list[Path] = []  # the PID file, once we wrote it: only ours is removed
+    try:
+        serve(
+            config,
+            on_ready=lambda pid: _announce(pid, pid_file, written, json_lines=json_lines),
+            on_message=_print_json if json_lines else _print_text,
+        )
+    finally:
+        _remove_pid_files(written, os.getpid())
 
 
 def _serve_classic(
@@ -527,78 +624,16 @@ def _unbrace(piece: str) -> str:
 
 @app.command("send", cls=_PlainUsage)
 def send_command(
-    pid: Annotated[
-        str,
-        typer.Argument(
-            metavar="PID",
-            show_default=False,
-            help="The server's PID, as `minitalk serve` printed it.",
-        ),
-    ],
-    text: Annotated[
-        Optional[str],  # noqa: UP045 - typer reads the annotation at run time
-        typer.Argument(
-            metavar="[TEXT]",
-            show_default=False,
-            help="The text to send; `-` reads standard input.",
-        ),
-    ] = None,
-    file: Annotated[
-        Optional[Path],  # noqa: UP045 - typer reads the annotation at run time
-        typer.Option(
-            "--file",
-            "-f",
-            help="Send this file's UTF-8 text instead of TEXT.",
-            readable=False,  # checked when read: one line and exit 3, like a missing file
-        ),
-    ] = None,
-    quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="Print no receipt and no progress bar.")
-    ] = False,
-    reply_timeout: Annotated[
-        float,
-        typer.Option(
-            help="Seconds to wait for an answer to a request for the line before asking "
-            "again (a signal may have been lost); in a frame, min(0.15, this). More than "
-            "0.05. A stopped server is waited for without asking again: see --timeout.",
-        ),
-    ] = REPLY_TIMEOUT,
-    attempts: Annotated[
-        Optional[int],  # noqa: UP045 - typer reads the annotation at run time
-        typer.Option(
-            help="Failed tries per frame, at the smallest size, before giving up. "
-            f"Default: {MAX_ATTEMPTS}. Not with --classic (a plain bit is never sent twice).",
-            show_default=False,
-        ),
-    ] = None,
-    timeout: Annotated[
-        Optional[float],  # noqa: UP045 - typer reads the annotation at run time
-        typer.Option(
-            help="Give up (exit 6) after this many seconds in all, however they are spent: "
-            "waiting for one's turn, for a stopped server, or resending. Default: no limit."
-        ),
-    ] = None,
-    force: Annotated[
-        bool,
-        typer.Option(
-            "--force",
-            help="Skip the check that PID ignores SIGUSR1/SIGUSR2 (with --classic: handles "
-            "them). DANGEROUS: the first bit kills a process that does not.",
-        ),
-    ] = False,
+    pid: PidArgument,
+    text: TextArgument = None,
+    file: FileOption = None,
+    quiet: QuietOption = False,
+    reply_timeout: ReplyTimeoutOption = REPLY_TIMEOUT,
+    attempts: AttemptsOption = None,
+    timeout: TimeoutOption = None,
+    force: ForceOption = False,
     classic: ClassicFlag = False,
-    delay_us: Annotated[
-        Optional[float],  # noqa: UP045
-        typer.Option(
-            "--delay-us",
-            min=0.0,
-            max=1_000_000.0,
-            help="Microseconds between bits when the server does not answer each bit "
-            "(default: 500). A server that answers the first bit within 10 ms paces the "
-            "send by its answers instead.",
-            rich_help_panel=_CLASSIC,
-        ),
-    ] = None,
+    delay_us: DelayOption = None,
     bit_order: BitOrderOption = None,
     zero: ZeroOption = None,
     end: EndOption = None,
@@ -635,38 +670,50 @@ def send_command(
         display = display_for(quiet or fmt is not None)
         message = _read_message(text, file, display)
         if fmt is not None:
-            from minitalk.classic_link import ClassicClientConfig, send_classic  # noqa: PLC0415
+            from minitalk.classic_link import ClassicClientConfig  # noqa: PLC0415
 
             classic_config = ClassicClientConfig(
                 fmt=fmt,
-                delay=(500.0 if delay_us is None else delay_us) / 1e6,
+                delay=(DEFAULT_DELAY * 1e6 if delay_us is None else delay_us) / 1e6,
                 reply_timeout=reply_timeout,
                 timeout=timeout,
                 force=force,
             )
-            receipt_ = send_classic(
-                target, message, classic_config, on_trace=_trace if trace else None
-            )
-            if not quiet:
-                print(_describe_classic(receipt_), flush=True)
+            _send_classic(target, message, classic_config, quiet=quiet, trace=trace)
             return
         config = ClientConfig(
             reply_timeout=reply_timeout, max_attempts=tries, timeout=timeout, force=force
         )
-        try:
-            receipt = send_message(
-                target,
-                message,
-                config,
-                on_progress=display.update,
-                on_queued=lambda: display.note(
-                    "queued: the server is busy with another client; waiting for our turn"
-                ),
-            )
-        finally:
-            display.stop()
-        if not quiet:
-            print(_describe(receipt), flush=True)
+        _send_framed(target, message, config, display, quiet=quiet)
+
+
+def _send_framed(
+    target: int, message: bytes, config: ClientConfig, display: Display, *, quiet: bool
+) -> None:
+    try:
+        receipt = send_message(
+            target,
+            message,
+            config,
+            on_progress=display.update,
+            on_queued=lambda: display.note(
+                "queued: the server is busy with another client; waiting for our turn"
+            ),
+        )
+    finally:
+        display.stop()
+    if not quiet:
+        print(_describe(receipt), flush=True)
+
+
+def _send_classic(
+    target: int, message: bytes, config: "ClassicClientConfig", *, quiet: bool, trace: bool
+) -> None:
+    from minitalk.classic_link import send_classic  # noqa: PLC0415 (see the imports)
+
+    receipt = send_classic(target, message, config, on_trace=_trace if trace else None)
+    if not quiet:
+        print(_describe_classic(receipt), flush=True)
 
 
 def _parse_pid(text: str) -> int:

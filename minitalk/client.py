@@ -1,17 +1,20 @@
-"""The client loop: the sender state machine driven by real signals and a real clock.
+"""The client: its driver, and the real signals it runs over.
 
-It checks the target before the first signal, blocks the reply signals before sending
-anything (so a fast reply cannot arrive before we wait for it), ignores signals from anyone
-but the server, and notices through the server's pidfd when the server exits.
+``ClientDriver`` runs the sender machine over any ``link.ClientLink``; the tests' simulated
+kernel runs this very class. ``SignalClientLink`` is the real one: the target is checked before
+the first signal (``transport.open_server``), the reply signals are blocked before anything is
+sent (so a fast reply cannot arrive before we wait for it), only signals whose sender the
+kernel stamped count, and the server is held by a pidfd, which also says when it exits.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from minitalk.errors import NoAnswerError, TargetError
+from minitalk.errors import MinitalkError, TargetError
+from minitalk.link import ClientLink, Signal
 from minitalk.protocol import (
     BIT_TIMEOUT,
     CONTINUE,
@@ -19,15 +22,16 @@ from minitalk.protocol import (
     QUEUE_POLL,
     REPLY_TIMEOUT,
     Sender,
-    SenderState,
     ServerView,
 )
+from minitalk.protocol.sender import Delivered, Progress, Queued
 from minitalk.transport import (
     Process,
     SignalWaiter,
     block_signals,
     monotonic,
     open_server,
+    process_state,
 )
 
 
@@ -41,16 +45,17 @@ class ClientConfig:
     timeout: float | None = None  # bound on the whole send: queueing, a stopped server, all
     force: bool = False  # skip the is-it-a-minitalk-server check
 
-
-@dataclass(frozen=True, slots=True)
-class Receipt:
-    """What a successful send did."""
-
-    pid: int
-    size: int
-    frames: int
-    resends: int
-    seconds: float
+    def sender(self, message: bytes) -> Sender:
+        """A sender machine for ``message`` with these limits and a fresh random nonce."""
+        return Sender(
+            message,
+            nonce=int.from_bytes(os.urandom(8), "big"),  # 64 random bits
+            reply_timeout=self.reply_timeout,
+            bit_timeout=min(BIT_TIMEOUT, self.reply_timeout),
+            queue_poll=self.queue_poll,
+            max_attempts=self.max_attempts,
+            timeout=self.timeout,
+        )
 
 
 def send_message(
@@ -70,201 +75,212 @@ def send_message(
     block_signals()
     server = open_server(pid, force=config.force)
     try:
-        return _SendLoop(server, message, config, on_progress, on_queued).run()
+        link = SignalClientLink(server)
+        driver = ClientDriver(
+            config.sender(message), link, on_progress=on_progress, on_queued=on_queued
+        )
+        return driver.run()
     finally:
         server.close()
 
 
-class _SendLoop:
-    """Moves the sender machine's symbols out and the server's answers in, and tells the
-    machine what it sees: each stray, each send, and the server's state when a deadline
-    passes. Every decision is the machine's; the loop only bounds the whole send by
-    ``--timeout``."""
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """What a successful send did."""
+
+    pid: int
+    size: int
+    frames: int
+    resends: int
+    seconds: float
+
+
+class ClientDriver:
+    """Runs a ``Sender`` over a ``ClientLink``; ``on_progress(acked, total)`` after each
+    acknowledged frame, ``on_queued()`` once if the server queues the send."""
 
     def __init__(
         self,
-        server: Process,
-        message: bytes,
-        config: ClientConfig,
-        on_progress: Callable[[int, int], None] | None,
+        sender: Sender,
+        link: ClientLink,
+        *,
+        on_progress: Callable[[int, int], None] | None = None,
         on_queued: Callable[[], None] | None = None,
     ) -> None:
-        self.server = server
-        self.size = len(message)
-        self.config = config
+        self.sender = sender
+        self.link = link
         self.on_progress = on_progress
         self.on_queued = on_queued
-        self.waiter = SignalWaiter()
-        self.early: tuple[int, int] | None = None  # a server signal taken while sending
-        self.forged_seen = 0  # forged signals the machine has been told of, as strays
-        self.queued = False  # told to wait for our turn, and not granted the line since
-        self.sender = Sender(
-            message,
-            nonce=int.from_bytes(os.urandom(8), "big"),  # 64 random bits
-            reply_timeout=config.reply_timeout,
-            bit_timeout=min(BIT_TIMEOUT, config.reply_timeout),
-            queue_poll=config.queue_poll,
-            max_attempts=config.max_attempts,
-        )
+        self.delivered: Delivered | None = None
+        self.error: MinitalkError | None = None
+        self.started = 0.0
+        self._early: Signal | None = None  # a signal that broke a tight loop: the next one
+        self._forged = link.forged
+
+    @property
+    def finished(self) -> bool:
+        return self.delivered is not None or self.error is not None
+
+    def start(self) -> None:
+        self.started = self.link.now()
+        self.sender.start(self.started)
+        self._flush()
 
     def run(self) -> Receipt:
-        sender, server = self.sender, self.server
-        started = monotonic()
-        give_up_at = None if self.config.timeout is None else started + self.config.timeout
-        sender.start(started)
-        acked = 0
-        now = started
-        while True:
-            if sender.outbox:
-                self._flush_outbox(now)
-                if self.early is None and sender.state is SenderState.SENDING:
-                    now = self._bulk(now)
-            if sender.finished:
-                break
-            if self.on_progress is not None and sender.bytes_acked != acked:
-                acked = sender.bytes_acked
-                self.on_progress(acked, self.size)
-            deadline = sender.get_timer()
-            got = self._next_signal(_earliest(deadline, give_up_at))
-            now = monotonic()
-            self._report_forged(now)
-            if got is not None:
+        """Send the whole message; return once the server acknowledged it, or raise the
+        ``MinitalkError`` the machine failed with."""
+        self.start()
+        while not self.finished:
+            self.step()
+        if self.error is not None:
+            raise self.error
+        assert self.delivered is not None
+        done = self.delivered
+        seconds = self.link.now() - self.started
+        return Receipt(self.link.pid, done.size, done.frames, done.resends, seconds)
+
+    @property
+    def holding_signal(self) -> bool:
+        """A signal taken by a tight loop is in hand: the next step acts on it first."""
+        return self._early is not None
+
+    def step(self) -> None:
+        """Wait for one signal or the next deadline, act on it, and send what follows."""
+        sender, link = self.sender, self.link
+        deadline = sender.get_timer()
+        got, self._early = self._early, None
+        if got is None:
+            got = link.wait(deadline, spin=sender.awaiting_reply)
+        now = link.now()
+        self._count_forged(now)
+        if got is not None:
+            self._take(got, now)
+        elif deadline is not None and now >= deadline:
+            view = link.server_view(sender.last_symbol)  # looked at before the drain
+            while (got := link.take_pending()) is not None:
                 self._take(got, now)
-                continue
-            if give_up_at is not None and now >= give_up_at:
-                raise NoAnswerError(
-                    f"gave up after the --timeout of {self.config.timeout:g} s{self._why()}"
-                )
-            if deadline is not None and now >= deadline:
-                # Look at the server first, then take what is pending here: an answer that
-                # came in between is then taken, and the look is not acted on.
-                view = self._look_at_server()
-                while (got := self.waiter.take_pending()) is not None:
-                    self._take(got, now)
-                self._report_forged(now)
-                if (timer := sender.get_timer()) is not None and now >= timer:
-                    sender.handle_timer(now, view)
-        if sender.error is not None:
-            raise sender.error
-        frames = sender.frame_index
-        return Receipt(server.pid, self.size, frames, sender.resends, monotonic() - started)
+            self._count_forged(now)
+            timer = sender.get_timer()
+            if timer is not None and now >= timer:
+                sender.handle_timer(now, view)
+        self._flush()
 
-    def _bulk(self, now: float) -> float:
-        """Move the run of plain frame bits the machine offers in the waiter's tight loop;
-        tell the machine how far it got, and keep what broke the run for the next turn."""
-        if not self.waiter.polls:  # one CPU: the tight loop would only cost
-            return now
-        run = self.sender.bulk()
-        if not run:
-            return now
-        count, got = self.waiter.bounce(self.server, run, CONTINUE)
-        now = monotonic()
-        if count:
-            self.sender.bulk_done(count, now)
-            self.sender.sent(now)
-        self._report_forged(now)
-        self.early = got
-        if (error := self.waiter.send_error) is not None:
-            self.waiter.send_error = None
-            self._send_failed(error)
-        return now
+    def _take(self, got: Signal, now: float) -> None:
+        if got[0] == self.link.pid:
+            self.sender.receive(got[1], now)
+        else:
+            self.sender.stray(now)  # never data; but it may have swallowed the server's answer
 
-    def _next_signal(self, deadline: float | None) -> tuple[int, int] | None:
-        if self.early is not None:  # taken while sending, before our signal went out
-            got, self.early = self.early, None
-            return got
-        return self.waiter.wait(deadline, spin=self.sender.awaiting_reply)
-
-    def _take(self, got: tuple[int, int], now: float) -> None:
-        sender = self.sender
-        if got[0] != self.server.pid:
-            sender.stray(now)  # never data; but it may have swallowed the server's answer
-            return
-        sender.receive(got[1], now)
-        state = sender.state
-        if state is SenderState.QUEUED:
-            self.queued = True
-            if self.on_queued is not None:
-                self.on_queued()
-                self.on_queued = None  # once
-        elif state is not SenderState.REQUESTING:  # granted: no longer in the queue
-            self.queued = False
-
-    def _report_forged(self, now: float) -> None:
-        """A forged signal is dropped by the waiter, but it was pending here like any stray
+    def _count_forged(self, now: float) -> None:
+        """A forged signal is dropped by the link, but it was pending here like any stray
         and may have swallowed an answer: the machine counts it as one."""
-        while self.forged_seen < self.waiter.forged:
-            self.forged_seen += 1
+        while self._forged < self.link.forged:
+            self._forged += 1
             self.sender.stray(now)
 
-    def _look_at_server(self) -> ServerView:
-        server, symbol = self.server, self.sender.last_symbol
-        if not server.alive():
-            return ServerView(alive=False)
-        return ServerView(
-            stopped=server_stopped(server.pid),
-            holding=symbol is not None and server.holding(symbol),
-            asleep=server.asleep_waiting(),
-            away=server.asleep_elsewhere(),
-        )
+    def _flush(self) -> None:
+        """Send what the machine offers, after taking what is pending here: a stray still
+        pending when the server's answer lands would swallow it, and a signal of the
+        server's found now goes to the machine before our symbol goes out (it decides)."""
+        sender, link = self.sender, self.link
+        if sender.has_symbols:
+            now = link.now()
+            while (got := link.take_pending()) is not None:
+                self._take(got, now)
+            self._count_forged(now)
+            symbols = sender.symbols_to_send()
+            for symbol in symbols:
+                error = link.send(symbol)
+                if error is not None:
+                    self._send_failed(error)
+                    break
+            if symbols:
+                sender.sent(link.now())
+                self._bulk()
+        self._events()
 
-    def _flush_outbox(self, now: float) -> None:
-        # Take the strays pending now: one still pending when the server's answer lands would
-        # swallow it (standard signals merge). A signal of the server's found here is kept
-        # for the loop, which takes it after this send as it always would have.
-        sender = self.sender
-        while self.early is None and (got := self.waiter.take_pending()) is not None:
-            if got[0] == self.server.pid:
-                self.early = got
-            else:
-                sender.stray(now)
-        self._report_forged(now)
-        outbox = sender.outbox
-        for symbol in outbox:
-            self._send(symbol)
-        outbox.clear()
-        sender.sent(monotonic())
-
-    def _send(self, symbol: int) -> None:
-        try:
-            self.server.send(symbol)
-        except OSError as error:
+    def _bulk(self) -> None:
+        sender, link = self.sender, self.link
+        run = sender.bulk() if link.polls else []
+        if not run:
+            return
+        count, self._early, error = link.bounce(run, CONTINUE)
+        now = link.now()
+        sender.bulk_done(count, now)
+        self._count_forged(now)
+        if error is not None:
             self._send_failed(error)
 
     def _send_failed(self, error: OSError) -> None:
         if isinstance(error, ProcessLookupError):
-            self.sender.server_gone(monotonic())
+            self.sender.server_gone(self.link.now())
             return
         raise TargetError(  # it changed its user since we checked it
-            f"cannot signal the server (PID {self.server.pid}): {error.strerror}"
+            f"cannot signal the server (PID {self.link.pid}): {error.strerror}"
         ) from None
 
-    def _why(self) -> str:
-        """What the send was waiting for when it gave up, in plain words."""
-        if server_stopped(self.server.pid):
-            return " (the server is stopped)"
-        if self.server.asleep_elsewhere():
-            return " (the server is blocked, most likely writing to an output nobody reads)"
-        if self.queued:  # told WAIT, not granted since (it may be asking again right now)
-            return " (still waiting for its turn)"
-        return ""
+    def _events(self) -> None:
+        while (event := self.sender.next_event()) is not None:
+            if isinstance(event, Progress):
+                if self.on_progress is not None:
+                    self.on_progress(event.acked, event.total)
+            elif isinstance(event, Queued):
+                if self.on_queued is not None:
+                    self.on_queued()
+            elif isinstance(event, Delivered):
+                self.delivered = event
+            else:
+                self.error = event.error
 
 
-def server_stopped(pid: int) -> bool:
-    """True if the process is stopped (SIGSTOP, Ctrl-Z) or stopped under a tracer: it will
-    answer once it runs again. The state is the field after the command name, which is in
-    parentheses and may itself contain spaces or parentheses."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as stat:
-            state = stat.read().rpartition(")")[2].split()[:1]
-    except OSError:
-        return False
-    return state in (["T"], ["t"])
+class SignalClientLink:
+    """The real ``ClientLink``: a ``SignalWaiter`` and the server held by its pidfd."""
 
+    def __init__(self, server: Process) -> None:
+        self.server = server
+        self.waiter = SignalWaiter()
+        self.now = monotonic
 
-def _earliest(first: float | None, second: float | None) -> float | None:
-    if first is None:
-        return second
-    if second is None:
-        return first
-    return min(first, second)
+    @property
+    def pid(self) -> int:
+        return self.server.pid
+
+    @property
+    def polls(self) -> bool:
+        return self.waiter.polls
+
+    @property
+    def forged(self) -> int:
+        return self.waiter.forged
+
+    def wait(self, deadline: float | None, *, spin: bool) -> Signal | None:
+        return self.waiter.wait(deadline, spin=spin)
+
+    def take_pending(self) -> Signal | None:
+        return self.waiter.take_pending()
+
+    def send(self, symbol: int) -> OSError | None:
+        try:
+            self.server.send(symbol)
+        except OSError as error:
+            return error
+        return None
+
+    def server_view(self, last_symbol: int | None) -> ServerView:
+        """What /proc says of the server, read once (``transport.process_state``)."""
+        if not self.server.alive():
+            return ServerView(alive=False)
+        state = process_state(self.server.pid)
+        return ServerView(
+            stopped=state.stopped,
+            holding=last_symbol is not None and state.holding(last_symbol),
+            asleep=state.asleep_waiting,
+            away=state.asleep_elsewhere,
+        )
+
+    def bounce(
+        self, symbols: Sequence[int], expect: int
+    ) -> tuple[int, Signal | None, OSError | None]:
+        count, got = self.waiter.bounce(self.server, symbols, expect)
+        error, self.waiter.send_error = self.waiter.send_error, None
+        return count, got, error

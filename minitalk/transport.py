@@ -36,6 +36,7 @@ import sys
 import time
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from types import FrameType
 
 from minitalk.errors import ServerGoneError, TargetError, UnsupportedPlatformError
@@ -407,6 +408,51 @@ def may_signal_us(fields: dict[str, str]) -> bool:
     return bool(_mask(fields, "CapEff") & (1 << _CAP_KILL))
 
 
+@dataclass(frozen=True, slots=True)
+class ProcState:
+    """What /proc says of a process at one moment: the one reader of "stopped", "holding"
+    and "asleep" for every loop (each field is read once, status first, then wchan)."""
+
+    state: str  # the letter of /proc/PID/status State: R, S, D, T, t, Z... ("" unread)
+    pending: int  # the signals pending at it (ShdPnd | SigPnd)
+    wchan: str  # where it sleeps ("" or "0": running, or the kernel hides it)
+
+    @property
+    def stopped(self) -> bool:
+        """Stopped (SIGSTOP, Ctrl-Z) or stopped under a tracer: it answers once it runs."""
+        return self.state in ("T", "t")
+
+    def holding(self, symbol: int) -> bool:
+        """Stopped, or the signal that carries ``symbol`` is still pending at it."""
+        return self.stopped or bool(self.pending & (1 << (DATA_SIGNALS[symbol] - 1)))
+
+    @property
+    def asleep_waiting(self) -> bool:
+        """Asleep in sigtimedwait/sigwaitinfo: then no signal it waits for is pending (one
+        would have woken it), and a minitalk peer has acted on every signal it took. False
+        if it runs, is stopped, sleeps elsewhere, or the kernel hides /proc/PID/wchan."""
+        return self.wchan.startswith("do_sigtimedwait")
+
+    @property
+    def asleep_elsewhere(self) -> bool:
+        """Asleep somewhere other than its signal wait: a minitalk server blocked writing a
+        message to a full pipe or a stopped terminal answers once that returns (and a
+        process that is no minitalk at all, ``sleep``, sleeps there for ever)."""
+        return self.state in ("S", "D") and self.wchan not in ("", "0") and not self.asleep_waiting
+
+
+def process_state(pid: int, *, status: bool = True) -> ProcState:
+    """Read /proc/PID/status (unless ``status`` is False) and then /proc/PID/wchan."""
+    fields = _read_status(pid) if status else {}
+    try:
+        with open(f"/proc/{pid}/wchan", encoding="ascii") as wchan:
+            where = wchan.read().strip()
+    except OSError:
+        where = ""
+    pending = _mask(fields, "ShdPnd") | _mask(fields, "SigPnd")
+    return ProcState(fields.get("State", "")[:1], pending, where)
+
+
 class Process:
     """A process we signal, held by pidfd so that PID reuse cannot redirect our signals."""
 
@@ -429,46 +475,23 @@ class Process:
     def holding(self, symbol: int) -> bool:
         """True if the process is stopped, or the signal that carries ``symbol`` is still
         pending at it: it has not taken what we sent yet, so its silence is not a loss."""
-        fields = _read_status(self.pid)
-        if fields.get("State", "")[:1] in ("T", "t"):
-            return True
-        pending = _mask(fields, "ShdPnd") | _mask(fields, "SigPnd")
-        return bool(pending & (1 << (DATA_SIGNALS[symbol] - 1)))
+        return process_state(self.pid).holding(symbol)
 
     def holding_any(self) -> bool:
         """True if the process is stopped or either data signal is still pending at it. A
         sender paced by time must then wait: the same kind would merge into the pending one,
         and the other kind could be taken first (the kernel delivers the lower-numbered
         pending signal first, not the one sent first)."""
-        fields = _read_status(self.pid)
-        if fields.get("State", "")[:1] in ("T", "t"):
-            return True
-        pending = _mask(fields, "ShdPnd") | _mask(fields, "SigPnd")
-        return bool(pending & _USR_MASK)
+        state = process_state(self.pid)
+        return state.stopped or bool(state.pending & _USR_MASK)
 
     def asleep_waiting(self) -> bool:
-        """True if the process is asleep in sigtimedwait/sigwaitinfo: then no signal it
-        waits for is pending (one would have woken it), and a minitalk peer has answered
-        every signal it took. False if it is running, stopped, asleep elsewhere, or the
-        kernel does not say (/proc/PID/wchan reads 0 where it is hidden)."""
-        try:
-            with open(f"/proc/{self.pid}/wchan", encoding="ascii") as wchan:
-                return wchan.read().startswith("do_sigtimedwait")
-        except OSError:
-            return False
+        """True if the process is asleep in sigtimedwait/sigwaitinfo (see ``ProcState``)."""
+        return process_state(self.pid, status=False).asleep_waiting
 
     def asleep_elsewhere(self) -> bool:
-        """True if the process sleeps somewhere other than its signal wait: a minitalk server
-        blocked writing a message to a full pipe or a stopped terminal. It answers once that
-        returns. False if it runs, waits for signals, or the kernel hides /proc/PID/wchan."""
-        if _read_status(self.pid).get("State", "")[:1] not in ("S", "D"):
-            return False
-        try:
-            with open(f"/proc/{self.pid}/wchan", encoding="ascii") as wchan:
-                where = wchan.read().strip()
-        except OSError:
-            return False
-        return where not in ("", "0") and not where.startswith("do_sigtimedwait")
+        """True if the process sleeps outside its signal wait (see ``ProcState``)."""
+        return process_state(self.pid).asleep_elsewhere
 
     def alive(self) -> bool:
         """False once the process has exited (its pidfd polls readable)."""

@@ -1,27 +1,230 @@
-"""A simulated signal link: one receiver, many senders, Linux's pending-signal rules, a fake clock.
+"""A simulated kernel under the shipped drivers: one server, many clients, a fake clock.
 
-Each process has at most one pending signal per kind (SIGUSR1 = symbol 0, SIGUSR2 = symbol 1),
-and a second signal of a kind already pending is merged into it: the first sender's PID is kept
-and the second signal is lost, as signal(7) says. On top of that the test can drop a pending
-signal, deliver one twice, inject a stranger's signal, pick which of two pending kinds is taken
-first, kill a client, stop the server (SIGSTOP) and move time forward. No real signal is sent.
+``server.ServerDriver`` and ``client.ClientDriver`` run here exactly as they run over real
+signals: this module implements only the link interface (``minitalk.link``) and models only
+the kernel, never a loop rule. Each process has at most one pending signal per kind
+(SIGUSR1 = symbol 0, SIGUSR2 = symbol 1); a second signal of a kind already pending is merged
+into it (the first sender's PID is kept and the second signal is lost, as signal(7) says).
+On top of that the test can drop a pending signal, deliver one twice, inject a stranger's
+signal (forged or not), pick which of two pending kinds is taken first, kill a client, stop
+the server (SIGSTOP) and move time forward. A process runs (its driver takes one step) only
+when the kernel would wake it: a signal is pending for it, or its deadline passed.
+
+With ``bulk=True`` the tight loops run too: while one side polls in its tight loop and finds
+nothing pending, the other side is let run one step, as the second CPU would.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
+from minitalk.client import ClientDriver
+from minitalk.link import Signal
 from minitalk.protocol import (
-    CONTINUE,
     MessageReceived,
+    PeerView,
     Receiver,
     Sender,
     SenderState,
     ServerView,
 )
+from minitalk.server import ServerDriver
 
 SERVER_PID = 1000
 STRANGER_PID = 999
+
+
+class NotRunnableError(AssertionError):
+    """The simulator let a process run that the kernel would have left asleep."""
+
+
+@dataclass
+class Pending:
+    """One process's pending signals: symbol -> sender PID, and which of them are forged
+    (their siginfo written by the sender: the link drops them)."""
+
+    signals: dict[int, int] = field(default_factory=dict)
+    forged: set[int] = field(default_factory=set)
+    extra: list[Signal] = field(default_factory=list)  # duplicates, taken first
+    prefer: int | None = None  # which kind the next take picks, if both are pending
+
+    def post(self, symbol: int, from_pid: int, *, forged: bool = False) -> bool:
+        if symbol in self.signals:
+            return False  # merged: the first signal's siginfo is kept, this one is gone
+        self.signals[symbol] = from_pid
+        if forged:
+            self.forged.add(symbol)
+        else:
+            self.forged.discard(symbol)  # a stale mark (the test removed a signal by hand)
+        return True
+
+    def eat(self, symbol: int | None = None) -> bool:
+        """A stranger's signal of the same kind was pending first: the one pending now
+        merged into it, and the kernel kept the stranger's siginfo."""
+        if symbol is None:
+            symbol = min(self.signals, default=None)
+        if symbol is None or symbol not in self.signals:
+            return False
+        self.signals[symbol] = STRANGER_PID
+        self.forged.discard(symbol)
+        return True
+
+    def __bool__(self) -> bool:
+        return bool(self.signals or self.extra)
+
+    def take(self, link: _SimLink) -> Signal | None:
+        """The next signal a sigtimedwait returns; forged ones are dropped and counted."""
+        while True:
+            if self.extra:
+                return self.extra.pop(0)
+            if not self.signals:
+                return None
+            symbol = self.prefer if self.prefer in self.signals else min(self.signals)
+            self.prefer = None
+            pid = self.signals.pop(symbol)
+            if symbol not in self.forged:
+                return pid, symbol
+            self.forged.discard(symbol)
+            link.dropped += 1
+
+    def drop_forged(self, link: _SimLink) -> None:
+        """A process asleep in its wait takes a forged signal, drops it and waits on."""
+        for symbol in list(self.forged):
+            if self.signals.pop(symbol, None) is not None:
+                link.dropped += 1
+        self.forged.clear()
+
+    def clear(self) -> None:
+        self.signals.clear()
+        self.forged.clear()
+        self.extra.clear()
+
+
+class _SimLink:
+    """What both simulated links share: the clock, the pending set, the forged count."""
+
+    def __init__(self, net: Network, pending: Pending) -> None:
+        self.net = net
+        self.pending = pending
+        self.dropped = 0
+        self.in_run = False  # inside a tight loop: not to be woken again meanwhile
+
+    @property
+    def polls(self) -> bool:
+        return self.net.bulk
+
+    @property
+    def forged(self) -> int:
+        return self.dropped
+
+    def now(self) -> float:
+        return self.net.now
+
+    def wait(self, deadline: float | None, *, spin: bool) -> Signal | None:
+        got = self.pending.take(self)
+        if got is not None:
+            return got
+        if deadline is None or self.net.now < deadline:
+            raise NotRunnableError("a wait with nothing pending before its deadline")
+        return None
+
+    def take_pending(self) -> Signal | None:
+        return self.pending.take(self)
+
+
+class SimServerLink(_SimLink):
+    def __init__(self, net: Network) -> None:
+        super().__init__(net, Pending())
+        self.stops = 0
+        self.stop_requested = False
+        self.forgotten: list[int] = []
+
+    def admit(self, pid: int) -> bool:
+        return pid not in self.net.unadmitted
+
+    def send(self, pid: int, symbol: int) -> bool:
+        client = self.net.clients.get(pid)
+        if client is None or not client.alive:
+            return False
+        if not client.link.pending.post(symbol, SERVER_PID):
+            self.net.lost += 1
+        return True
+
+    def peer_view(self, pid: int) -> PeerView:
+        client = self.net.clients.get(pid)
+        if client is None or not client.alive:
+            return PeerView(alive=False)
+        return PeerView(asleep=self.net.sees_asleep and client.asleep)
+
+    def collect(self, pid: int, count: int, answer: int) -> tuple[list[int], Signal | None]:
+        taken: list[int] = []
+        self.in_run = True
+        try:
+            while len(taken) < count:
+                if not self.pending and self.net.lead == "server":
+                    self.net.run_other(pid)
+                got = self.pending.take(self)
+                if got is None:
+                    return taken, None
+                if got[0] != pid:
+                    return taken, got
+                taken.append(got[1])
+                self.send(pid, answer)
+        finally:
+            self.in_run = False
+        return taken, None
+
+    def forget(self, pid: int) -> None:
+        self.forgotten.append(pid)
+
+    def uid(self, pid: int) -> int:
+        return 0
+
+    def writing(self) -> AbstractContextManager[None]:
+        return nullcontext()
+
+
+class SimClientLink(_SimLink):
+    def __init__(self, net: Network, client_pid: int) -> None:
+        super().__init__(net, Pending())
+        self.client_pid = client_pid
+        self.pid = SERVER_PID
+        self.sent = 0  # signals sent to the server
+
+    def send(self, symbol: int) -> OSError | None:
+        self.sent += 1
+        if not self.net.server_link.pending.post(symbol, self.client_pid):
+            self.net.lost += 1
+        return None
+
+    def server_view(self, last_symbol: int | None) -> ServerView:
+        net = self.net
+        server = net.server_link
+        return ServerView(
+            stopped=net.server_stopped,
+            holding=last_symbol is not None and last_symbol in server.pending.signals,
+            asleep=net.sees_asleep and net.server_asleep,
+        )
+
+    def bounce(
+        self, symbols: Sequence[int], expect: int
+    ) -> tuple[int, Signal | None, OSError | None]:
+        self.in_run = True
+        try:
+            for index, symbol in enumerate(symbols):
+                if not self.pending and self.net.lead == "client":
+                    self.net.run_server()
+                got = self.pending.take(self)
+                if got is None:
+                    return index, None, None
+                if got != (SERVER_PID, expect):
+                    return index, got, None
+                self.send(symbol)
+        finally:
+            self.in_run = False
+        return len(symbols), None, None
 
 
 @dataclass
@@ -29,244 +232,202 @@ class SimClient:
     pid: int
     text: str
     sender: Sender
-    pending: dict[int, int] = field(default_factory=dict)  # symbol -> sending PID
+    link: SimClientLink
+    driver: ClientDriver
     alive: bool = True
-    run: list[int] | None = None  # a bulk run under way (Network(bulk=True)): its symbols
-    ran: int = 0  # how many of them went out
+
+    @property
+    def pending(self) -> dict[int, int]:
+        return self.link.pending.signals
+
+    @property
+    def asleep(self) -> bool:
+        """Asleep in its signal wait: alive, nothing pending, not in a tight loop."""
+        return self.alive and not self.link.pending and not self.link.in_run
 
     @property
     def succeeded(self) -> bool:
         return self.sender.state is SenderState.DONE
 
+    def due(self, now: float) -> bool:
+        timer = self.sender.get_timer()
+        return self.alive and not self.driver.finished and timer is not None and now >= timer
+
+    def runnable(self, now: float) -> bool:
+        if not self.alive or self.driver.finished or self.link.in_run:
+            return False
+        return bool(self.link.pending) or self.driver.holding_signal or self.due(now)
+
 
 class Network:
-    """Joins a ``Receiver`` and any number of ``Sender`` machines through pending-signal sets."""
+    """The shipped drivers of one server and any number of clients, over simulated signals."""
 
     def __init__(
-        self, receiver: Receiver | None = None, *, sees_asleep: bool = True, bulk: bool = False
+        self,
+        receiver: Receiver | None = None,
+        *,
+        sees_asleep: bool = True,
+        bulk: bool = False,
+        lead: str = "server",
     ) -> None:
         self.receiver = receiver if receiver is not None else Receiver()
-        # Whether both loops move runs of plain frame bits in their tight loops, as the real
-        # ones do: the machines' bulk()/bulk_done()/bulk_received() are then driven here.
-        self.bulk = bulk
-        self.server_run = 0  # symbols the server's current run may still take
-        self.server_taken: list[int] = []
-        # Whether a client can see the server asleep in sigtimedwait (/proc/PID/wchan; some
+        self.bulk = bulk  # the drivers' tight loops run (the links poll)
+        # One CPU of the simulator stands for two: the side whose tight loop leads lets the
+        # other run a step whenever it finds nothing pending, and so moves the runs ("server":
+        # the server's collect; "client": the clients' bounce).
+        self.lead = lead
+        # Whether a process can see the other asleep in sigtimedwait (/proc/PID/wchan; some
         # kernels hide it): without it, a lost signal is never provably lost.
         self.sees_asleep = sees_asleep
         self.now = 0.0
-        self.server_pending: dict[int, int] = {}
         self.clients: dict[int, SimClient] = {}
         self.printed: list[MessageReceived] = []
         self.lost = 0  # signals merged into a pending one of the same kind
         self.server_stopped = False  # SIGSTOP: the server takes nothing and its clock waits
+        self.unadmitted: set[int] = set()  # PIDs the server's link refuses to hold
+        self.server = ServerDriver(
+            self.receiver, SimServerLink(self), lambda event, uid: self.printed.append(event)
+        )
+
+    @property
+    def server_link(self) -> SimServerLink:
+        link = self.server.link
+        assert isinstance(link, SimServerLink)
+        return link
+
+    @property
+    def server_pending(self) -> dict[int, int]:
+        return self.server_link.pending.signals
+
+    @property
+    def server_asleep(self) -> bool:
+        link = self.server_link
+        return not self.server_stopped and not link.pending and not link.in_run
 
     # -- set-up --------------------------------------------------------------------------------
 
     def add_client(self, pid: int, text: str, **sender_options: float) -> SimClient:
         nonce = pid * 7919  # distinct per client
         sender = Sender(text.encode("utf-8"), nonce=nonce, **sender_options)  # type: ignore[arg-type]
-        client = SimClient(pid, text, sender)
+        link = SimClientLink(self, pid)
+        client = SimClient(pid, text, sender, link, ClientDriver(sender, link))
         self.clients[pid] = client
-        sender.start(self.now)
-        self.flush()
+        client.driver.start()
         return client
 
-    # -- the kernel's part ---------------------------------------------------------------------
+    # -- who runs ------------------------------------------------------------------------------
 
-    @staticmethod
-    def _post(pending: dict[int, int], symbol: int, from_pid: int) -> bool:
-        if symbol in pending:
-            return False  # merged: the first signal's siginfo is kept, this one is gone
-        pending[symbol] = from_pid
+    def server_due(self) -> bool:
+        timer = self.receiver.get_timer()
+        return not self.server_stopped and timer is not None and self.now >= timer
+
+    def server_runnable(self) -> bool:
+        link = self.server_link
+        if self.server_stopped or link.in_run:
+            return False
+        return bool(link.pending) or self.server.holding_signal or self.server_due()
+
+    def run_server(self, *, due_only: bool = False) -> bool:
+        """The server takes one step, if the kernel would wake it (``due_only``: only if
+        its deadline passed)."""
+        if not self.server_stopped and not self.server_link.in_run:
+            self.server_link.pending.drop_forged(self.server_link)
+        if not self.server_runnable() or (due_only and not self.server_due()):
+            return False
+        self.server.step()
         return True
 
-    def flush(self) -> None:
-        """Move every outbox into the target's pending set; handle printed messages first."""
-        receiver = self.receiver
-        while True:
-            moved = False
-            for client in self.clients.values():
-                if not client.sender.outbox:
-                    continue
-                self._drain_strays(client)
-                for symbol in client.sender.outbox:
-                    moved = True
-                    if client.alive and not self._post(self.server_pending, symbol, client.pid):
-                        self.lost += 1
-                client.sender.outbox.clear()
-                client.sender.sent(self.now)
-                self._start_client_run(client)
-            for event in receiver.events:
-                if isinstance(event, MessageReceived):
-                    self.printed.append(event)
-                    receiver.message_written(self.now)
-            receiver.events.clear()
-            outbox = receiver.outbox[:]
-            receiver.outbox.clear()
-            for pid, symbol in outbox:
-                moved = True
-                target = self.clients.get(pid)
-                if target is None or not target.alive:
-                    receiver.peer_gone(pid, self.now)  # the server loop does this on ESRCH
-                elif not self._post(target.pending, symbol, SERVER_PID):
-                    self.lost += 1
-            if not moved and not receiver.outbox:
-                self._start_server_run()
-                return
+    def run_client(self, pid: int, *, due_only: bool = False) -> bool:
+        client = self.clients[pid]
+        if client.alive and not client.link.in_run:
+            client.link.pending.drop_forged(client.link)
+        if not client.runnable(self.now) or (due_only and not client.due(self.now)):
+            return False
+        client.driver.step()
+        return True
 
-    # -- the tight loops of the bulk path ------------------------------------------------------
+    def run_other(self, pid: int) -> None:
+        """The server's tight loop found nothing: its peer runs on the other CPU."""
+        if pid in self.clients:
+            self.run_client(pid)
 
-    def _start_client_run(self, client: SimClient) -> None:
-        # As the client loop: only with no answer of the server's already pending here.
-        if self.bulk and client.run is None and SERVER_PID not in client.pending.values():
-            run = client.sender.bulk()
-            if run:
-                client.run, client.ran = run, 0
-
-    def _end_client_run(self, client: SimClient) -> None:
-        if client.run is not None:
-            client.run = None
-            if client.ran:
-                client.sender.bulk_done(client.ran, self.now)
-                client.sender.sent(self.now)
-
-    def _start_server_run(self) -> None:
-        if self.bulk and not self.server_run and not self.server_stopped:
-            self.server_run = self.receiver.bulk()
-            self.server_taken = []
-
-    def end_runs(self) -> None:
-        """Every tight loop hands what it moved to its machine (before anything else
-        reaches the machine: a timer, a stray, a kill, a shutdown)."""
-        self.end_runs_of_server()
-        for client in self.clients.values():
-            self._end_client_run(client)
-
-    def _drain_strays(self, client: SimClient) -> None:
-        """The client loop takes pending strays just before it sends (one still pending when
-        the answer lands would swallow it); a server signal stays pending."""
-        for symbol, from_pid in list(client.pending.items()):
-            if from_pid != SERVER_PID and client.alive:
-                del client.pending[symbol]
-                client.sender.stray(self.now)
+    # -- faults --------------------------------------------------------------------------------
 
     def deliver_to_server(self, symbol: int | None = None) -> bool:
-        """Let the server take a pending signal (``symbol`` picks one if both are pending)."""
-        if not self.server_pending or self.server_stopped:
+        """Let the server run on a pending signal (``symbol`` picks one if both are pending)."""
+        if not self.server_link.pending or self.server_stopped:
             return False
-        if symbol not in self.server_pending:
-            symbol = min(self.server_pending)
-        pid = self.server_pending.pop(symbol)
-        if self.server_run and pid == self.receiver.peer:  # the server's tight loop
-            self.server_taken.append(symbol)
-            target = self.clients.get(pid)
-            if (
-                target is not None
-                and target.alive
-                and not self._post(target.pending, CONTINUE, SERVER_PID)
-            ):
-                self.lost += 1
-            if len(self.server_taken) == self.server_run:
-                self.end_runs_of_server()
-            return True
-        self.end_runs_of_server()
-        self.receiver.receive(pid, symbol, self.now)
-        self.flush()
-        return True
-
-    def end_runs_of_server(self) -> None:
-        if self.server_run:
-            self.server_run = 0
-            self.receiver.bulk_received(self.server_taken, self.now)
-            self.server_taken = []
+        self.server_link.pending.prefer = symbol
+        return self.run_server()
 
     def deliver_to_client(self, pid: int, symbol: int | None = None) -> bool:
         client = self.clients[pid]
-        if not client.pending or not client.alive:
+        if not client.link.pending or not client.alive:
             return False
-        if symbol not in client.pending:
-            symbol = min(client.pending)
-        from_pid = client.pending.pop(symbol)
-        if client.run is not None:  # the client's tight loop
-            if from_pid == SERVER_PID and symbol == CONTINUE:
-                next_symbol = client.run[client.ran]
-                client.ran += 1
-                if not self._post(self.server_pending, next_symbol, client.pid):
-                    self.lost += 1
-                if client.ran == len(client.run):
-                    self._end_client_run(client)
-                return True
-            self._end_client_run(client)
-        if from_pid == SERVER_PID:
-            client.sender.receive(symbol, self.now)
-        else:  # never data, but the client loop tells the machine a stray came
-            client.sender.stray(self.now)
-        self.flush()
-        return True
+        client.link.pending.prefer = symbol
+        return self.run_client(pid)
 
     def redeliver_to_server(self, pid: int, symbol: int) -> None:
-        """A duplicated signal: the server sees the same thing twice."""
-        self.end_runs_of_server()
-        self.receiver.receive(pid, symbol, self.now)
-        self.flush()
+        """A duplicated signal: the server takes the same one twice."""
+        if self.server_stopped:
+            return
+        self.server_link.pending.extra.append((pid, symbol))
+        self.run_server()
 
-    def inject_to_server(self, symbol: int, from_pid: int = STRANGER_PID) -> None:
-        if not self._post(self.server_pending, symbol, from_pid):
+    def inject_to_server(
+        self, symbol: int, from_pid: int = STRANGER_PID, *, forged: bool = False
+    ) -> None:
+        if not self.server_link.pending.post(symbol, from_pid, forged=forged):
             self.lost += 1
 
-    def inject_to_client(self, pid: int, symbol: int, from_pid: int = STRANGER_PID) -> None:
-        if not self._post(self.clients[pid].pending, symbol, from_pid):
+    def inject_to_client(
+        self, pid: int, symbol: int, from_pid: int = STRANGER_PID, *, forged: bool = False
+    ) -> None:
+        if not self.clients[pid].link.pending.post(symbol, from_pid, forged=forged):
             self.lost += 1
+
+    def eat_at_server(self, symbol: int | None = None) -> bool:
+        """The signal pending at the server is swallowed by a stranger's (see ``Pending``)."""
+        return self.server_link.pending.eat(symbol)
+
+    def eat_at_client(self, pid: int, symbol: int | None = None) -> bool:
+        return self.clients[pid].link.pending.eat(symbol)
+
+    def shut_down(self) -> None:
+        """A stop reaches the server between its steps: it tells everyone (the driver's
+        drain then goes on with the usual steps, run here like any other)."""
+        self.server.shut_down()
 
     def kill(self, pid: int) -> None:
+        """The client exits: its pending signals go with it; the server finds out as the
+        real one does (a failed send, its pidfd at the next peer check)."""
         client = self.clients[pid]
         client.alive = False
-        client.pending.clear()
-        self.server_pending = {s: p for s, p in self.server_pending.items() if p != pid}
-        self.end_runs()
-        self.receiver.peer_gone(pid, self.now)
-        self.flush()
+        client.link.pending.signals.clear()
+        pending = self.server_link.pending.signals
+        for symbol, from_pid in list(pending.items()):
+            if from_pid == pid:
+                del pending[symbol]
 
     # -- time ----------------------------------------------------------------------------------
 
     def deadlines(self) -> list[float]:
         found = [c.sender.get_timer() for c in self.clients.values() if c.alive]
-        found.append(self.receiver.get_timer())
+        if not self.server_stopped:
+            found.append(self.receiver.get_timer())
         return [d for d in found if d is not None]
 
     def advance(self, seconds: float) -> None:
-        """Time passes; each side then acts on its deadlines as its loop would: the server
-        told whether its peer still lives, each client, after taking what is pending for it,
-        told what it would see of the server in /proc."""
+        """Time passes; each process whose deadline passed runs, until none is due (what
+        is pending is taken by a process that runs, as its wait returns it first)."""
         self.now += seconds
-        self.end_runs()  # a silence ends every tight loop
-        if not self.server_stopped:
-            peer = self.clients.get(self.receiver.peer or -1)
-            self.receiver.handle_timer(self.now, peer_alive=peer is None or peer.alive)
-        self.flush()
-        for client in self.clients.values():
-            if not client.alive:
-                continue
-            timer = client.sender.get_timer()
-            if timer is None or self.now < timer:
-                continue
-            view = self.server_view(client)
-            while client.pending and self.deliver_to_client(client.pid):
-                pass
-            timer = client.sender.get_timer()
-            if timer is not None and self.now >= timer:
-                client.sender.handle_timer(self.now, view)
-        self.flush()
-
-    def server_view(self, client: SimClient) -> ServerView:
-        """What the client loop would read in the server's /proc entry now."""
-        last = client.sender.last_symbol
-        return ServerView(
-            stopped=self.server_stopped,
-            holding=last is not None and last in self.server_pending,
-            asleep=self.sees_asleep and not self.server_stopped and not self.server_pending,
-        )
+        for _ in range(1000):
+            ran = self.run_server(due_only=True)
+            for pid in list(self.clients):
+                ran = self.run_client(pid, due_only=True) or ran
+            if not ran:
+                return
+        raise AssertionError("processes still due after 1000 rounds at one moment")
 
     def advance_to_next_deadline(self) -> bool:
         deadlines = self.deadlines()
@@ -278,23 +439,25 @@ class Network:
     # -- driving -------------------------------------------------------------------------------
 
     def step(self, latency: float = 1e-5) -> bool:
-        """Deliver one pending signal (server first), else jump to the next deadline."""
+        """One process runs on a pending signal (server first), else time jumps to the next
+        deadline."""
         self.now += latency
         if self.deliver_to_server():
             return True
         for pid, client in self.clients.items():
-            if client.alive and client.pending:
-                return self.deliver_to_client(pid)
+            if client.alive and client.link.pending and self.run_client(pid):
+                return True
         return self.advance_to_next_deadline()
+
+    def quiet(self) -> bool:
+        return all(c.driver.finished or not c.alive for c in self.clients.values()) and (
+            not self.server_link.pending and self.receiver.session is None
+        )
 
     def run(self, max_steps: int = 2_000_000) -> None:
         """Run fault-free until every live client has finished and nothing is pending."""
         for _ in range(max_steps):
-            if all(c.sender.finished or not c.alive for c in self.clients.values()) and (
-                not self.server_pending and self.receiver.session is None
-            ):
-                return
-            if not self.step():
+            if self.quiet() or not self.step():
                 return
         raise AssertionError(f"link still busy after {max_steps} steps")
 

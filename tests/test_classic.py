@@ -8,7 +8,6 @@ from hypothesis import strategies as st
 
 from fuzz.targets import CLASSIC_FORMATS
 from minitalk.classic import (
-    ANSWER_HOLD,
     Ack,
     ClassicFormat,
     ClassicMessage,
@@ -18,6 +17,7 @@ from minitalk.classic import (
     SenderDropped,
     describe,
 )
+from minitalk.classic_limits import ANSWER_HOLD
 from minitalk.errors import LocalProtocolError, NoAnswerError
 
 PLAIN = ClassicFormat()

@@ -94,7 +94,14 @@ def test_the_receiver_table_in_the_docs_is_the_codes() -> None:
     rows.pop("state")
     assert set(rows) == {state.name for state in RECEIVER_TABLE}
     for state, row in RECEIVER_TABLE.items():
-        assert rows[state.name][2].startswith(row.clock.name + ":"), state
+        cells = rows[state.name]
+        assert cells[2].startswith(row.clock.name + ":"), state
+        assert cells[4] == ("yes" if row.looks else "no"), state
+        assert _names(cells[5]) == {target.name for target in row.to}, state
+
+
+def _names(cell: str) -> set[str]:
+    return set() if cell == "-" else set(cell.split(", "))
 
 
 def test_the_sender_table_in_the_docs_is_the_codes() -> None:
@@ -108,6 +115,7 @@ def test_the_sender_table_in_the_docs_is_the_codes() -> None:
         patience, looks = rows[state.name][1], rows[state.name][2]
         assert patience == (row.patience.name if row.patience is not Patience.NONE else "none")
         assert looks == ("yes" if row.looks else "no"), state
+        assert _names(rows[state.name][4]) == {target.name for target in row.to}, state
 
 
 def test_the_verdict_table_in_the_docs_is_the_codes() -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from minitalk.errors import LocalProtocolError, ServerGoneError
+from minitalk.errors import LocalProtocolError, OutputError, ServerGoneError
 from minitalk.frame import VERSION, Frame, crc8, encode_frame, split_message, to_bits
 from minitalk.protocol import (
     BYE,
@@ -25,6 +25,7 @@ from minitalk.protocol import (
     STALL_TIMEOUT,
     DeliveredMemory,
     MessageReceived,
+    PeerView,
     Receiver,
     ReceiverState,
     Released,
@@ -35,19 +36,22 @@ from minitalk.protocol import (
     Verdict,
     verdict_bits,
 )
+from tests.helpers import answer, drain_events
 from tests.simlink import Network
 
 
 def _send_frame(receiver: Receiver, pid: int, frame: Frame, now: float) -> list[int]:
-    """Feed a whole frame and its 8 polls; return the receiver's answers to the polls."""
-    receiver.outbox.clear()
+    """Feed a whole frame and its 8 polls (a message it completes is written, as the driver
+    does); return the receiver's answers to the polls."""
     for bit in to_bits(encode_frame(frame)):
         receiver.receive(pid, bit, now)
+    if receiver.state is ReceiverState.WRITING:
+        receiver.message_written(now)
+    receiver.replies()
     answers = []
     for _ in range(8):
-        receiver.outbox.clear()
         receiver.receive(pid, POLL, now)
-        answers += [symbol for _, symbol in receiver.outbox]
+        answers += [symbol for _, symbol in receiver.replies()]
     return answers
 
 
@@ -62,7 +66,7 @@ def _poll_out(receiver: Receiver, pid: int, now: float) -> None:
 
 
 def _ended(receiver: Receiver) -> list[SessionEnded]:
-    return [event for event in receiver.events if isinstance(event, SessionEnded)]
+    return [event for event in drain_events(receiver) if isinstance(event, SessionEnded)]
 
 
 # -- the machines hide nothing -------------------------------------------------------------------
@@ -99,8 +103,8 @@ def _sender_awaiting_first_bit() -> Sender:
     sender = Sender(b"abc")
     sender.start(0.0)
     sender.sent(0.0)
-    sender.receive(GRANT, 0.001)
-    sender.outbox.clear()
+    answer(sender, GRANT, 0.001)
+    sender.symbols_to_send()
     sender.sent(0.001)
     return sender
 
@@ -108,7 +112,7 @@ def _sender_awaiting_first_bit() -> Sender:
 def test_a_signal_provably_eaten_is_sent_again_by_the_machine() -> None:
     sender = _sender_awaiting_first_bit()
     sender.handle_timer(sender.get_timer() or 0.0, ServerView(asleep=True))
-    assert sender.outbox == [sender.last_symbol]
+    assert sender.symbols_to_send() == [sender.last_symbol]
     assert sender.look_resends == 1
 
 
@@ -118,7 +122,7 @@ def test_no_resend_when_a_stray_reached_the_client_since_the_send() -> None:
     sender = _sender_awaiting_first_bit()
     sender.stray(0.0015)
     sender.handle_timer(sender.get_timer() or 0.0, ServerView(asleep=True))
-    assert sender.outbox == []
+    assert sender.symbols_to_send() == []
     assert sender.get_timer() == pytest.approx(0.001 + sender.bit_timeout)
 
 
@@ -172,13 +176,13 @@ def test_a_verdict_read_one_symbol_late_is_garbled_not_another_verdict(verdict: 
     was OUT_OF_ORDER: a printed message reported as refused."""
     sender = Sender(b"hi")
     sender.start(0.0)
-    sender.receive(GRANT, 0.0)
+    answer(sender, GRANT, 0.0)
     bits = to_bits(encode_frame(sender.frame))
     for _ in bits[1:]:
-        sender.receive(CONTINUE, 0.0)
-    sender.receive(FRAME_OVER, 0.0)
+        answer(sender, CONTINUE, 0.0)
+    answer(sender, FRAME_OVER, 0.0)
     for symbol in verdict_bits(verdict)[1:] + [0] * 41:  # one lost, then whatever follows
-        sender.receive(symbol, 0.0)
+        answer(sender, symbol, 0.0)
     assert sender.error is None
     assert sender.state is SenderState.RESYNC  # garbled: ask again, resend the frame
 
@@ -193,12 +197,12 @@ def test_an_empty_frame_that_is_not_the_last_is_refused() -> None:
     header = bytes((VERSION, 0x00)) + (0).to_bytes(2, "big") + (5).to_bytes(4, "big")
     header += (0).to_bytes(4, "big") + (1).to_bytes(8, "big")
     header += bytes((crc8(header),))  # a well-sealed header: only the layout rule refuses it
-    receiver.outbox.clear()
+    receiver.replies()
     for bit in to_bits(header):
         receiver.receive(10, bit, 0.0)
-    assert receiver.outbox[-1] == (10, FRAME_OVER)  # refused at its header
+    assert receiver.replies()[-1] == (10, FRAME_OVER)  # refused at its header
     _poll_out(receiver, 10, 0.0)
-    assert receiver.events == []
+    assert not [e for e in drain_events(receiver) if isinstance(e, MessageReceived)]
 
 
 def test_a_trickling_client_loses_the_line_to_the_queue() -> None:
@@ -261,9 +265,10 @@ def test_count_does_not_count_a_repeat_twice() -> None:
     receiver.receive(10, REQUEST, now)
     _send_frame(receiver, 10, split_message(b"once", nonce=5)[0], now)
     receiver.receive(10, BYE, now)
-    printed = [e for e in receiver.events if isinstance(e, MessageReceived)]
+    events = drain_events(receiver)
+    printed = [e for e in events if isinstance(e, MessageReceived)]
     assert [e.text for e in printed] == ["once"]
-    assert [e.delivered for e in _ended(receiver)] == [True, False]
+    assert [e.delivered for e in events if isinstance(e, SessionEnded)] == [True, False]
 
 
 def test_a_repeat_is_recognised_after_a_thousand_other_messages() -> None:
@@ -275,12 +280,12 @@ def test_a_repeat_is_recognised_after_a_thousand_other_messages() -> None:
         receiver.receive(pid, REQUEST, now)
         _send_frame(receiver, pid, split_message(b"other", nonce=pid)[0], now)
         receiver.receive(pid, BYE, now)
-    receiver.events.clear()
+    drain_events(receiver)
     receiver.receive(10, REQUEST, now)
     assert _send_frame(receiver, 10, split_message(b"mine", nonce=5)[0], now) == verdict_bits(
         Verdict.ACK
     )
-    assert not [e for e in receiver.events if isinstance(e, MessageReceived)]
+    assert not [e for e in drain_events(receiver) if isinstance(e, MessageReceived)]
 
 
 def test_a_message_continued_at_frame_128_in_a_new_session_restarts() -> None:
@@ -299,7 +304,7 @@ def test_refusals_are_bounded_and_every_forgotten_pid_is_released() -> None:
     receiver.receive(11, REQUEST, 0.0)  # queued
     for pid in (12, 13, 14, 15):  # BUSY refusals, two at most
         receiver.receive(pid, REQUEST, 0.0)
-    released = [e.pid for e in receiver.events if isinstance(e, Released)]
+    released = [e.pid for e in drain_events(receiver) if isinstance(e, Released)]
     assert released == [12, 13]
     assert receiver.known() == {10, 11, 14, 15}
 
@@ -316,7 +321,7 @@ def test_a_client_that_exits_frees_the_line_at_the_next_peer_check() -> None:
         deadline = receiver.get_timer()
         assert deadline is not None
         assert deadline <= PEER_CHECK
-        receiver.handle_timer(deadline, peer_alive=False)
+        receiver.handle_timer(deadline, PeerView(alive=False))
         assert receiver.peer == 11
 
 
@@ -327,15 +332,15 @@ def test_a_shutdown_keeps_a_printed_message_until_its_ack_is_polled() -> None:
     receiver.receive(10, REQUEST, 0.0)
     receiver.receive(11, REQUEST, 0.0)
     frame = split_message(b"printed", nonce=2)[0]
-    receiver.outbox.clear()
     for bit in to_bits(encode_frame(frame)):
         receiver.receive(10, bit, 0.0)
+    receiver.message_written(0.0)
     receiver.shut_down(0.0)
+    receiver.replies()
     answers = []
     for _ in range(8):
-        receiver.outbox.clear()
         receiver.receive(10, POLL, 0.0)
-        answers += [symbol for pid, symbol in receiver.outbox if pid == 10]
+        answers += [symbol for pid, symbol in receiver.replies() if pid == 10]
     assert answers == verdict_bits(Verdict.ACK)
     receiver.receive(10, BYE, 0.0)
     assert receiver.idle or receiver.peer is None
@@ -345,10 +350,13 @@ def test_a_shutdown_keeps_a_printed_message_until_its_ack_is_polled() -> None:
 def test_a_message_that_could_not_be_written_is_told_so() -> None:
     net = Network()
     client = net.add_client(10, "lost in the pipe")
-    while not net.printed:
-        net.step()
-    net.receiver.message_not_written(net.now)
+
+    def pipe_gone(event: MessageReceived, uid: int) -> None:
+        raise OutputError("the output is gone")
+
+    net.server.on_message = pipe_gone
     net.run()
+    assert net.server.failure is not None
     assert client.sender.state is SenderState.FAILED
     assert "could not write the message" in str(client.sender.error)
 
@@ -356,15 +364,16 @@ def test_a_message_that_could_not_be_written_is_told_so() -> None:
 def test_a_shutdown_still_tells_a_refusal_already_under_way() -> None:
     receiver = Receiver()
     receiver.receive(10, REQUEST, 0.0)
-    while receiver.state is not ReceiverState.POLLING_FINAL:
-        for bit in to_bits(encode_frame(split_message(b"unwritable", nonce=4)[0])):
-            receiver.receive(10, bit, 0.0)
+    for bit in to_bits(encode_frame(split_message(b"unwritable", nonce=4)[0])):
+        receiver.receive(10, bit, 0.0)
+    assert receiver.state is ReceiverState.WRITING
+    receiver.replies()  # GRANT and the frame bits' CONTINUEs: nothing yet for the last bit
     receiver.message_not_written(0.0)
     receiver.shut_down(0.0)
-    receiver.outbox.clear()
+    assert [symbol for _, symbol in receiver.replies()] == [FRAME_OVER]
     for _ in range(8):
         receiver.receive(10, POLL, 0.0)
-    assert [symbol for _, symbol in receiver.outbox] == verdict_bits(Verdict.NOT_WRITTEN)
+    assert [symbol for _, symbol in receiver.replies()] == verdict_bits(Verdict.NOT_WRITTEN)
     assert receiver.idle
 
 
@@ -417,8 +426,7 @@ def test_a_shutdown_while_a_verdict_is_polled_tells_it_whole_then_going_away(rea
         and net.receiver.state is ReceiverState.POLLING
     ):
         assert net.step()
-    net.receiver.shut_down(net.now)
-    net.flush()
+    net.shut_down()
     net.run()
     assert isinstance(sender.error, ServerGoneError)  # failed, and told why
     assert "shutting down" in str(sender.error)
@@ -439,7 +447,7 @@ def test_a_client_that_exits_while_polling_frees_the_line_at_the_peer_check(poll
     deadline = receiver.get_timer()
     assert deadline is not None
     assert deadline <= PEER_CHECK
-    receiver.handle_timer(deadline, peer_alive=False)
+    receiver.handle_timer(deadline, PeerView(alive=False))
     assert receiver.peer == 11
 
 

@@ -1,6 +1,8 @@
-"""Imports flow one way: cli -> client/server -> protocol -> frame -> errors (and, for the
-plain protocol, cli -> classic_link -> classic -> errors). Inside the protocol package:
-receiver -> line/assembly -> verdicts -> limits, and sender -> verdicts -> limits.
+"""Imports flow one way: cli -> client/server (each role's driver and its real link) ->
+link (the interface) and protocol -> frame -> errors (and, for the plain protocol, cli ->
+classic_link -> classic -> errors). Inside the protocol package: receiver -> line/assembly ->
+look/verdicts -> limits, and sender -> look/verdicts -> limits. No class in the package is
+longer than 300 lines and no function longer than 80.
 
 transport sits beside the protocol and knows nothing of frames; the sans-I/O core never
 imports the transport, the clock or the signal module.
@@ -22,11 +24,13 @@ ALLOWED = {
         "protocol.assembly",
         "protocol.limits",
         "protocol.line",
+        "protocol.look",
         "protocol.receiver",
         "protocol.sender",
         "protocol.verdicts",
     },
     "protocol/limits": set(),
+    "protocol/look": {"protocol.limits"},
     "protocol/verdicts": {"frame"},
     "protocol/assembly": {"frame", "protocol.limits", "protocol.verdicts"},
     "protocol/line": {"protocol.limits", "protocol.verdicts"},
@@ -36,14 +40,23 @@ ALLOWED = {
         "protocol.assembly",
         "protocol.limits",
         "protocol.line",
+        "protocol.look",
         "protocol.verdicts",
     },
-    "protocol/sender": {"errors", "frame", "protocol.limits", "protocol.verdicts"},
+    "protocol/sender": {
+        "errors",
+        "frame",
+        "protocol.limits",
+        "protocol.look",
+        "protocol.verdicts",
+    },
     "transport": {"errors"},
-    "classic": {"errors"},
-    "classic_link": {"errors", "classic", "transport"},
-    "client": {"errors", "frame", "protocol", "transport"},
-    "server": {"errors", "frame", "protocol", "transport"},
+    "classic_limits": set(),
+    "classic": {"errors", "classic_limits"},
+    "classic_link": {"errors", "classic", "classic_limits", "transport"},
+    "link": {"protocol"},  # the interface only (types)
+    "client": {"errors", "frame", "link", "protocol", "protocol.sender", "transport"},
+    "server": {"errors", "frame", "link", "protocol", "transport"},
     "cli": {
         "__init__",
         "api",
@@ -55,6 +68,7 @@ ALLOWED = {
         "progress",
         "classic",
         "classic_link",
+        "classic_limits",
     },
     "progress": set(),
     "api": {"errors", "frame", "protocol", "client", "server", "transport"},
@@ -138,3 +152,17 @@ def test_a_send_imports_only_what_it_needs() -> None:
         "rich",
     }
     assert not loaded & unwanted, sorted(loaded & unwanted)
+
+
+def test_no_class_over_300_lines_and_no_function_over_80() -> None:
+    too_long = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            limit = {ast.ClassDef: 300, ast.FunctionDef: 80}.get(type(node))
+            if limit is None:
+                continue
+            assert isinstance(node, (ast.ClassDef, ast.FunctionDef))
+            length = (node.end_lineno or node.lineno) - node.lineno + 1
+            if length > limit:
+                too_long.append(f"{path.relative_to(PACKAGE)}: {node.name} ({length} lines)")
+    assert not too_long, too_long

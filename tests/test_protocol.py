@@ -20,6 +20,7 @@ from minitalk.protocol import (
     FRAME_OVER,
     GRANT,
     MIN_PAYLOAD,
+    PEER_CHECK,
     RECEIVER_TABLE,
     REPLY_TIMEOUT,
     REQUEST,
@@ -28,6 +29,7 @@ from minitalk.protocol import (
     VERDICT_BITS,
     WAIT,
     MessageReceived,
+    PeerView,
     Receiver,
     ReceiverState,
     Sender,
@@ -38,6 +40,7 @@ from minitalk.protocol import (
     parse_verdict,
     verdict_bits,
 )
+from tests.helpers import answer, drain_events, force_state
 from tests.simlink import SERVER_PID, STRANGER_PID, Network
 
 
@@ -104,15 +107,15 @@ def test_queue_keeps_arrival_order_and_deduplicates_requests() -> None:
     for pid in (12, 11, 12, 13, 11):
         receiver.receive(pid, REQUEST, 0.0)
     assert list(receiver.queue) == [12, 11, 13]
-    assert receiver.outbox == [(10, GRANT)] + [(pid, WAIT) for pid in (12, 11, 12, 13, 11)]
+    assert receiver.replies() == [(10, GRANT)] + [(pid, WAIT) for pid in (12, 11, 12, 13, 11)]
 
 
 def test_a_stranger_zero_is_never_data_and_gets_no_answer() -> None:
     receiver = Receiver()
     receiver.receive(10, REQUEST, 0.0)
-    receiver.outbox.clear()
+    receiver.replies()
     receiver.receive(STRANGER_PID, 0, 0.0)
-    assert receiver.outbox == []
+    assert receiver.replies() == []
     assert receiver.state is ReceiverState.AWAITING_FRAME
     assert receiver.peer == 10
 
@@ -140,7 +143,7 @@ def test_a_lost_bit_is_recovered_by_resending_the_frame() -> None:
     net = Network()
     client = net.add_client(10, "hello")
     _grant_then_exchange(net, 10, 20)  # 20 bits through
-    net.server_pending.clear()  # the 21st bit is lost
+    net.eat_at_server()  # the 21st bit is swallowed by a stranger's signal pending there
     net.run()
     assert client.succeeded
     # The server was seen asleep with nothing pending and no stray reached the client: the
@@ -154,7 +157,7 @@ def test_a_lost_bit_is_recovered_by_resending_the_frame_where_wchan_is_hidden() 
     net = Network(sees_asleep=False)
     client = net.add_client(10, "hello")
     _grant_then_exchange(net, 10, 20)  # 20 bits through
-    net.server_pending.clear()  # the 21st bit is lost
+    net.eat_at_server()  # the 21st bit is swallowed by a stranger's signal pending there
     net.run()
     assert client.succeeded
     assert client.sender.look_resends == 0
@@ -169,8 +172,7 @@ def test_a_bit_eaten_by_a_stray_is_recovered_by_the_servers_stall_notice() -> No
     _grant_then_exchange(net, 10, 100)
     # A stranger's signal of the same kind was pending: the client's bit merged into it, and
     # the kernel kept the stranger's siginfo.
-    symbol = next(iter(net.server_pending))
-    net.server_pending[symbol] = STRANGER_PID
+    net.eat_at_server()
     net.deliver_to_server()  # the stranger's: ignored, no answer; now both sides wait
     net.advance(STALL_TIMEOUT)
     assert net.receiver.state is ReceiverState.POLLING
@@ -191,8 +193,7 @@ def test_a_slow_client_crossing_the_stall_notice_costs_a_frame_not_a_slip() -> N
     _grant_then_exchange(net, 10, 100)
     net.deliver_to_server()  # bit 101 taken and answered; the client is slow to run
     net.now += STALL_TIMEOUT  # so the server gives up on the frame meanwhile
-    net.receiver.handle_timer(net.now)
-    net.flush()
+    assert net.run_server()
     assert set(client.pending) == {CONTINUE, FRAME_OVER}
     # The client now holds its answer and the unprompted FRAME_OVER at once, and the kernel
     # hands it the lower signal first: the two sides fall out of step until a check fails.
@@ -207,21 +208,21 @@ def test_a_stall_at_a_frame_start_waits_for_the_client() -> None:
     # unprompted FRAME_OVER could be misread there: the server sends one only mid-frame.
     receiver = Receiver()
     receiver.receive(10, REQUEST, 0.0)
-    receiver.outbox.clear()
+    receiver.replies()
     receiver.handle_timer(SESSION_TIMEOUT / 2)
-    assert receiver.outbox == []
+    assert receiver.replies() == []
     assert receiver.state is ReceiverState.AWAITING_FRAME
 
 
 def test_rejected_frames_are_cut_in_half_and_grow_back_once_clean() -> None:
     sender = Sender(b"y" * 5000)
     sender.start(0.0)
-    sender.receive(GRANT, 0.0)
+    answer(sender, GRANT, 0.0)
 
     def verdict(which: Verdict) -> None:
-        sender.receive(FRAME_OVER, 0.0)
+        answer(sender, FRAME_OVER, 0.0)
         for bit in verdict_bits(which):
-            sender.receive(bit, 0.0)
+            answer(sender, bit, 0.0)
 
     sizes = [len(sender.frame.payload)]
     for _ in range(6):
@@ -243,11 +244,11 @@ def test_a_frame_repeated_after_silence_is_sent_unchanged() -> None:
     # repeat is recognised as one, so the frame is not cut again.
     sender = Sender(b"z" * 5000)
     sender.start(0.0)
-    sender.receive(GRANT, 0.0)
+    answer(sender, GRANT, 0.0)
     first = sender.frame
     sender.handle_timer(REPLY_TIMEOUT)
     assert sender.state is SenderState.REQUESTING
-    sender.receive(GRANT, REPLY_TIMEOUT)
+    answer(sender, GRANT, REPLY_TIMEOUT)
     assert sender.frame is first
     assert sender.attempts == 1
 
@@ -262,11 +263,11 @@ def test_a_repeat_cut_shorter_replaces_the_frame_the_server_had() -> None:
     client = net.add_client(10, text)
     frame_bits = len(to_bits(encode_frame(split_message(text.encode())[0])))
     _grant_then_exchange(net, 10, frame_bits + 7)  # the frame, and 7 of the 8 verdict polls
-    net.server_pending.clear()  # the 8th poll is eaten
+    net.eat_at_server()  # the 8th poll is eaten
     net.advance(BIT_TIMEOUT)
     assert client.sender.state is SenderState.REQUESTING
     _grant_then_exchange(net, 10, 100)  # REQUEST, GRANT, then 100 bits of the repeat
-    net.server_pending.clear()  # a bit of the repeat is eaten
+    net.eat_at_server()  # a bit of the repeat is eaten
     net.advance(STALL_TIMEOUT)  # the server gives up on it and says RESEND
     for _ in range(9):  # FRAME_OVER and the 8 polls of the RESEND verdict
         net.deliver_to_client(10)
@@ -283,7 +284,7 @@ def test_silence_in_a_frame_is_a_loss_unless_the_server_still_holds_our_signal(
 ) -> None:
     sender = Sender(b"p" * 100)
     sender.start(0.0)
-    sender.receive(GRANT, 0.0)  # bit 0 goes out at t=0
+    answer(sender, GRANT, 0.0)  # bit 0 goes out at t=0
     now = 0.0
     while sender.state is SenderState.SENDING:
         now = sender.get_timer() or now
@@ -301,10 +302,11 @@ def test_a_stopped_server_is_waited_for_at_no_cost_then_served(bits_before_stop:
     if bits_before_stop:
         _grant_then_exchange(net, 10, bits_before_stop - 1)
     net.server_stopped = True
+    sent = client.link.sent
     for _ in range(1000):  # an hour: far beyond max_attempts * reply_timeout
         net.advance(3.6)
         assert client.sender.state is not SenderState.FAILED
-        assert client.sender.outbox == []  # nothing asked again while the server is stopped
+    assert client.link.sent == sent  # nothing asked again while the server is stopped
     assert client.sender.attempts == 0
     net.server_stopped = False
     net.run()
@@ -363,6 +365,7 @@ def test_killed_client_session_is_dropped_at_once() -> None:
     waiting = net.add_client(11, "next")
     net.deliver_to_server()
     net.kill(10)
+    net.advance(PEER_CHECK)  # the server's next look at its peer finds its pidfd readable
     assert net.receiver.peer == 11
     net.run()
     assert waiting.succeeded
@@ -372,24 +375,26 @@ def test_killed_client_session_is_dropped_at_once() -> None:
 def test_server_gone_makes_the_sender_give_up() -> None:
     sender = Sender(b"hi", reply_timeout=1.0, max_attempts=3)
     sender.start(0.0)
+    sent = sender.symbols_to_send()
     now = 0.0
     while not sender.finished:
         now = sender.get_timer() or now
         sender.handle_timer(now)
+        sent += sender.symbols_to_send()
     assert sender.state is SenderState.FAILED
     assert isinstance(sender.error, NoAnswerError)
-    assert sender.outbox == [REQUEST] * 3
+    assert sent == [REQUEST] * 3
 
 
 def test_repeated_nak_gives_up_after_max_attempts() -> None:
     sender = Sender(b"hi", max_attempts=4)
     sender.start(0.0)
-    sender.receive(GRANT, 0.0)
+    answer(sender, GRANT, 0.0)
     nak = verdict_bits(Verdict.RESEND)
     for _ in range(4):
-        sender.receive(FRAME_OVER, 0.0)
+        answer(sender, FRAME_OVER, 0.0)
         for bit in nak:
-            sender.receive(bit, 0.0)
+            answer(sender, bit, 0.0)
     assert sender.state is SenderState.FAILED
     assert "failed 4 times" in str(sender.error)
 
@@ -397,24 +402,24 @@ def test_repeated_nak_gives_up_after_max_attempts() -> None:
 def test_continue_after_the_last_bit_makes_the_sender_resync() -> None:
     sender = Sender(b"")
     sender.start(0.0)
-    sender.receive(GRANT, 0.0)
+    answer(sender, GRANT, 0.0)
     for _ in range(len(to_bits(encode_frame(Frame(0, True, 0, b""))))):
-        sender.receive(CONTINUE, 0.0)
+        answer(sender, CONTINUE, 0.0)
     assert sender.state.name == "RESYNC"
-    sender.outbox.clear()
-    sender.receive(CONTINUE, 0.5)  # ignored while resyncing
-    assert sender.outbox == []
+    sender.symbols_to_send()
+    answer(sender, CONTINUE, 0.5)  # ignored while resyncing
+    assert sender.symbols_to_send() == []
     sender.handle_timer(sender.get_timer() or 0.0)
     assert sender.state.name == "REQUESTING"
-    assert sender.outbox == [REQUEST]  # after confusion, ask for the line first
-    sender.receive(GRANT, 1.1)
-    assert sender.outbox == [REQUEST, 0]  # then the frame again, from its first bit
+    assert sender.symbols_to_send() == [REQUEST]  # after confusion, ask for the line first
+    answer(sender, GRANT, 1.1)
+    assert sender.symbols_to_send() == [0]  # then the frame again, from its first bit
 
 
 def test_machines_refuse_misuse_with_local_protocol_error() -> None:
     sender = Sender(b"x")
     with pytest.raises(LocalProtocolError):
-        sender.receive(0, 0.0)  # not started
+        answer(sender, 0, 0.0)  # not started
     sender.start(0.0)
     with pytest.raises(LocalProtocolError):
         sender.start(0.0)
@@ -445,6 +450,8 @@ def _receiver_in(state: ReceiverState) -> Receiver:
         receiver.receive(10, bit, 0.0)
         if receiver.state is ReceiverState.POLLING_LAST:
             break
+    if receiver.state is ReceiverState.WRITING and state is not ReceiverState.WRITING:
+        receiver.message_written(0.0)
     if state in (ReceiverState.NEXT_FRAME_DUE, ReceiverState.AWAITING_BYE):
         for _ in range(VERDICT_BITS):
             receiver.receive(10, 0, 0.0)
@@ -458,15 +465,17 @@ def test_every_receiver_state_has_a_row_and_a_way_in() -> None:
         _receiver_in(state)
 
 
-# PIDs: the peer, another client, a stranger; two pseudo-PIDs for what the loop reports.
-PEER_EXITED, STOP = 1, 2
+# PIDs: the peer, another client, a stranger; pseudo-PIDs for what the driver reports.
+PEER_EXITED, STOP, WRITTEN, NOT_WRITTEN, ASLEEP = 1, 2, 3, 4, 5
 
 
 @given(
     state=st.sampled_from(list(ReceiverState)),
     inputs=st.lists(
         st.tuples(
-            st.sampled_from([10, 11, STRANGER_PID, PEER_EXITED, STOP]),
+            st.sampled_from(
+                [10, 11, STRANGER_PID, PEER_EXITED, STOP, WRITTEN, NOT_WRITTEN, ASLEEP]
+            ),
             st.integers(0, 1),
             st.floats(0, 4),
         ),
@@ -476,24 +485,31 @@ PEER_EXITED, STOP = 1, 2
 def test_receiver_sweep_raises_nothing_and_answers_only_askers(
     state: ReceiverState, inputs: list[tuple[int, int, float]]
 ) -> None:
-    """Every state against every input, the loop's observations included: no error at all
+    """Every state against every input, the driver's observations included: no error at all
     (a LocalProtocolError here is a missing transition), and nobody signalled who did not ask."""
     receiver = _receiver_in(state)
     asked = {10} if state is not ReceiverState.IDLE else set()
+    events = []
     now = 0.0
     for pid, symbol, dt in inputs:
         now += dt
-        receiver.handle_timer(now, peer_alive=pid != PEER_EXITED)
-        receiver.outbox.clear()
+        view = PeerView(alive=pid != PEER_EXITED, asleep=pid == ASLEEP)
+        receiver.handle_timer(now, view)
         if pid == STOP:
             receiver.shut_down(now)
-        elif pid != PEER_EXITED:
+        elif pid == WRITTEN:
+            receiver.message_written(now)
+        elif pid == NOT_WRITTEN:
+            receiver.message_not_written(now)
+        elif pid not in (PEER_EXITED, ASLEEP):
             receiver.receive(pid, symbol, now)
             if symbol == REQUEST:
                 asked.add(pid)
-        for target, _ in receiver.outbox:
+        for target, _ in receiver.replies():
             assert target in asked  # never signals a process that did not ask
-    delivered = [e for e in receiver.events if isinstance(e, MessageReceived)]
+        while (event := receiver.next_event()) is not None:
+            events.append(event)
+    delivered = [e for e in events if isinstance(e, MessageReceived)]
     # Only the frame the set-up sent is a message; random bits never pass the checks.
     assert all((e.pid, e.text) == (10, "abc") for e in delivered)
     assert len(delivered) <= 1
@@ -520,19 +536,19 @@ def test_sender_sweep_raises_nothing(
     loop sees included: the sender never raises, and sends only symbols."""
     sender = Sender(b"sweep", max_attempts=3)
     sender.start(0.0)
-    sender.state = state
+    force_state(sender, state)
     now = 0.0
     for kind, symbol in inputs:
         now += dt
         if kind == "answer":
-            sender.receive(symbol, now)
+            answer(sender, symbol, now)
         elif kind == "stray":
             sender.stray(now)
         elif kind == "sent":
             sender.sent(now)
         else:
             sender.handle_timer(now, view)
-        assert all(s in (0, 1) for s in sender.outbox)
+        assert all(s in (0, 1) for s in sender.symbols_to_send())
 
 
 @settings(max_examples=50)
@@ -597,7 +613,7 @@ def test_a_peer_that_only_sends_noise_loses_the_line() -> None:
         now += 1e-4
         receiver.receive(STRANGER_PID, 1 if int(now * 1e4) % 3 else 0, now)
     assert receiver.peer == 10  # the queue moved on
-    ended = [e for e in receiver.events if isinstance(e, SessionEnded)]
+    ended = [e for e in drain_events(receiver) if isinstance(e, SessionEnded)]
     assert ended[0].reason == "too many failed frames"
 
 
@@ -629,8 +645,7 @@ def test_shutdown_tells_every_client_and_prints_no_partial_message() -> None:
     for _ in range(50):  # 50 bits into the first frame
         net.deliver_to_server()
         net.deliver_to_client(10)
-    net.receiver.shut_down(net.now)
-    net.flush()
+    net.shut_down()
     late = net.add_client(12, "late")
     net.run()
     for refused in (sending, waiting, late):
@@ -652,8 +667,7 @@ def test_shutdown_after_a_message_was_printed_still_acknowledges_it() -> None:
     assert list(net.receiver.queue) == [11]
     while not net.printed:
         assert net.step()
-    net.receiver.shut_down(net.now)
-    net.flush()
+    net.shut_down()
     assert net.receiver.peer == 10  # kept until its client has the verdict
     net.run()
     assert sending.succeeded
@@ -666,9 +680,12 @@ def test_shutdown_after_a_message_was_printed_still_acknowledges_it() -> None:
 # -- the bulk path: runs of plain frame bits moved by the loops' tight loops ----------------------
 
 
-def test_the_bulk_path_moves_most_bits_and_delivers(monkeypatch: pytest.MonkeyPatch) -> None:
-    net = Network(bulk=True)
-    calls = {"receive": 0}
+@pytest.mark.parametrize("lead", ["server", "client"])
+def test_the_bulk_path_moves_most_bits_and_delivers(
+    monkeypatch: pytest.MonkeyPatch, lead: str
+) -> None:
+    net = Network(bulk=True, lead=lead)
+    calls = {"receive": 0, "client": 0}
     receive = net.receiver.receive
 
     def counted(pid: int, symbol: int, now: float) -> None:
@@ -678,11 +695,20 @@ def test_the_bulk_path_moves_most_bits_and_delivers(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(net.receiver, "receive", counted)
     text = "bulk ✓ " * 600  # 5 KiB: several frames
     client = net.add_client(10, text)
+    client_receive = client.sender.receive
+
+    def client_counted(symbol: int, now: float) -> None:
+        calls["client"] += 1
+        client_receive(symbol, now)
+
+    monkeypatch.setattr(client.sender, "receive", client_counted)
     net.run()
     assert client.succeeded
     assert net.printed_texts() == [text]
     bits = len(text.encode()) * 8
-    assert calls["receive"] < bits / 20  # headers, last bits and verdicts only
+    # The leading side's tight loop moves the runs: its machine sees headers, last bits and
+    # verdicts only.
+    assert calls["receive" if lead == "server" else "client"] < bits / 20
 
 
 @settings(max_examples=30)

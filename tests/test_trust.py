@@ -173,10 +173,10 @@ while True:
     if info is not None:
         receiver.receive(info.si_pid, int(info.si_signo == signal.SIGUSR2), now)
     receiver.handle_timer(now)
-    for pid, symbol in receiver.outbox:
+    for pid, symbol in receiver.replies():
         forge(pid, (signal.SIGUSR1, signal.SIGUSR2)[symbol], claimed_pid=os.getpid())
-    receiver.outbox.clear()
-    receiver.events.clear()
+    while receiver.next_event() is not None:
+        receiver.message_written(now)
 """
 
 
@@ -320,7 +320,7 @@ def swapped_pid(procs: Processes, monkeypatch: pytest.MonkeyPatch) -> Iterator[i
 
 
 def test_server_admission_never_holds_a_pid_reused_after_its_check(swapped_pid: int) -> None:
-    clients = server_module._Clients()
+    clients = server_module.SignalServerLink()
     assert not clients.admit(swapped_pid)
     assert clients.uid(swapped_pid) == -1  # no pidfd kept for it
 

@@ -3,8 +3,8 @@
 Nothing here touches a signal or reads a clock. A *symbol* is 0 or 1; the transport sends 0 as
 SIGUSR1 and 1 as SIGUSR2. Time is a float argument (seconds, any monotonic origin); each machine
 says when its next deadline is (``get_timer``) and is told when it passed (``handle_timer``).
-Output goes to an outbox the I/O loop drains; results come out as events. docs/protocol.md is
-the specification and shows each machine's table.
+Output is pulled by the driver (``replies()``, ``symbols_to_send()``, ``next_event()``).
+docs/protocol.md is the specification and shows each machine's table.
 
 The pieces, each tested on its own:
 
@@ -12,6 +12,7 @@ The pieces, each tested on its own:
 * ``verdicts``: the verdict codewords, chosen so that no one-symbol slip turns one into another;
 * ``assembly``: one session's message, frame by frame, and the memory of delivered messages;
 * ``line``: who holds the line (the queue, the refusals owed, shutting down);
+* ``look``: the rule by which either side proves that a stray ate its last signal;
 * ``receiver``: the server's machine, composing the three above with the frame decoder;
 * ``sender``: the client's machine.
 
@@ -54,10 +55,12 @@ if TYPE_CHECKING:
         WAIT,
     )
     from minitalk.protocol.line import Line, LineState
+    from minitalk.protocol.look import Look, LookResult
     from minitalk.protocol.receiver import (
         RECEIVER_TABLE,
         Clock,
         MessageReceived,
+        PeerView,
         Receiver,
         ReceiverEvent,
         ReceiverState,
@@ -67,8 +70,13 @@ if TYPE_CHECKING:
     from minitalk.protocol.sender import (
         SENDER_TABLE,
         VERDICT_REASONS,
+        Delivered,
+        Failed,
         Patience,
+        Progress,
+        Queued,
         Sender,
+        SenderEvent,
         SenderState,
         ServerView,
     )
@@ -119,6 +127,14 @@ _WHERE = {
     "ReceiverEvent": "receiver",
     "ReceiverState": "receiver",
     "Released": "receiver",
+    "PeerView": "receiver",
+    "Delivered": "sender",
+    "Failed": "sender",
+    "Progress": "sender",
+    "Queued": "sender",
+    "SenderEvent": "sender",
+    "Look": "look",
+    "LookResult": "look",
     "SENDER_TABLE": "sender",
     "SESSION_TIMEOUT": "limits",
     "STALL_TIMEOUT": "limits",
@@ -178,18 +194,26 @@ __all__ = [
     "VERDICT_REASONS",
     "WAIT",
     "Clock",
+    "Delivered",
     "DeliveredMemory",
+    "Failed",
     "Line",
     "LineState",
+    "Look",
+    "LookResult",
     "MessageAssembly",
     "MessageReceived",
     "Outcome",
     "Patience",
+    "PeerView",
+    "Progress",
+    "Queued",
     "Receiver",
     "ReceiverEvent",
     "ReceiverState",
     "Released",
     "Sender",
+    "SenderEvent",
     "SenderState",
     "ServerView",
     "SessionEnded",

@@ -6,7 +6,8 @@ the server is closing, owed a refusal. A refusal travels like any verdict: the c
 GRANT, its first frame bit is answered with FRAME_OVER and its polls with the verdict's bits,
 so an ordinary sender needs no special case. Everything here is bounded: ``max_queue`` waiting
 clients and ``max_notices`` refusals, the oldest refusal forgotten first. Each PID this piece
-lets go of is reported in ``released`` so the I/O loop can close its handle.
+lets go of is kept for ``take_released`` so the driver can close its handle. Each method returns
+the replies it produces; the receiver passes them on.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from enum import Enum, auto
 from minitalk.protocol.limits import FRAME_OVER, GRANT, MAX_NOTICES, MAX_QUEUE, REQUEST, WAIT
 from minitalk.protocol.verdicts import Verdict, verdict_bits
 
+Reply = tuple[int, int]  # (PID, symbol)
+
 
 class LineState(Enum):
     OPEN = auto()  # sessions are granted
@@ -25,43 +28,39 @@ class LineState(Enum):
 
 
 class Line:
-    """The queue and the refusals owed; replies go to the receiver's ``outbox``."""
+    """The queue and the refusals owed."""
 
-    def __init__(
-        self,
-        outbox: list[tuple[int, int]],
-        *,
-        max_queue: int = MAX_QUEUE,
-        max_notices: int = MAX_NOTICES,
-    ) -> None:
-        self.outbox = outbox
+    def __init__(self, *, max_queue: int = MAX_QUEUE, max_notices: int = MAX_NOTICES) -> None:
         self.max_queue = max_queue
         self.max_notices = max_notices
         self.state = LineState.OPEN
         self.queue: deque[int] = deque()
         # PID -> (the whole refusal: FRAME_OVER and the verdict's bits, replies still owed)
         self.notices: dict[int, tuple[list[int], list[int]]] = {}
-        self.released: list[int] = []  # PIDs let go of since the loop last looked
+        self._released: list[int] = []  # PIDs let go of since the receiver last looked
 
     @property
     def closing(self) -> bool:
         return self.state is LineState.CLOSING
 
-    def ask(self, pid: int, line_free: bool) -> bool:
-        """A REQUEST from ``pid``, which is not the peer and owed nothing. True if it is to be
-        granted the line now; otherwise it was queued (WAIT) or refused."""
+    def take_released(self) -> list[int]:
+        """The PIDs let go of since the last call (drained)."""
+        released, self._released = self._released, []
+        return released
+
+    def ask(self, pid: int, line_free: bool) -> list[Reply] | None:
+        """A REQUEST from ``pid``, which is not the peer and owed nothing. None if it is to be
+        granted the line now; otherwise the replies that queue (WAIT) or refuse it."""
         if self.state is LineState.CLOSING:
-            self.refuse(pid, Verdict.GOING_AWAY)
-        elif line_free:
-            return True
-        elif pid in self.queue:
-            self.outbox.append((pid, WAIT))
-        elif len(self.queue) < self.max_queue:
+            return self.refuse(pid, Verdict.GOING_AWAY)
+        if line_free:
+            return None
+        if pid in self.queue:
+            return [(pid, WAIT)]
+        if len(self.queue) < self.max_queue:
             self.queue.append(pid)
-            self.outbox.append((pid, WAIT))
-        else:
-            self.refuse(pid, Verdict.BUSY)
-        return False
+            return [(pid, WAIT)]
+        return self.refuse(pid, Verdict.BUSY)
 
     def next_in_line(self) -> int | None:
         """The next client to grant once the line is free, or None (empty, or closing)."""
@@ -71,20 +70,19 @@ class Line:
 
     def refuse(
         self, pid: int, verdict: Verdict, *, granted: bool = False, detail: Sequence[int] = ()
-    ) -> None:
+    ) -> list[Reply]:
         """Owe ``pid`` a refusal: GRANT it (unless it is mid-frame already, ``granted``), then
         answer its next symbol with FRAME_OVER and its polls with the verdict (and
         ``detail``, the bits that follow TOO_LARGE)."""
         if pid not in self.notices and len(self.notices) >= self.max_notices:
             oldest = next(iter(self.notices))
             del self.notices[oldest]
-            self.released.append(oldest)
+            self._released.append(oldest)
         whole = [FRAME_OVER, *verdict_bits(verdict), *detail]
         self.notices[pid] = (whole, whole[:])
-        if not granted:
-            self.outbox.append((pid, GRANT))
+        return [] if granted else [(pid, GRANT)]
 
-    def notice_symbol(self, pid: int, symbol: int) -> None:
+    def notice_symbol(self, pid: int, symbol: int) -> Reply:
         """A symbol from a client owed a refusal: the next reply of its refusal. A 1 is never
         a poll nor a frame's first bit (both are 0s): the client lost an answer and asks for
         the line again, so it is granted again and told the whole refusal from its start;
@@ -92,25 +90,27 @@ class Line:
         whole, replies = self.notices[pid]
         if symbol == REQUEST:
             self.notices[pid] = (whole, whole[:])
-            self.outbox.append((pid, GRANT))
-            return
-        self.outbox.append((pid, replies.pop(0)))
+            return (pid, GRANT)
+        reply = (pid, replies.pop(0))
         if not replies:
             del self.notices[pid]
-            self.released.append(pid)
+            self._released.append(pid)
+        return reply
 
-    def close(self) -> None:
+    def close(self) -> list[Reply]:
         """Shut down: refuse every queued client with GOING_AWAY, and every later asker."""
         self.state = LineState.CLOSING
+        replies: list[Reply] = []
         while self.queue:
-            self.refuse(self.queue.popleft(), Verdict.GOING_AWAY)
+            replies += self.refuse(self.queue.popleft(), Verdict.GOING_AWAY)
+        return replies
 
     def gone(self, pid: int) -> None:
         """``pid`` exited: owe it nothing, keep no place for it."""
         if self.notices.pop(pid, None) is not None or pid in self.queue:
             if pid in self.queue:
                 self.queue.remove(pid)
-            self.released.append(pid)
+            self._released.append(pid)
 
     def known(self) -> set[int]:
         return set(self.queue) | set(self.notices)

@@ -10,11 +10,11 @@ Besides the answers, the machine takes what only the I/O loop can observe, and d
 * ``handle_timer(now, view)`` with a ``ServerView``: is the server alive, stopped, still holding
   our last signal, or asleep waiting (so it has taken and answered all it got)?
 
-From these it decides the one case where a single symbol is sent again: no answer ``LOOK_AFTER``
-after the send, the server asleep waiting (so our signal never reached it: a stray of the same
-kind pending there swallowed it) and no stray reached the client since the send (one pending
-here could have swallowed the server's answer, and then the server did take our signal and
-must not see it twice).
+From these it decides the one case where a single symbol is sent again (``protocol.look``: no
+answer ``LOOK_AFTER`` after the send, the server asleep waiting, and no stray here since the
+send), and when the whole send ends: ``timeout`` bounds it from ``start``, whatever the server
+does. The driver pulls what the machine produces: ``symbols_to_send()`` (drained) and
+``next_event()`` (``Queued``, ``Progress``, ``Delivered``, ``Failed``).
 """
 
 # The transition tables at the end name the machine's own (private) transitions.
@@ -22,6 +22,7 @@ must not see it twice).
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum, auto
@@ -40,15 +41,14 @@ from minitalk.protocol.limits import (
     BYE,
     CONTINUE,
     GRANT,
-    LOOK_AFTER,
     MAX_ATTEMPTS,
-    MAX_LOOK_RESENDS,
     MIN_PAYLOAD,
     POLL,
     QUEUE_POLL,
     REPLY_TIMEOUT,
     REQUEST,
 )
+from minitalk.protocol.look import Look, LookResult
 from minitalk.protocol.verdicts import (
     DETAIL_BITS,
     VERDICT_BITS,
@@ -61,6 +61,54 @@ VERDICT_REASONS = {
     Verdict.NOT_UTF8: "a frame was not valid UTF-8",
     Verdict.OUT_OF_ORDER: "its frames arrived out of order",
 }
+
+
+@dataclass(frozen=True, slots=True)
+class Queued:
+    """The server put this send in its queue: another client has the line (told once)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """A frame was acknowledged: ``acked`` of ``total`` bytes are through."""
+
+    acked: int
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """Every frame was acknowledged and the session closed: the message was printed."""
+
+    size: int
+    frames: int
+    resends: int
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """The send gave up; ``error`` says why."""
+
+    error: MinitalkError
+
+
+SenderEvent = Queued | Progress | Delivered | Failed
+
+
+def refusal(verdict: Verdict, detail: int, size: int) -> MinitalkError:
+    """The error a refusing verdict means to the sender of a ``size``-byte message."""
+    if verdict is Verdict.BUSY:
+        return TryLaterError("the server's queue of waiting clients is full; try again later")
+    if verdict is Verdict.GOING_AWAY:
+        return ServerGoneError("the server is shutting down; the message was not sent")
+    if verdict is Verdict.NOT_WRITTEN:
+        return RefusedError("the server could not write the message out; it was not printed")
+    if verdict is Verdict.TOO_LARGE:
+        limit = parse_detail(detail)
+        said = "" if limit is None else f"; the server accepts at most {limit} bytes"
+        return RefusedError(f"the message is {size} bytes{said}")
+    reason = VERDICT_REASONS.get(verdict, f"verdict {verdict.name}")
+    return RefusedError(f"the server refused the message: {reason}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,20 +150,16 @@ class SenderRow:
     patience: Patience
     looks: bool  # looks whether a stray ate our signal (an answer is due at once)
     expire: Callable[[Sender, float], None] | None
+    to: frozenset[SenderState]  # the states it may lead to
 
 
-class Sender:
-    """``start(now)`` puts the first REQUEST in the outbox; feed every answer from the server
-    to ``receive``, every other signal to ``stray``, report each send with ``sent``, and call
-    ``handle_timer`` when ``get_timer`` passes. The machine ends in DONE (``bytes_acked`` ==
-    the message size) or FAILED (``error`` is set).
+class _SenderCore:
+    """The sender's bookkeeping: its state and table row, the frame being sent, and the
+    symbols and events it owes the driver (pulled with ``symbols_to_send`` and
+    ``next_event``)."""
 
-    Frames are cut as they are sent, so their size can follow the link: each frame the server
-    rejects (RESEND) is cut again at half the size, down to ``MIN_PAYLOAD``, and each frame
-    acknowledged at its first try lets the next one grow back, up to ``max_payload``. Only a
-    rejected frame is ever cut again: after silence the server may have accepted it, so it is
-    sent again unchanged and the server can recognise the repeat.
-    """
+    _state: SenderState
+    _row: SenderRow
 
     def __init__(
         self,
@@ -127,11 +171,14 @@ class Sender:
         bit_timeout: float = BIT_TIMEOUT,
         queue_poll: float = QUEUE_POLL,
         max_attempts: int = MAX_ATTEMPTS,
+        timeout: float | None = None,
     ) -> None:
         if not MIN_PAYLOAD <= max_payload <= MAX_PAYLOAD:
             raise LocalProtocolError(f"max_payload must be within {MIN_PAYLOAD}..{MAX_PAYLOAD}")
         if not 0 < bit_timeout <= reply_timeout:
             raise LocalProtocolError("need 0 < bit_timeout <= reply_timeout")
+        if timeout is not None and not timeout > 0:
+            raise LocalProtocolError("need timeout > 0")
         self.message = message
         self.nonce = nonce
         self.max_payload = max_payload
@@ -140,19 +187,22 @@ class Sender:
         self.bit_timeout = bit_timeout
         self.queue_poll = queue_poll
         self.max_attempts = max_attempts
-        self.outbox: list[int] = []
+        self.timeout = timeout
         self.error: MinitalkError | None = None
         self.frame_index = 0  # frames acknowledged so far
         self.bytes_acked = 0
         self.attempts = 0  # tries of the current frame that failed (shrinking tries excluded)
         self.resends = 0  # total frame resends, for the receipt
-        self.look_resends = 0  # symbols sent again because a stray provably ate them
+        self.look = Look()  # was our last symbol eaten? (protocol.look)
         self.last_symbol: int | None = None
         self.deadline: float | None = None
+        self.give_up_at: float | None = None  # start + timeout
+        self.queued = False  # told WAIT, and not granted the line since
+        self._outbox: list[int] = []
+        self._events: deque[SenderEvent] = deque()
+        self._heard = False  # the server has answered this send at least once
+        self._last_view = ServerView()  # what the driver saw when the last deadline passed
         self._unanswered = 0  # requests in a row that got no answer at all
-        self._look_at: float | None = None
-        self._strays_since_send = 0
-        self._looked_again = 0  # times in a row the last symbol was sent again on a look
         self._waiting_since = 0.0  # when the outstanding symbol was sent (or the server ran)
         self.frame = next_frame(message, 0, nonce, max_payload)
         self._bits = to_bits(encode_frame(self.frame))
@@ -172,6 +222,9 @@ class Sender:
         row = SENDER_TABLE.get(state)
         if row is None:
             raise LocalProtocolError(f"no row for {state} in the sender's table")
+        previous: SenderRow | None = getattr(self, "_row", None)
+        if previous is not None and state not in previous.to:
+            raise LocalProtocolError(f"{self._state} cannot lead to {state}")
         self._state = state
         self._row = row
 
@@ -184,145 +237,47 @@ class Sender:
     def finished(self) -> bool:
         return self._state is SenderState.DONE or self._state is SenderState.FAILED
 
-    # -- inputs --------------------------------------------------------------------------------
+    @property
+    def look_resends(self) -> int:
+        """Symbols sent again because a stray provably ate them."""
+        return self.look.resends
 
-    def start(self, now: float) -> None:
-        """Ask the server for the line."""
-        if self._state is not SenderState.IDLE:
-            raise LocalProtocolError("start() called twice")
-        self._send_request(now)
+    @property
+    def has_symbols(self) -> bool:
+        """Whether ``symbols_to_send`` has anything."""
+        return bool(self._outbox)
 
-    def receive(self, symbol: int, now: float) -> None:
-        """One signal arrived from the server: 0 for SIGUSR1, 1 for SIGUSR2."""
-        self._look_at = None
-        self._looked_again = 0
-        self._row.answer(self, symbol, now)
+    def symbols_to_send(self) -> list[int]:
+        """The symbols to send now, in order (drained); report them with ``sent``."""
+        out, self._outbox = self._outbox, []
+        return out
 
-    def sent(self, now: float) -> None:
-        """The loop sent the outbox's symbols (the last one is ``last_symbol``)."""
-        self._strays_since_send = 0
-        self._look_at = now + LOOK_AFTER if self._row.looks else None
-
-    def stray(self, now: float) -> None:
-        """A signal from anyone but the server reached the client and was dropped."""
-        self._strays_since_send += 1
-
-    def server_gone(self, now: float) -> None:
-        """The server exited (a signal to it failed, or its pidfd says so)."""
-        if self._state is SenderState.CLOSING:  # after the final ACK: through all the same
-            self._closed(BYE, now)
-        elif not self.finished:
-            self._fail(
-                ServerGoneError(
-                    "the server exited before it acknowledged the message; "
-                    "it may not have been written"
-                )
-            )
-
-    # -- bulk: runs of plain data, moved by the loop in a tight loop ---------------------------
-
-    def bulk(self) -> list[int]:
-        """The symbols that follow the outstanding frame bit if each is answered CONTINUE:
-        the rest of the frame but its last bit (whose answer is FRAME_OVER, and before which
-        the loop takes pending strays as before any send); empty outside SENDING. A loop may
-        send them in a tight loop,
-        each after a CONTINUE from the server to the one before, and must then report how
-        many went out with ``bulk_done``; anything else it takes (a stray, another answer, a
-        silence) leaves the run and goes through ``receive``, ``stray`` and ``handle_timer``
-        as usual, after ``bulk_done``."""
-        if self._state is not SenderState.SENDING:
-            return []
-        return self._bits[self._bit + 1 : -1]
-
-    def bulk_done(self, count: int, now: float) -> None:
-        """``count`` symbols of ``bulk()`` were sent, each after a CONTINUE to the one
-        before: the same as ``count`` calls of ``receive(CONTINUE)``, their symbols sent."""
-        if count == 0:
-            return
-        left = len(self._bits) - self._bit - 1  # bits after the outstanding one
-        if self._state is not SenderState.SENDING or not 0 < count < left:
-            raise LocalProtocolError(f"bulk_done({count}) beyond the frame in {self._state}")
-        self._bit += count
-        self.last_symbol = self._bits[self._bit]
-        self._waiting_since = now
-        self.deadline = now + self.bit_timeout
-        self._look_at = None
-        self._looked_again = 0
-
-    def get_timer(self) -> float | None:
-        """When the sender next needs ``handle_timer``, or None."""
-        look_at, deadline = self._look_at, self.deadline
-        if look_at is None:
-            return deadline
-        return look_at if deadline is None else min(look_at, deadline)
-
-    def handle_timer(self, now: float, view: ServerView = ServerView()) -> None:
-        """Apply the deadline or the look that has passed at ``now``, given ``view``.
-
-        A stopped server answers once it runs again, and so does one asleep outside its
-        signal wait (blocked writing the message to a full pipe, whose reader may come back
-        any time: giving up then would report a failure for a message about to be printed),
-        so such a silence costs no attempt and asks nothing again: the machine looks again
-        every ``bit_timeout``, and once the server is back the usual patience starts afresh;
-        only the loop's overall ``--timeout`` or the server's exit bound this wait. A server
-        still holding our last signal has not taken it yet: that silence is not a loss, so in
-        a frame or its verdict the machine waits on, in short steps, up to ``reply_timeout``
-        after the signal, before it asks again.
-        """
-        if self.finished:
-            return
-        if not view.alive:
-            self.server_gone(now)
-            return
-        deadline = self.deadline
-        if deadline is None or now < deadline:
-            if self._look_at is not None and now >= self._look_at:
-                self._look(now, view)
-            return
-        patience = self._row.patience
-        if (view.stopped or view.away) and patience is not Patience.NONE:
-            self.deadline = now + self.bit_timeout
-            self._waiting_since = now  # once it runs, the usual patience starts afresh
-            return
-        if view.holding and patience is Patience.HOLDING:
-            end = self._waiting_since + self.reply_timeout
-            if now < end:
-                self.deadline = min(now + self.bit_timeout / 3, end)
-                return
-        expire = self._row.expire
-        if expire is None:
-            raise LocalProtocolError(f"a deadline in {self._state}")
-        expire(self, now)
-
-    # -- the look: was our signal eaten? ----------------------------------------------------
-
-    def _look(self, now: float, view: ServerView) -> None:
-        """No answer ``LOOK_AFTER`` after our signal (see the module docstring). The loop
-        looked at the server before it took the signals pending here, so an answer that came
-        meanwhile has been received already and this look is not due any more."""
-        if view.stopped or view.away:  # not before it runs again: the deadline looks then
-            self._look_at = None
-            return
-        if not view.asleep:  # running, or not yet at its wait: look again soon
-            self._look_at = now + LOOK_AFTER
-            return
-        if self._strays_since_send or self._looked_again >= MAX_LOOK_RESENDS:
-            self._look_at = None  # not provable: the deadlines and the frame resync recover
-            return
-        if self.last_symbol is None:
-            raise LocalProtocolError("a look with nothing sent")
-        self._looked_again += 1
-        self.look_resends += 1
-        self.outbox.append(self.last_symbol)
-        self._look_at = None  # set again by sent()
-
-    # -- transitions (the table's cells) ---------------------------------------------------------
+    def next_event(self) -> SenderEvent | None:
+        return self._events.popleft() if self._events else None
 
     def _emit(self, symbol: int, now: float, wait: float) -> None:
-        self.outbox.append(symbol)
+        self._outbox.append(symbol)
         self.last_symbol = symbol
         self._waiting_since = now
         self.deadline = now + wait
+
+    def _fail(self, error: MinitalkError) -> None:
+        self.state = SenderState.FAILED
+        self.error = error
+        self.deadline = None
+        self.look.cancel()
+        self._events.append(Failed(error))
+
+    def _closed(self, symbol: int, now: float) -> None:
+        self.state = SenderState.DONE
+        self.deadline = None
+        self.look.cancel()
+        self._events.append(Delivered(len(self.message), self.frame_index, self.resends))
+
+
+class _SenderTransitions(_SenderCore):
+    """The cells of ``SENDER_TABLE``: what each answer, and each deadline, does in each
+    state."""
 
     def _send_request(self, now: float) -> None:
         self.state = SenderState.REQUESTING
@@ -334,7 +289,7 @@ class Sender:
             self._fail(
                 NoAnswerError(
                     f"the server is running but did not answer: asked {self._unanswered} "
-                    f"times, {self.reply_timeout:g} s apart"
+                    f"times, {self.reply_timeout:g} s apart{_why(self, self._last_view)}"
                 )
             )
         else:
@@ -347,17 +302,20 @@ class Sender:
         self._unanswered = 0
         if symbol == GRANT:
             self._start_frame(now)
-        else:
-            self.state = SenderState.QUEUED
-            self.deadline = now + self.queue_poll
+            return
+        self.state = SenderState.QUEUED
+        self.deadline = now + self.queue_poll
+        if not self.queued:
+            self.queued = True
+            self._events.append(Queued())
 
     def _queued_answer(self, symbol: int, now: float) -> None:
         if symbol == GRANT:
             self._start_frame(now)
-        # a 1 is a late WAIT: keep waiting
 
     def _start_frame(self, now: float) -> None:
         self.state = SenderState.SENDING
+        self.queued = False
         self._bit = 0
         self._emit(self._bits[0], now, self.bit_timeout)
 
@@ -394,26 +352,14 @@ class Sender:
         elif verdict is Verdict.RESTART:
             self._restart_message(now)
         else:
-            self._fail(self._refusal(verdict))
-
-    def _refusal(self, verdict: Verdict) -> MinitalkError:
-        if verdict is Verdict.BUSY:
-            return TryLaterError("the server's queue of waiting clients is full; try again later")
-        if verdict is Verdict.GOING_AWAY:
-            return ServerGoneError("the server is shutting down; the message was not sent")
-        if verdict is Verdict.NOT_WRITTEN:
-            return RefusedError("the server could not write the message out; it was not printed")
-        if verdict is Verdict.TOO_LARGE:
-            limit = parse_detail(self._verdict & ((1 << DETAIL_BITS) - 1))
-            said = "" if limit is None else f"; the server accepts at most {limit} bytes"
-            return RefusedError(f"the message is {len(self.message)} bytes{said}")
-        reason = VERDICT_REASONS.get(verdict, f"verdict {verdict.name}")
-        return RefusedError(f"the server refused the message: {reason}")
+            detail = self._verdict & ((1 << DETAIL_BITS) - 1)
+            self._fail(refusal(verdict, detail, len(self.message)))
 
     def _frame_acknowledged(self, now: float) -> None:
         frame = self.frame
         self.bytes_acked += len(frame.payload)
         self.frame_index += 1
+        self._events.append(Progress(self.bytes_acked, len(self.message)))
         if self.attempts == 0:  # through at the first try: let the next frame be longer
             self.payload_size = min(self.payload_size * 2, self.max_payload)
         self.attempts = 0
@@ -484,17 +430,7 @@ class Sender:
         # stall_timeout, and any late reply still in flight arrives and is ignored.
         self.state = SenderState.RESYNC
         self.deadline = now + self.bit_timeout
-        self._look_at = None
-
-    def _fail(self, error: MinitalkError) -> None:
-        self.state = SenderState.FAILED
-        self.error = error
-        self.deadline = None
-        self._look_at = None
-
-    def _closed(self, symbol: int, now: float) -> None:
-        self.state = SenderState.DONE
-        self.deadline = None
+        self.look.cancel()
 
     def _bye_unanswered(self, now: float) -> None:
         self._closed(BYE, now)  # the final ACK came: the message is through all the same
@@ -506,19 +442,199 @@ class Sender:
         raise LocalProtocolError("an answer before start()")
 
 
+class Sender(_SenderTransitions):
+    """``start(now)`` asks for the line; send every symbol of ``symbols_to_send()``, then
+    report it with ``sent``; feed every answer from the server to ``receive``, every other
+    signal to ``stray``, and call ``handle_timer`` when ``get_timer`` passes. The machine ends
+    in DONE (a ``Delivered`` event) or FAILED (a ``Failed`` event; ``error`` says why).
+
+    Frames are cut as they are sent, so their size can follow the link: each frame the server
+    rejects (RESEND) is cut again at half the size, down to ``MIN_PAYLOAD``, and each frame
+    acknowledged at its first try lets the next one grow back, up to ``max_payload``. Only a
+    rejected frame is ever cut again: after silence the server may have accepted it, so it is
+    sent again unchanged and the server can recognise the repeat.
+    """
+
+    def start(self, now: float) -> None:
+        """Ask the server for the line; the ``timeout`` counts from here."""
+        if self._state is not SenderState.IDLE:
+            raise LocalProtocolError("start() called twice")
+        if self.timeout is not None:
+            self.give_up_at = now + self.timeout
+        self._send_request(now)
+
+    def receive(self, symbol: int, now: float) -> None:
+        """One signal arrived from the server: 0 for SIGUSR1, 1 for SIGUSR2.
+
+        An answer that comes before our last symbol went out (the driver takes what is
+        pending before it sends) means the server spoke twice: in a frame or its verdict it
+        sent something unprompted (a stall's FRAME_OVER) or again, and sending our symbol
+        now would leave two outstanding and the sides one symbol apart for good. So the
+        symbol is dropped and the machine resynchronises (silence, then REQUEST). While
+        asking for the line, the answer is to the request before: the unsent one is dropped.
+        """
+        self.look.answered()
+        self._heard = True
+        if self._outbox:
+            state = self._state
+            if state is SenderState.SENDING or state is SenderState.POLLING:
+                self._outbox.clear()
+                self._resync(now)
+                return
+            if state is SenderState.REQUESTING or state is SenderState.QUEUED:
+                self._outbox.clear()
+        self._row.answer(self, symbol, now)
+
+    def sent(self, now: float) -> None:
+        """The driver sent what ``symbols_to_send`` gave (the last one is ``last_symbol``)."""
+        self.look.sent(now, expects_answer=self._row.looks)
+
+    def stray(self, now: float) -> None:
+        """A signal from anyone but the server reached the client and was dropped."""
+        self.look.stray()
+
+    def server_gone(self, now: float) -> None:
+        """The server exited (a signal to it failed, or its pidfd says so)."""
+        if self._state is SenderState.CLOSING:  # after the final ACK: through all the same
+            self._closed(BYE, now)
+        elif not self.finished:
+            self._fail(
+                ServerGoneError(
+                    "the server exited before it acknowledged the message; "
+                    "it may not have been written"
+                )
+            )
+
+    def bulk(self) -> list[int]:
+        """The symbols that follow the outstanding frame bit if each is answered CONTINUE:
+        the rest of the frame but its last bit (whose answer is FRAME_OVER, and before which
+        the driver takes pending strays as before any send); empty outside SENDING. The
+        driver sends them in a tight loop, each after a CONTINUE from the server to the one
+        before, and reports how many went out with ``bulk_done``; anything else it takes (a
+        stray, another answer, a silence) leaves the run and goes through ``receive``,
+        ``stray`` and ``handle_timer`` as usual, after ``bulk_done``."""
+        if self._state is not SenderState.SENDING or self._outbox:
+            return []
+        return self._bits[self._bit + 1 : -1]
+
+    def bulk_done(self, count: int, now: float) -> None:
+        """``count`` symbols of ``bulk()`` were sent, each after a CONTINUE to the one
+        before: the same as ``count`` calls of ``receive(CONTINUE)`` and ``sent``."""
+        if count == 0:
+            return
+        left = len(self._bits) - self._bit - 1  # bits after the outstanding one
+        if self._state is not SenderState.SENDING or not 0 < count < left:
+            raise LocalProtocolError(f"bulk_done({count}) beyond the frame in {self._state}")
+        self._bit += count
+        self.last_symbol = self._bits[self._bit]
+        self._waiting_since = now
+        self.deadline = now + self.bit_timeout
+        self._heard = True
+        self.look.answered()
+        self.look.sent(now, expects_answer=True)
+
+    def get_timer(self) -> float | None:
+        """When the sender next needs ``handle_timer``, or None."""
+        found = [t for t in (self.look.due, self.deadline, self.give_up_at) if t is not None]
+        return min(found) if found and not self.finished else None
+
+    def handle_timer(self, now: float, view: ServerView = ServerView()) -> None:
+        """Apply the deadline or the look that has passed at ``now``, given ``view``.
+
+        A stopped server answers once it runs again, and so does one that has answered this
+        send and then sleeps outside its signal wait (blocked writing the message to a full
+        pipe, whose reader may come back any time: giving up then would report a failure for
+        a message about to be printed), so such a silence costs no attempt and asks nothing
+        again: the machine looks again every ``bit_timeout``, and once the server is back
+        the usual patience starts afresh; only ``timeout`` or the server's exit bound this
+        wait. A process that never answered is owed no such patience when it sleeps
+        elsewhere: it may be no server at all (a process that ignores both signals and
+        sleeps), and is given up on after ``max_attempts`` requests. A server still holding
+        our last signal has not taken it yet: that silence is not a loss, so in a frame or
+        its verdict the machine waits on, in short steps, up to ``reply_timeout`` after the
+        signal, before it asks again.
+        """
+        if self.finished:
+            return
+        if not view.alive:
+            self.server_gone(now)
+            return
+        if self.give_up_at is not None and now >= self.give_up_at:
+            why = _why(self, view)
+            self._fail(NoAnswerError(f"gave up after the --timeout of {self.timeout:g} s{why}"))
+            return
+        deadline = self.deadline
+        if deadline is None or now < deadline:
+            look = self.look.due
+            if look is not None and now >= look:
+                self._look(now, view)
+            return
+        patience = self._row.patience
+        waits = view.stopped or (view.away and self._heard)
+        if waits and patience is not Patience.NONE:
+            self.deadline = now + self.bit_timeout
+            self._waiting_since = now  # once it runs, the usual patience starts afresh
+            return
+        if view.holding and patience is Patience.HOLDING:
+            end = self._waiting_since + self.reply_timeout
+            if now < end:
+                self.deadline = min(now + self.bit_timeout / 3, end)
+                return
+        expire = self._row.expire
+        if expire is None:
+            raise LocalProtocolError(f"a deadline in {self._state}")
+        self._last_view = view
+        expire(self, now)
+
+    def _look(self, now: float, view: ServerView) -> None:
+        """No answer ``LOOK_AFTER`` after our signal (``protocol.look``). The driver looked
+        at the server before it took the signals pending here, so an answer that came
+        meanwhile has been received already and this look is not due any more."""
+        if view.stopped or view.away:  # not before it runs again: the deadline looks then
+            self.look.cancel()
+            return
+        if self.look.decide(now, asleep=view.asleep) is LookResult.RESEND:
+            if self.last_symbol is None:
+                raise LocalProtocolError("a look with nothing sent")
+            self._outbox.append(self.last_symbol)
+
+
+def _why(sender: _SenderCore, view: ServerView) -> str:
+    """What a send that gives up was waiting for, in plain words, from what the driver saw."""
+    if view.stopped:
+        return " (the server is stopped)"
+    if view.away and sender._heard:
+        return " (the server is blocked, most likely writing to an output nobody reads)"
+    if view.away:
+        return " (it sleeps outside a signal wait: it may not be a minitalk server)"
+    if sender.queued:  # told WAIT, not granted since (it may be asking again right now)
+        return " (still waiting for its turn)"
+    return ""
+
+
 M = Sender
 S = SenderState
 P = Patience
-# The sender's whole behaviour, one row per state (docs/protocol.md).
+_ASKING = frozenset({S.SENDING, S.QUEUED, S.REQUESTING, S.FAILED})
+_QUEUED = frozenset({S.SENDING, S.REQUESTING, S.FAILED})
+_FRAMING = frozenset({S.POLLING, S.RESYNC, S.REQUESTING, S.FAILED})
+_VERDICT = frozenset({S.SENDING, S.CLOSING, S.RESYNC, S.REQUESTING, S.FAILED})
+_SILENT = frozenset({S.REQUESTING, S.FAILED})
+_ENDED = frozenset({S.DONE, S.FAILED})
+# The sender's whole behaviour, one row per state (docs/protocol.md): what an answer does, how
+# the deadline may stretch, whether a look is kept, what the deadline's expiry does, and every
+# state the row may lead to.
+# fmt: off
 SENDER_TABLE: dict[SenderState, SenderRow] = {
-    S.IDLE: SenderRow(M._not_started, P.NONE, False, None),
-    S.REQUESTING: SenderRow(M._requesting_answer, P.STOPPED, True, M._request_unanswered),
-    S.QUEUED: SenderRow(M._queued_answer, P.NONE, False, M._queue_poll),
-    S.SENDING: SenderRow(M._sending_answer, P.HOLDING, True, M._silence),
-    S.POLLING: SenderRow(M._polling_answer, P.HOLDING, True, M._silence),
-    S.RESYNC: SenderRow(M._ignore, P.NONE, False, M._silence),
-    S.CLOSING: SenderRow(M._closed, P.NONE, False, M._bye_unanswered),
-    S.DONE: SenderRow(M._ignore, P.NONE, False, None),
-    S.FAILED: SenderRow(M._ignore, P.NONE, False, None),
+    S.IDLE: SenderRow(M._not_started, P.NONE, False, None, _SILENT),
+    S.REQUESTING: SenderRow(M._requesting_answer, P.STOPPED, True, M._request_unanswered, _ASKING),
+    S.QUEUED: SenderRow(M._queued_answer, P.NONE, False, M._queue_poll, _QUEUED),
+    S.SENDING: SenderRow(M._sending_answer, P.HOLDING, True, M._silence, _FRAMING),
+    S.POLLING: SenderRow(M._polling_answer, P.HOLDING, True, M._silence, _VERDICT),
+    S.RESYNC: SenderRow(M._ignore, P.NONE, False, M._silence, _SILENT),
+    S.CLOSING: SenderRow(M._closed, P.NONE, False, M._bye_unanswered, _ENDED),
+    S.DONE: SenderRow(M._ignore, P.NONE, False, None, frozenset()),
+    S.FAILED: SenderRow(M._ignore, P.NONE, False, None, frozenset()),
 }
+# fmt: on
 del M, S, P

@@ -1,0 +1,46 @@
+"""Small helpers for tests that drive a protocol machine by hand."""
+
+from __future__ import annotations
+
+from minitalk.protocol import (
+    RECEIVER_TABLE,
+    SENDER_TABLE,
+    Receiver,
+    ReceiverEvent,
+    ReceiverState,
+    Sender,
+    SenderState,
+)
+
+
+def drain_events(receiver: Receiver) -> list[ReceiverEvent]:
+    """Every event the receiver has for the driver, in order (its replies pulled first, as
+    the driver does)."""
+    events: list[ReceiverEvent] = []
+    while True:
+        replied = receiver.replies()
+        event = receiver.next_event()
+        if event is None and not replied:
+            return events
+        if event is not None:
+            events.append(event)
+
+
+def force_state(machine: Sender | Receiver, state: SenderState | ReceiverState) -> None:
+    """Put a machine in ``state`` bypassing its table's transitions, so a sweep reaches rare
+    states (the table would refuse the jump, as it should)."""
+    if isinstance(machine, Sender):
+        assert isinstance(state, SenderState)
+        machine._state = state
+        machine._row = SENDER_TABLE[state]
+    else:
+        assert isinstance(state, ReceiverState)
+        machine._state = state
+        machine._row = RECEIVER_TABLE.get(state)
+
+
+def answer(sender: Sender, symbol: int, now: float) -> None:
+    """The server's answer reaches a hand-driven sender, after what it had to send went out
+    (as the driver sends before the next answer can come)."""
+    sender.symbols_to_send()
+    sender.receive(symbol, now)
