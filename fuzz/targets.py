@@ -299,6 +299,7 @@ FAULTS = [
     "swap_order",
     "shutdown",
     "stop_server",
+    "output_breaks",
 ]
 link_ops = st.lists(
     st.tuples(st.sampled_from(FAULTS), st.integers(0, 2), st.integers(0, 1), st.integers(1, 300)),
@@ -362,6 +363,7 @@ def _apply(net: Network, pid: int, kind: str, symbol: int, amount: int) -> None:
         "swap_order": lambda: net.deliver_to_server(1 - symbol),
         "shutdown": lambda: net.shut_down() if amount > 280 else None,
         "stop_server": lambda: _stopped_for(net, amount / 10),
+        "output_breaks": lambda: setattr(net, "output_broken", amount > 150),
     }
     actions[kind]()
 

@@ -21,6 +21,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
 from minitalk.client import ClientDriver
+from minitalk.errors import OutputError
 from minitalk.link import Signal
 from minitalk.protocol import (
     MessageReceived,
@@ -285,9 +286,14 @@ class Network:
         self.lost = 0  # signals merged into a pending one of the same kind
         self.server_stopped = False  # SIGSTOP: the server takes nothing and its clock waits
         self.unadmitted: set[int] = set()  # PIDs the server's link refuses to hold
-        self.server = ServerDriver(
-            self.receiver, SimServerLink(self), lambda event, uid: self.printed.append(event)
-        )
+        self.output_broken = False  # the server's output is gone: a write fails (OutputError)
+        self.server = ServerDriver(self.receiver, SimServerLink(self), self._write)
+
+    def _write(self, event: MessageReceived, uid: int) -> None:
+        """The server's on_message: print, unless the output is gone."""
+        if self.output_broken:
+            raise OutputError("the output is gone")
+        self.printed.append(event)
 
     @property
     def server_link(self) -> SimServerLink:

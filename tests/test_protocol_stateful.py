@@ -97,6 +97,17 @@ class FaultyLink(RuleBasedStateMachine):
         self.net.advance(seconds)
         self.net.server_stopped = False
 
+    @rule(broken=st.booleans())
+    def output_breaks_or_mends(self, broken: bool) -> None:
+        """The server's output fails (a closed pipe): a message it cannot write must never be
+        acknowledged. (The real server then drains and exits; here it goes on.)"""
+        self.net.output_broken = broken
+
+    @rule()
+    def server_shuts_down(self) -> None:
+        """A stop between steps: every client is told, a printed message still acknowledged."""
+        self.net.shut_down()
+
     @rule(pid=st.sampled_from(CLIENT_PIDS))
     def client_dies(self, pid: int) -> None:
         if pid in self.sent and self.net.clients[pid].alive:
