@@ -16,6 +16,7 @@ from tests.conftest import (
     HANG_GUARD,
     MINITALK,
     SERVER_STDERR,
+    USR_BITS,
     Processes,
     Server,
     _read_line,
@@ -23,8 +24,10 @@ from tests.conftest import (
     clients_held,
     first_number,
     pending_signals,
+    signal_masks,
     spawn_at_pid,
     wait_for,
+    wchan_visible,
 )
 
 pytestmark = pytest.mark.e2e
@@ -318,6 +321,26 @@ def test_send_timeout_bounds_the_whole_send(procs: Processes) -> None:
     assert result.returncode == ExitCode.NO_ANSWER
     said = b"minitalk: gave up after the --timeout of 1 s (the server is stopped)\n"
     assert result.stderr == said
+
+
+def test_a_sleeping_process_that_ignores_both_signals_is_given_up_on(procs: Processes) -> None:
+    """It passes the is-it-minitalk check (it ignores both signals, as any child of a program
+    that once called minitalk.send() does) but sleeps outside a signal wait and never answers:
+    minitalk 1.0 took that for a server busy writing and waited for ever. Now only a target
+    that has answered is owed that patience; this one is asked --attempts times."""
+    sleeper = procs.popen(["sh", "-c", "trap '' USR1 USR2; exec sleep 600"])
+    wait_for(
+        lambda: Path(f"/proc/{sleeper.pid}/comm").read_text().strip() == "sleep"
+        and signal_masks(sleeper.pid)["SigIgn"] & USR_BITS == USR_BITS,
+        "the sleeper ignores both signals and sleeps",
+    )
+    result = procs.send(str(sleeper.pid), "hi", "--reply-timeout", "0.2", "--attempts", "3")
+    assert result.returncode == ExitCode.NO_ANSWER
+    said = result.stderr.decode()
+    assert said.startswith("minitalk: the server is running but did not answer: asked 3 times")
+    if wchan_visible():
+        assert "it may not be a minitalk server" in said
+    assert sleeper.poll() is None  # ignored every signal: alive and untouched
 
 
 def test_timeout_while_queued_says_so(procs: Processes, tmp_path: Path) -> None:
