@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from minitalk.client import ClientConfig, Receipt, send_message
 from minitalk.errors import InputError, UsageError
 from minitalk.frame import MAX_MESSAGE
+from minitalk.procview import DATA_SIGNALS
 from minitalk.protocol import (
     DEFAULT_MAX_MESSAGE,
     FRAME_TIMEOUT,
@@ -43,7 +44,7 @@ from minitalk.protocol import (
     SESSION_TIMEOUT,
     STALL_TIMEOUT,
 )
-from minitalk.transport import DATA_SIGNALS, STOP_SIGNALS, block_signals
+from minitalk.transport import STOP_SIGNALS, block_signals
 
 if TYPE_CHECKING:
     from minitalk.protocol import MessageReceived

@@ -33,17 +33,9 @@ from minitalk.classic_limits import (
     REPLY_TIMEOUT,
 )
 from minitalk.errors import MinitalkError, NoAnswerError, ServerGoneError
-from minitalk.transport import (
-    DATA_SIGNALS,
-    Process,
-    SignalWaiter,
-    block_signals,
-    handles,
-    is_shell,
-    monotonic,
-    open_plain_peer,
-    open_plain_server,
-)
+from minitalk.procview import DATA_SIGNALS, handles, is_shell
+from minitalk.transport import Process, SignalWaiter, block_signals, monotonic
+from minitalk.trust import open_plain_peer, open_plain_server
 
 # At most this many signals are taken in one step before the answers go out.
 _DRAIN = 8

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from minitalk.errors import MinitalkError, TargetError
 from minitalk.link import ClientLink, Signal
+from minitalk.procview import process_state
 from minitalk.protocol import (
     BIT_TIMEOUT,
     CONTINUE,
@@ -25,14 +26,8 @@ from minitalk.protocol import (
     ServerView,
 )
 from minitalk.protocol.sender import Delivered, Progress, Queued
-from minitalk.transport import (
-    Process,
-    SignalWaiter,
-    block_signals,
-    monotonic,
-    open_server,
-    process_state,
-)
+from minitalk.transport import Process, SignalWaiter, block_signals, monotonic
+from minitalk.trust import open_server
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,13 +34,8 @@ from minitalk.protocol import (
     Receiver,
     Released,
 )
-from minitalk.transport import (
-    Process,
-    SignalWaiter,
-    block_signals,
-    monotonic,
-    open_peer,
-)
+from minitalk.transport import Process, SignalWaiter, block_signals, monotonic
+from minitalk.trust import open_peer
 
 
 @dataclass(frozen=True, slots=True)

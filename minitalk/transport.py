@@ -14,43 +14,33 @@ writes a message (a pipe nobody reads can block that forever) it lets them in fo
 write's length (``SignalWaiter.stoppable``): the first is recorded for later and the write
 goes on, a second raises ``KeyboardInterrupt`` at once.
 
-It is also the trust boundary (docs/protocol.md, "Trust"), checked here once for both sides:
-
-* A signal counts only if the kernel stamped its sender (``si_code`` SI_USER, what ``kill``
-  and ``pidfd_send_signal`` produce). ``rt_sigqueueinfo`` lets anyone write any PID into a
-  signal; such a signal is dropped here and never reaches the protocol machines.
-* A process is signalled only once it is held by a pidfd opened *before* its checks, is seen
-  to ignore both signals (``SigIgn``: the mark of every minitalk process; a process that
-  catches them, like an interactive shell or a daemon, would act on them, and one that only
-  blocks them dies when it unblocks them), has passed a signal-0 probe through that pidfd,
-  and is still alive after all that, so the /proc entry read was its own.
+A signal counts only if the kernel stamped its sender (``si_code`` SI_USER, what ``kill`` and
+``pidfd_send_signal`` produce): ``rt_sigqueueinfo`` lets anyone write any PID into a signal, so
+such a signal is dropped here (``SignalWaiter._classify``, the one reading of a siginfo) and
+never reaches the protocol machines. Who may be signalled is ``trust``'s business; what /proc
+says of a process is ``procview``'s. The tight loops (``bounce``, ``collect``) keep their
+checks inline: each costs a function call per bit otherwise, on the path `make bench` measures.
 """
 
 from __future__ import annotations
 
 import os
-import pwd
 import select
 import signal
 import sys
 import time
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from types import FrameType
 
-from minitalk.errors import ServerGoneError, TargetError, UnsupportedPlatformError
+from minitalk.errors import UnsupportedPlatformError
+from minitalk.procview import DATA_SIGNALS, USR_MASK, process_state
 
-DATA_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)  # symbol 0 travels as SIGUSR1, 1 as SIGUSR2
 _WAITED = frozenset(DATA_SIGNALS)
 _SYMBOL: dict[int, int] = {signal.SIGUSR1: 0, signal.SIGUSR2: 1}
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # Ctrl-C, kill, terminal closed
 
-# /proc/PID/status masks: bit (signum - 1) is set when that signal is blocked/ignored/caught.
-_USR_MASK = (1 << (signal.SIGUSR1 - 1)) | (1 << (signal.SIGUSR2 - 1))
 SI_USER = 0  # si_code of a signal whose sender the kernel wrote itself (kill, pidfd_send_signal)
-_CAP_KILL = 5  # capability bit in CapEff: may signal any process
-PID_MAX_LIMIT = 4_194_304  # the kernel's ceiling for pid_max on 64-bit Linux
 
 # Waiting: poll up to _SPIN_POLLS times before blocking, when another CPU can run the peer
 # meanwhile: a polled round trip takes a few microseconds, a blocked process pays a wake-up of
@@ -183,17 +173,14 @@ class SignalWaiter:
             for polls in self._spins:
                 info = signal.sigtimedwait(waited, 0)
                 if info is not None:
-                    if info.si_signo not in _SYMBOL:
-                        self._stopped(info)
-                        return None
-                    if info.si_code != SI_USER:
-                        self.forged += 1
+                    got, ends = self._classify(info)
+                    if not ends:
                         continue
-                    if crowded:
+                    if crowded and got is not None:
                         self._prompt = self._prompt + 1 if polls < _PROMPT_POLLS else 0
                         if self._prompt >= _PROMPT_STREAK:
                             self._crowded = False
-                    return info.si_pid, _SYMBOL[info.si_signo]
+                    return got
                 if crowded:
                     os.sched_yield()
             blocked_at = time.monotonic()
@@ -223,12 +210,9 @@ class SignalWaiter:
                     info = signal.sigtimedwait(waited, 0)
             if info is None:
                 return None
-            if info.si_signo not in _SYMBOL:
-                self._stopped(info)
-                return None
-            if info.si_code == SI_USER:
-                return info.si_pid, _SYMBOL[info.si_signo]
-            self.forged += 1
+            got, ends = self._classify(info)
+            if ends:
+                return got
 
     # -- bulk: the tight loops for runs of plain data (the machines say when) ----------------
 
@@ -255,7 +239,7 @@ class SignalWaiter:
             else:
                 return index, None
             if info.si_signo != want or info.si_pid != pid or info.si_code != SI_USER:
-                return index, self._classify(info)
+                return index, self._classify(info)[0]
             try:
                 send(fd, kinds[symbol])
             except OSError as error:  # the answer to the last one sent was taken: say so
@@ -284,7 +268,7 @@ class SignalWaiter:
                 return taken, None
             symbol = symbol_of.get(info.si_signo)
             if symbol is None or info.si_pid != pid or info.si_code != SI_USER:
-                return taken, self._classify(info)
+                return taken, self._classify(info)[0]
             taken.append(symbol)
             try:
                 send(fd, reply)
@@ -292,26 +276,26 @@ class SignalWaiter:
                 return taken, None
         return taken, None
 
-    def _classify(self, info: signal.struct_siginfo) -> tuple[int, int] | None:
-        """A signal taken by a tight loop, as ``wait`` would have returned it."""
+    def _classify(self, info: signal.struct_siginfo) -> tuple[tuple[int, int] | None, bool]:
+        """The one reading of a siginfo: (the data signal as (sender PID, symbol), or None;
+        whether it ends a wait). A stop ends it (recorded); a signal whose sender the kernel
+        did not stamp is counted in ``forged`` and does not. The tight loops (``bounce``,
+        ``collect``) test the common case inline first and call this for anything else."""
         if info.si_signo not in _SYMBOL:
             self._stopped(info)
-            return None
+            return None, True
         if info.si_code != SI_USER:
             self.forged += 1
-            return None
-        return info.si_pid, _SYMBOL[info.si_signo]
+            return None, False
+        return (info.si_pid, _SYMBOL[info.si_signo]), True
 
     def take_pending(self) -> tuple[int, int] | None:
         """One signal already pending, as (sender PID, symbol), or None (nothing pending, or
         a stop signal taken); never waits."""
         while (info := signal.sigtimedwait(self._waited, 0)) is not None:
-            if info.si_signo not in _SYMBOL:
-                self._stopped(info)
-                return None
-            if info.si_code == SI_USER:
-                return info.si_pid, _SYMBOL[info.si_signo]
-            self.forged += 1
+            got, ends = self._classify(info)
+            if ends:
+                return got
         return None
 
     def _stopped(self, info: signal.struct_siginfo) -> None:
@@ -356,103 +340,6 @@ class SignalWaiter:
                         signal.signal(signum, handler)
 
 
-def _read_status(pid: int) -> dict[str, str]:
-    """The fields of /proc/PID/status, by name; empty if it cannot be read."""
-    try:
-        with open(f"/proc/{pid}/status", encoding="utf-8", errors="replace") as status:
-            return dict(line.rstrip("\n").partition(":\t")[::2] for line in status)
-    except OSError:
-        return {}
-
-
-def _mask(fields: dict[str, str], name: str) -> int:
-    try:
-        return int(fields.get(name, "0"), 16)
-    except ValueError:
-        return 0
-
-
-def not_a_peer_because(fields: dict[str, str]) -> str | None:
-    """Why the process whose /proc/PID/status ``fields`` these are is not a minitalk
-    process, or None if it is one (it ignores both SIGUSR1 and SIGUSR2, as every minitalk
-    process does). A process that catches the signals acts on them (an interactive shell
-    exits, a daemon reopens its logs or reloads); one that only blocks them dies of them once
-    it unblocks them; one that does neither dies at once."""
-    if not fields:
-        return "its /proc status cannot be read"
-    if fields.get("Kthread") == "1" or "VmSize" not in fields:
-        return "it is a kernel thread or a zombie, with no memory of its own"
-    if _mask(fields, "SigIgn") & _USR_MASK == _USR_MASK:
-        return None
-    if _mask(fields, "SigCgt") & _USR_MASK:
-        return (
-            "it catches SIGUSR1/SIGUSR2 with a handler of its own (as a shell or a daemon "
-            "does, acting on them), where minitalk ignores them"
-        )
-    if _mask(fields, "SigBlk") & _USR_MASK == _USR_MASK:
-        return "it blocks them without ignoring them, so it would die of them once it unblocks"
-    return "it does not block or ignore SIGUSR1 and SIGUSR2, so the first bit would kill it"
-
-
-def may_signal_us(fields: dict[str, str]) -> bool:
-    """True if the process with these /proc/PID/status ``fields`` may send this process a
-    signal: the kernel's rule (kill(2)) is that its real or effective UID is our real or saved
-    UID, or that it holds CAP_KILL."""
-    try:
-        real, effective = (int(uid) for uid in fields["Uid"].split()[:2])
-    except (KeyError, ValueError):
-        return False
-    our_real, _, our_saved = os.getresuid()
-    if {real, effective} & {our_real, our_saved}:
-        return True
-    return bool(_mask(fields, "CapEff") & (1 << _CAP_KILL))
-
-
-@dataclass(frozen=True, slots=True)
-class ProcState:
-    """What /proc says of a process at one moment: the one reader of "stopped", "holding"
-    and "asleep" for every loop (each field is read once, status first, then wchan)."""
-
-    state: str  # the letter of /proc/PID/status State: R, S, D, T, t, Z... ("" unread)
-    pending: int  # the signals pending at it (ShdPnd | SigPnd)
-    wchan: str  # where it sleeps ("" or "0": running, or the kernel hides it)
-
-    @property
-    def stopped(self) -> bool:
-        """Stopped (SIGSTOP, Ctrl-Z) or stopped under a tracer: it answers once it runs."""
-        return self.state in ("T", "t")
-
-    def holding(self, symbol: int) -> bool:
-        """Stopped, or the signal that carries ``symbol`` is still pending at it."""
-        return self.stopped or bool(self.pending & (1 << (DATA_SIGNALS[symbol] - 1)))
-
-    @property
-    def asleep_waiting(self) -> bool:
-        """Asleep in sigtimedwait/sigwaitinfo: then no signal it waits for is pending (one
-        would have woken it), and a minitalk peer has acted on every signal it took. False
-        if it runs, is stopped, sleeps elsewhere, or the kernel hides /proc/PID/wchan."""
-        return self.wchan.startswith("do_sigtimedwait")
-
-    @property
-    def asleep_elsewhere(self) -> bool:
-        """Asleep somewhere other than its signal wait: a minitalk server blocked writing a
-        message to a full pipe or a stopped terminal answers once that returns (and a
-        process that is no minitalk at all, ``sleep``, sleeps there for ever)."""
-        return self.state in ("S", "D") and self.wchan not in ("", "0") and not self.asleep_waiting
-
-
-def process_state(pid: int, *, status: bool = True) -> ProcState:
-    """Read /proc/PID/status (unless ``status`` is False) and then /proc/PID/wchan."""
-    fields = _read_status(pid) if status else {}
-    try:
-        with open(f"/proc/{pid}/wchan", encoding="ascii") as wchan:
-            where = wchan.read().strip()
-    except OSError:
-        where = ""
-    pending = _mask(fields, "ShdPnd") | _mask(fields, "SigPnd")
-    return ProcState(fields.get("State", "")[:1], pending, where)
-
-
 class Process:
     """A process we signal, held by pidfd so that PID reuse cannot redirect our signals."""
 
@@ -483,7 +370,7 @@ class Process:
         and the other kind could be taken first (the kernel delivers the lower-numbered
         pending signal first, not the one sent first)."""
         state = process_state(self.pid)
-        return state.stopped or bool(state.pending & _USR_MASK)
+        return state.stopped or bool(state.pending & USR_MASK)
 
     def asleep_waiting(self) -> bool:
         """True if the process is asleep in sigtimedwait/sigwaitinfo (see ``ProcState``)."""
@@ -499,207 +386,6 @@ class Process:
 
     def close(self) -> None:
         os.close(self.fd)
-
-
-def _hold(pid: int) -> Process:
-    """A pidfd for ``pid``, or ``TargetError`` saying why there is none."""
-    try:
-        return Process(pid)
-    except ProcessLookupError:
-        raise TargetError(f"no process has PID {pid}") from None
-    except OSError as error:
-        raise TargetError(f"cannot open PID {pid}: {error.strerror}") from None
-
-
-def _probe(process: Process) -> None:
-    """Signal 0 through the pidfd: raise ``TargetError`` if we may not signal the process.
-    One that has exited passes here; the caller's "still alive?" check says so."""
-    try:
-        process.probe()
-    except PermissionError:
-        raise TargetError(
-            f"PID {process.pid} belongs to another user; not allowed to signal it"
-        ) from None
-    except ProcessLookupError:
-        pass
-    except OSError as error:
-        raise TargetError(f"cannot signal PID {process.pid}: {error.strerror}") from None
-
-
-def open_peer(pid: int, *, check_ignores: bool = True) -> tuple[Process, dict[str, str]]:
-    """Hold ``pid`` by pidfd and check that it is a minitalk process we may signal; return it
-    with the /proc/PID/status fields read for the check.
-
-    The order matters. The pidfd is opened first, so it stands for one process whatever
-    happens to the PID; then /proc is read; then the pidfd must still be alive, which proves
-    the /proc entry read was that process's (a PID is not reused while its process lives).
-    Raise ``TargetError`` saying why not (``ServerGoneError`` if it exited meanwhile).
-    ``check_ignores=False`` skips the is-it-minitalk check (``send --force``).
-    """
-    process = _hold(pid)
-    try:
-        _probe(process)
-        fields = _read_status(pid)
-        reason = not_a_peer_because(fields) if check_ignores else None
-        if reason is not None and process.alive():
-            raise TargetError(f"PID {pid} is not a minitalk server: {reason}")
-        if not process.alive():
-            raise ServerGoneError(f"PID {pid} exited")
-        process.uid = int(fields.get("Uid", "-1 -1").split()[1])
-    except BaseException:
-        process.close()
-        raise
-    return process, fields
-
-
-def serving_mode(pid: int) -> str | None:
-    """ "classic" or "framed" if ``pid`` runs `minitalk serve` (read from /proc/PID/cmdline),
-    else None. Only to tell a user who picked the wrong mode, never to trust a process."""
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-            args = cmdline.read().decode("utf-8", errors="replace").split("\0")
-    except OSError:
-        return None
-    named = any(arg == "minitalk" or arg.endswith("/minitalk") for arg in args)
-    if not named or "serve" not in args:
-        return None
-    return "classic" if "--classic" in args else "framed"
-
-
-def _user(uid: int) -> str:
-    if uid < 0:
-        return "a user /proc does not show"
-    try:
-        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
-    except KeyError:
-        return f"uid {uid}"
-
-
-def open_server(pid: int, *, force: bool = False) -> Process:
-    """Check that ``pid`` is a process we may safely signal as a server, and hold it.
-
-    Refuses PID 0, 1, negatives, our own PID, processes that do not exist or belong to
-    someone else, processes that do not ignore both signals (unless ``force``: they would be
-    killed by SIGUSR1, or act on it), and servers that may not signal us back (a root client
-    of an ordinary user's server: every answer would fail).
-    """
-    _check_pid_number(pid)
-    if serving_mode(pid) == "classic":
-        raise TargetError(
-            f"PID {pid} is a classic-mode server (minitalk serve --classic): send with --classic"
-        )
-    process, fields = open_peer(pid, check_ignores=not force)
-    if not may_signal_us(fields):
-        process.close()
-        raise TargetError(
-            f"the server (PID {pid}) runs as {_user(process.uid)} and may not signal this "
-            f"client, which runs as {_user(os.geteuid())}: send as the server's user"
-        )
-    return process
-
-
-def _check_pid_number(pid: int) -> None:
-    if pid <= 0:
-        raise TargetError(f"PID {pid} is not a process: 0 and negative PIDs name process groups")
-    if pid == 1:
-        raise TargetError("PID 1 is init, never a minitalk server")
-    if pid == os.getpid():
-        raise TargetError(f"PID {pid} is this client itself")
-    if pid > PID_MAX_LIMIT:
-        raise TargetError(f"PID {pid} is larger than any PID Linux can give")
-
-
-# -- classic mode: plain minitalks catch the signals ---------------------------------------------
-
-
-def handles(pid: int, signum: int) -> bool:
-    """True if ``pid`` blocks, ignores or catches ``signum`` right now (read fresh from
-    /proc/PID/status), so that one such signal will not kill it. For plain minitalks only:
-    they catch the signals; some install their handler late, so ask before each signal."""
-    fields = _read_status(pid)
-    if fields.get("State", "Z")[:1] in ("Z", "X"):
-        return False
-    bit = 1 << (signum - 1)
-    return bool((_mask(fields, "SigBlk") | _mask(fields, "SigIgn") | _mask(fields, "SigCgt")) & bit)
-
-
-# Shells catch SIGUSR1/SIGUSR2 and exit on them (bash, when interactive); none is a minitalk.
-_SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "mksh", "fish", "tcsh", "csh", "ash"})
-
-
-def is_shell(pid: int) -> bool:
-    """True if ``pid`` runs a shell (by its command name in /proc/PID/comm)."""
-    try:
-        with open(f"/proc/{pid}/comm", encoding="utf-8", errors="replace") as comm:
-            return comm.read().strip() in _SHELLS
-    except OSError:
-        return False
-
-
-def ancestors() -> set[int]:
-    """The PIDs of this process's parent, its parent's parent, and so on up to init: the
-    caller's shell among them, which an interactive session must never be sent a signal."""
-    found: set[int] = set()
-    pid = os.getppid()
-    while pid > 1 and pid not in found:
-        found.add(pid)
-        try:
-            pid = int(_read_status(pid).get("PPid", "0"))
-        except ValueError:
-            break
-    return found
-
-
-def open_plain_peer(pid: int) -> Process:
-    """Hold a plain minitalk process by pidfd (opened before its /proc entry is read, which
-    must still be its own after): a classic server answering a client it has not yet heard
-    from, and nothing else. The caller checks ``handles`` before each signal."""
-    process = _hold(pid)
-    fields = _read_status(pid)
-    if not fields or not process.alive():
-        process.close()
-        raise ServerGoneError(f"PID {pid} exited")
-    process.uid = int(fields.get("Uid", "-1 -1").split()[1])
-    return process
-
-
-def open_plain_server(pid: int, *, force: bool = False) -> Process:
-    """Check that ``pid`` is a process a classic client may signal, and hold it.
-
-    A plain minitalk server catches both signals, so in this mode (and only in it) catching
-    counts: it must block, ignore or catch each of them (unless ``force``). Never this client,
-    PID 0, 1 or a process group, and never one of this client's ancestors: an interactive bash
-    catches both signals and exits on them, so `send --classic $$` would close the terminal.
-    """
-    _check_pid_number(pid)
-    if pid in ancestors():
-        raise TargetError(
-            f"PID {pid} is this client's own parent shell or one of its ancestors, never a "
-            "minitalk server (an interactive shell exits on SIGUSR1)"
-        )
-    if is_shell(pid):
-        raise TargetError(
-            f"PID {pid} is a shell, never a minitalk server (a shell exits on SIGUSR1)"
-        )
-    if serving_mode(pid) == "framed":
-        raise TargetError(
-            f"PID {pid} is a framed minitalk server (minitalk serve): send without --classic"
-        )
-    process = open_plain_peer(pid)
-    try:
-        for signum in DATA_SIGNALS:
-            if not force and not handles(pid, signum):
-                raise TargetError(
-                    f"PID {pid} is not a minitalk server: it does not block, ignore or catch "
-                    f"{signal.Signals(signum).name}, so the first bit would kill it"
-                )
-        _probe(process)
-        if not process.alive():
-            raise ServerGoneError(f"PID {pid} exited")
-    except BaseException:
-        process.close()
-        raise
-    return process
 
 
 monotonic = time.monotonic  # the clock the loops feed to the state machines

@@ -50,13 +50,24 @@ ALLOWED = {
         "protocol.look",
         "protocol.verdicts",
     },
-    "transport": {"errors"},
+    "procview": set(),
+    "transport": {"errors", "procview"},
+    "trust": {"errors", "procview", "transport"},
     "classic_limits": set(),
     "classic": {"errors", "classic_limits"},
-    "classic_link": {"errors", "classic", "classic_limits", "transport"},
+    "classic_link": {"errors", "classic", "classic_limits", "procview", "transport", "trust"},
     "link": {"protocol"},  # the interface only (types)
-    "client": {"errors", "frame", "link", "protocol", "protocol.sender", "transport"},
-    "server": {"errors", "frame", "link", "protocol", "transport"},
+    "client": {
+        "errors",
+        "frame",
+        "link",
+        "procview",
+        "protocol",
+        "protocol.sender",
+        "transport",
+        "trust",
+    },
+    "server": {"errors", "frame", "link", "protocol", "transport", "trust"},
     "cli": {
         "__init__",
         "api",
@@ -71,7 +82,7 @@ ALLOWED = {
         "classic_limits",
     },
     "progress": set(),
-    "api": {"errors", "frame", "protocol", "client", "server", "transport"},
+    "api": {"errors", "frame", "protocol", "client", "procview", "server", "transport"},
     "__main__": {"cli"},
     "__init__": {"api"},  # lazily, on first use
 }

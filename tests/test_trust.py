@@ -27,8 +27,8 @@ from typing import Any
 
 import pytest
 
+from minitalk import procview, trust
 from minitalk import server as server_module
-from minitalk import transport
 from minitalk.errors import ExitCode, MinitalkError
 from minitalk.protocol import REQUEST
 from tests.conftest import (
@@ -314,7 +314,7 @@ def swapped_pid(procs: Processes, monkeypatch: pytest.MonkeyPatch) -> Iterator[i
             swapped.append(newcomer.pid)
         return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr(transport, "open", open_after_swap, raising=False)
+    monkeypatch.setattr(procview, "open", open_after_swap, raising=False)
     yield first.pid
     assert swapped, "the check never read /proc/PID/status"
 
@@ -327,17 +327,17 @@ def test_server_admission_never_holds_a_pid_reused_after_its_check(swapped_pid: 
 
 def test_client_target_check_never_holds_a_pid_reused_after_its_check(swapped_pid: int) -> None:
     with pytest.raises(MinitalkError, match="exited"):
-        transport.open_server(swapped_pid).close()
+        trust.open_server(swapped_pid).close()
 
 
 def test_kernel_threads_and_zombies_are_no_peers() -> None:
     # A kernel thread's SigIgn is all ones: it would pass for a peer on that mask alone.
     kthread = {"Kthread": "1", "SigIgn": "ffffffffffffffff", "SigBlk": "0", "SigCgt": "0"}
-    assert "kernel thread" in (transport.not_a_peer_because(kthread) or "")
+    assert "kernel thread" in (trust.not_a_peer_because(kthread) or "")
     zombie = {"SigIgn": "0000000000000a00", "SigBlk": "0", "SigCgt": "0", "State": "Z (zombie)"}
-    assert "zombie" in (transport.not_a_peer_because(zombie) or "")
+    assert "zombie" in (trust.not_a_peer_because(zombie) or "")
     peer = {**zombie, "State": "S (sleeping)", "VmSize": "28000 kB", "Kthread": "0"}
-    assert transport.not_a_peer_because(peer) is None
+    assert trust.not_a_peer_because(peer) is None
 
 
 def test_helpers_are_what_they_claim(procs: Processes) -> None:

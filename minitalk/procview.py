@@ -1,0 +1,131 @@
+"""What /proc says of a process: the one reader of its state, for every loop and check.
+
+Reading /proc never signals anything. Each reader opens the file afresh (a process's entry
+changes all the time) and returns plain facts: the status fields and signal masks, whether it
+is stopped, holding a signal of ours, asleep in its signal wait or asleep elsewhere, its command
+line and name, its parent chain. Who may be trusted with a signal is ``trust``'s business; this
+module only reads.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from dataclasses import dataclass
+
+DATA_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)  # symbol 0 travels as SIGUSR1, 1 as SIGUSR2
+# /proc/PID/status masks: bit (signum - 1) is set when that signal is blocked/ignored/caught.
+USR_MASK = (1 << (signal.SIGUSR1 - 1)) | (1 << (signal.SIGUSR2 - 1))
+
+
+def read_status(pid: int) -> dict[str, str]:
+    """The fields of /proc/PID/status, by name; empty if it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="utf-8", errors="replace") as status:
+            return dict(line.rstrip("\n").partition(":\t")[::2] for line in status)
+    except OSError:
+        return {}
+
+
+def mask(fields: dict[str, str], name: str) -> int:
+    try:
+        return int(fields.get(name, "0"), 16)
+    except ValueError:
+        return 0
+
+
+@dataclass(frozen=True, slots=True)
+class ProcState:
+    """What /proc says of a process at one moment: the one reader of "stopped", "holding"
+    and "asleep" for every loop (each field is read once, status first, then wchan)."""
+
+    state: str  # the letter of /proc/PID/status State: R, S, D, T, t, Z... ("" unread)
+    pending: int  # the signals pending at it (ShdPnd | SigPnd)
+    wchan: str  # where it sleeps ("" or "0": running, or the kernel hides it)
+
+    @property
+    def stopped(self) -> bool:
+        """Stopped (SIGSTOP, Ctrl-Z) or stopped under a tracer: it answers once it runs."""
+        return self.state in ("T", "t")
+
+    def holding(self, symbol: int) -> bool:
+        """Stopped, or the signal that carries ``symbol`` is still pending at it."""
+        return self.stopped or bool(self.pending & (1 << (DATA_SIGNALS[symbol] - 1)))
+
+    @property
+    def asleep_waiting(self) -> bool:
+        """Asleep in sigtimedwait/sigwaitinfo: then no signal it waits for is pending (one
+        would have woken it), and a minitalk peer has acted on every signal it took. False
+        if it runs, is stopped, sleeps elsewhere, or the kernel hides /proc/PID/wchan."""
+        return self.wchan.startswith("do_sigtimedwait")
+
+    @property
+    def asleep_elsewhere(self) -> bool:
+        """Asleep somewhere other than its signal wait: a minitalk server blocked writing a
+        message to a full pipe or a stopped terminal answers once that returns (and a
+        process that is no minitalk at all, ``sleep``, sleeps there for ever)."""
+        return self.state in ("S", "D") and self.wchan not in ("", "0") and not self.asleep_waiting
+
+
+def process_state(pid: int, *, status: bool = True) -> ProcState:
+    """Read /proc/PID/status (unless ``status`` is False) and then /proc/PID/wchan."""
+    fields = read_status(pid) if status else {}
+    try:
+        with open(f"/proc/{pid}/wchan", encoding="ascii") as wchan:
+            where = wchan.read().strip()
+    except OSError:
+        where = ""
+    pending = mask(fields, "ShdPnd") | mask(fields, "SigPnd")
+    return ProcState(fields.get("State", "")[:1], pending, where)
+
+
+def serving_mode(pid: int) -> str | None:
+    """ "classic" or "framed" if ``pid`` runs `minitalk serve` (read from /proc/PID/cmdline),
+    else None. Only to tell a user who picked the wrong mode, never to trust a process."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            args = cmdline.read().decode("utf-8", errors="replace").split("\0")
+    except OSError:
+        return None
+    named = any(arg == "minitalk" or arg.endswith("/minitalk") for arg in args)
+    if not named or "serve" not in args:
+        return None
+    return "classic" if "--classic" in args else "framed"
+
+
+def handles(pid: int, signum: int) -> bool:
+    """True if ``pid`` blocks, ignores or catches ``signum`` right now (read fresh from
+    /proc/PID/status), so that one such signal will not kill it. For plain minitalks only:
+    they catch the signals; some install their handler late, so ask before each signal."""
+    fields = read_status(pid)
+    if fields.get("State", "Z")[:1] in ("Z", "X"):
+        return False
+    bit = 1 << (signum - 1)
+    return bool((mask(fields, "SigBlk") | mask(fields, "SigIgn") | mask(fields, "SigCgt")) & bit)
+
+
+# Shells catch SIGUSR1/SIGUSR2 and exit on them (bash, when interactive); none is a minitalk.
+_SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "mksh", "fish", "tcsh", "csh", "ash"})
+
+
+def is_shell(pid: int) -> bool:
+    """True if ``pid`` runs a shell (by its command name in /proc/PID/comm)."""
+    try:
+        with open(f"/proc/{pid}/comm", encoding="utf-8", errors="replace") as comm:
+            return comm.read().strip() in _SHELLS
+    except OSError:
+        return False
+
+
+def ancestors() -> set[int]:
+    """The PIDs of this process's parent, its parent's parent, and so on up to init: the
+    caller's shell among them, which an interactive session must never be sent a signal."""
+    found: set[int] = set()
+    pid = os.getppid()
+    while pid > 1 and pid not in found:
+        found.add(pid)
+        try:
+            pid = int(read_status(pid).get("PPid", "0"))
+        except ValueError:
+            break
+    return found
