@@ -11,7 +11,8 @@ gives them, else by a fixed delay. It never sends a bit twice: a plain server ha
 tell a repeat from the next bit.
 
 Sans-I/O like ``protocol``: a symbol is a signal (0 = SIGUSR1, 1 = SIGUSR2, as everywhere in
-minitalk); time is an argument; answers go to an outbox, results come out as events. Each
+minitalk); time is an argument; the driver pulls answers (``replies()``) and events
+(``next_event()``). Each
 sender's timing is recorded so that ``describe`` can explain what crossed the line (``--trace``).
 """
 
@@ -182,9 +183,11 @@ class ClassicReceiver:
     that does not wait). Then at most one waiting client has a bit on its way at any moment,
     and two such clients cannot merge into each other. A sender silent for
     ``idle_timeout`` mid-message is dropped, and with no terminator and no length prefix a
-    message ends at that silence. Whoever drives it must print each ``ClassicMessage`` before
-    sending the outbox that follows it, and must check before each answer that the process
-    handles that signal (a plain client that expects no answer dies of one).
+    message ends at that silence. A finished message's answers (its last bit's, or the one at
+    its end) are held until the driver says ``message_written``, so no answer tells a client
+    its message arrived before it is printed. The driver checks before each answer that the
+    process handles that signal (a plain client that expects no answer dies of one) and
+    reports ``answered`` or ``not_answered``.
     """
 
     def __init__(
@@ -208,8 +211,10 @@ class ClassicReceiver:
         self.max_message = max_message
         self.max_senders = max_senders
         self.senders: dict[int, SenderRecord] = {}
-        self.outbox: list[tuple[int, int]] = []
-        self.events: list[ClassicEvent] = []
+        self._outbox: list[tuple[int, int]] = []
+        self._events: deque[ClassicEvent] = deque()
+        self._ended: dict[int, SenderRecord] = {}  # ended, answers still owed: for the trace
+        self._writing: set[int] = set()  # a message handed out, not yet written
         self._owed: deque[int] = deque()  # one PID per answer owed, oldest first
         self._in_flight: int | None = None  # answered last; its next bit is on its way
         self._in_flight_since = 0.0
@@ -236,11 +241,25 @@ class ClassicReceiver:
         self._assemble(record, now)
         self._release(now)
 
+    def replies(self) -> list[tuple[int, int]]:
+        """The (PID, symbol) answers to send now, in order (drained)."""
+        replies, self._outbox = self._outbox, []
+        return replies
+
+    def next_event(self) -> ClassicEvent | None:
+        return self._events.popleft() if self._events else None
+
+    def message_written(self, pid: int, now: float) -> None:
+        """The message of ``pid``'s last ``ClassicMessage`` is printed: its answers may go."""
+        self._writing.discard(pid)
+        self._release(now)
+
     def _release(self, now: float) -> None:
-        """Send the oldest owed answers while no sender has a bit on its way."""
-        while self._in_flight is None and self._owed:
+        """Send the oldest owed answers while no sender has a bit on its way and the next is
+        not held for a message being written."""
+        while self._in_flight is None and self._owed and self._owed[0] not in self._writing:
             pid = self._owed.popleft()
-            self.outbox.append((pid, self.ack_symbol))
+            self._outbox.append((pid, self.ack_symbol))
             if pid in self.senders:  # mid-message: its next bit will follow our answer
                 self._in_flight, self._in_flight_since = pid, now
 
@@ -285,25 +304,35 @@ class ClassicReceiver:
         if terminator and data.endswith(terminator):
             data = data[: -len(terminator)]
         del self.senders[record.pid]
-        self.events.append(ClassicMessage(record.pid, data, now - record.started, record))
+        self._events.append(ClassicMessage(record.pid, data, now - record.started, record))
+        self._writing.add(record.pid)
         if self.ack is Ack.END:
             self._owed.append(record.pid)
+        self._remember_ended(record)
 
     def _drop(self, record: SenderRecord, reason: str) -> None:
         del self.senders[record.pid]
-        self.events.append(SenderDropped(record.pid, reason, record))
+        self._events.append(SenderDropped(record.pid, reason, record))
+        self._remember_ended(record)
 
-    def answered(self, pid: int, events: list[ClassicEvent]) -> None:
-        """The driver sent an answer owed to ``pid``; noted for the trace. ``events``: those
-        just taken from ``events``, where a sender whose message just ended now stands."""
-        record = self._record(pid, events)
+    def _remember_ended(self, record: SenderRecord) -> None:
+        """Keep an ended sender's record while answers to it are owed (the trace counts
+        them); forget it once none are."""
+        if record.pid in self._owed:
+            self._ended[record.pid] = record
+        else:
+            self._ended.pop(record.pid, None)
+
+    def answered(self, pid: int) -> None:
+        """The driver sent an answer owed to ``pid``; noted for the trace."""
+        record = self._record(pid)
         if record is not None:
             record.answered += 1
 
-    def not_answered(self, pid: int, events: list[ClassicEvent], now: float, why: str = "") -> None:
+    def not_answered(self, pid: int, now: float, why: str = "") -> None:
         """The driver could not safely send an answer owed to ``pid`` (``why``): noted for the
         trace, and no bit of that sender is on its way because of it."""
-        record = self._record(pid, events)
+        record = self._record(pid)
         if record is not None:
             record.unanswered += 1
             record.unanswered_why = why or record.unanswered_why
@@ -315,10 +344,12 @@ class ClassicReceiver:
         """True while an answer to ``pid`` is still owed (it may not be sent yet)."""
         return pid in self._owed
 
-    def _record(self, pid: int, events: list[ClassicEvent]) -> SenderRecord | None:
+    def _record(self, pid: int) -> SenderRecord | None:
         record = self.senders.get(pid)
         if record is None:
-            record = next((e.record for e in reversed(events) if e.pid == pid), None)
+            record = self._ended.get(pid)
+            if record is not None and pid not in self._owed:
+                del self._ended[pid]  # its last owed answer: nothing more to count
         return record
 
     def get_timer(self) -> float | None:

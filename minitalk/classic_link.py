@@ -1,7 +1,9 @@
-"""The classic loops: a plain-protocol server and client driven by real signals and a clock.
+"""Classic mode over real signals: the plain-protocol server's driver and link, and the client.
 
-The machines in ``classic`` decide what is sent and when; these loops only move signals. The
-one thing they add is the safety rule of this mode: plain minitalk clients *catch* the signals
+The machines in ``classic`` decide what is sent and when; the server's driver
+(``ClassicServerDriver``) runs the same step skeleton as the framed server's
+(``link.ServerSteps``) and only moves signals. What this mode adds is its safety rule, kept by
+its link (``SignalClassicLink``): plain minitalk clients *catch* the signals
 (some install their handler late, some exit on the first signal they did not expect), so before
 every answer the server checks, fresh from /proc, that the process handles that very signal,
 is alive (held by a pidfd opened before the check) and is not a shell. Signals count only if
@@ -33,12 +35,10 @@ from minitalk.classic_limits import (
     REPLY_TIMEOUT,
 )
 from minitalk.errors import MinitalkError, NoAnswerError, ServerGoneError
+from minitalk.link import ServerSteps, Signal
 from minitalk.procview import DATA_SIGNALS, handles, is_shell
 from minitalk.transport import Process, SignalWaiter, block_signals, monotonic
 from minitalk.trust import open_plain_peer, open_plain_server
-
-# At most this many signals are taken in one step before the answers go out.
-_DRAIN = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +52,16 @@ class ClassicServerConfig:
     max_message: int = DEFAULT_MAX_MESSAGE
     max_messages: int | None = None  # stop after this many messages
 
+    def receiver(self) -> ClassicReceiver:
+        """A classic receiver machine with these settings."""
+        return ClassicReceiver(
+            self.fmt,
+            ack=self.ack,
+            ack_symbol=self.ack_symbol,
+            idle_timeout=self.idle_timeout,
+            max_message=self.max_message,
+        )
+
 
 def serve_classic(
     config: ClassicServerConfig,
@@ -64,80 +74,128 @@ def serve_classic(
     return the number of messages delivered. ``on_message(message, uid)`` prints one;
     ``on_trace`` is told of every message and every dropped sender."""
     block_signals()
-    loop = _ClassicServerLoop(config, on_message, on_trace)
+    link = SignalClassicLink()
+    driver = ClassicServerDriver(config.receiver(), link, on_message, on_trace)
     on_ready(os.getpid())
     try:
-        while config.max_messages is None or loop.delivered < config.max_messages:
-            loop.step()
+        while config.max_messages is None or driver.delivered < config.max_messages:
+            driver.step()
     except KeyboardInterrupt:  # plain senders cannot be told anything: stop at once
         pass
     finally:
-        loop.close()
-    return loop.delivered
+        link.close()
+    return driver.delivered
 
 
-class _ClassicServerLoop:
+class ClassicServerDriver(ServerSteps):
+    """Runs a ``ClassicReceiver`` over a ``SignalClassicLink``, with the framed server's
+    skeleton (``link.ServerSteps``): answers go out as the machine offers them (it holds a
+    finished message's answers until ``message_written``), each checked by the link first."""
+
+    link: SignalClassicLink
+
     def __init__(
         self,
-        config: ClassicServerConfig,
+        receiver: ClassicReceiver,
+        link: SignalClassicLink,
         on_message: Callable[[ClassicMessage, int], None],
-        on_trace: Callable[[ClassicEvent], None] | None,
+        on_trace: Callable[[ClassicEvent], None] | None = None,
     ) -> None:
-        self.receiver = ClassicReceiver(
-            config.fmt,
-            ack=config.ack,
-            ack_symbol=config.ack_symbol,
-            idle_timeout=config.idle_timeout,
-            max_message=config.max_message,
-        )
+        self.receiver = receiver
+        self.link = link
         self.on_message = on_message
         self.on_trace = on_trace
-        self.waiter = SignalWaiter()
-        self.peers: dict[int, Process] = {}
         self.delivered = 0
-        self.own = os.getpid()
 
-    def step(self) -> None:
-        receiver = self.receiver
-        deadline = receiver.get_timer()
-        got = self.waiter.wait(deadline, spin=bool(receiver.senders))
-        now = monotonic()
-        taken = 0
-        while got is not None:  # take what else is pending before the slower work below
-            if got[0] > 1 and got[0] != self.own:
-                receiver.receive(got[0], got[1], now)
-            taken += 1
-            got = self.waiter.take_pending() if taken < _DRAIN else None
-        if deadline is not None and now >= deadline:
-            receiver.handle_timer(now)
-        events = receiver.events[:]
-        receiver.events.clear()
-        for event in events:  # printed before the answers that follow them go out
+    def _timer(self) -> float | None:
+        return self.receiver.get_timer()
+
+    def _busy(self) -> bool:
+        return bool(self.receiver.senders)
+
+    def _take(self, got: Signal, now: float) -> None:
+        pid, symbol = got
+        if self.link.accepts(pid):
+            self.receiver.receive(pid, symbol, now)
+
+    def _count_forged(self, now: float) -> None:
+        """A forged signal is dropped by the link; a plain sender's lost bit is not ours to
+        recover (the plain protocol has no resend), so the machine is not told."""
+
+    def _deadline(self, now: float) -> None:
+        self.receiver.handle_timer(now)
+
+    def _bulk(self) -> None:
+        """The plain protocol has no runs a machine could vouch for: every bit is checked."""
+
+    def _flush(self, now: float) -> None:
+        receiver, link = self.receiver, self.link
+        traced: list[ClassicEvent] = []
+        self._sent = False
+        while True:
+            replies = receiver.replies()
+            for pid, symbol in replies:
+                why = link.answer(pid, symbol)
+                if why:
+                    receiver.not_answered(pid, now, why)  # may release the next answer
+                else:
+                    receiver.answered(pid)
+                    self._sent = True
+            event = receiver.next_event()
+            if event is None:
+                if not replies:
+                    break
+                continue
+            traced.append(event)
             if isinstance(event, ClassicMessage):
-                peer = self.peers.get(event.pid)
-                self.on_message(event, peer.uid if peer is not None else -1)
+                self.on_message(event, link.uid(event.pid))
                 self.delivered += 1
-        outbox = receiver.outbox
-        while outbox:
-            pid, symbol = outbox.pop(0)
-            why = self._answer(pid, symbol)
-            if not why:
-                receiver.answered(pid, events)
-            else:
-                receiver.not_answered(pid, events, now, why)  # may release the next answer
-        for pid in [pid for pid in self.peers if pid not in receiver.senders]:
-            if not receiver.owes(pid):
-                self._forget(pid)  # done with it: its pidfd is closed
+                receiver.message_written(event.pid, now)
+        for pid in link.held():
+            if pid not in receiver.senders and not receiver.owes(pid):
+                link.forget(pid)  # done with it: its pidfd is closed
         if self.on_trace is not None:
-            for event in events:
+            for event in traced:  # after the answers: the trace counts them
                 self.on_trace(event)
 
-    def _answer(self, pid: int, symbol: int) -> str:
+
+class SignalClassicLink:
+    """The real link of a classic server: a ``SignalWaiter``, and the plain peers held by
+    pidfd. Its one rule of its own is this mode's safety: plain minitalk clients *catch* the
+    signals (some install their handler late, some exit on the first signal they did not
+    expect), so before every answer it checks, fresh from /proc, that the process handles
+    that very signal, is alive (held by a pidfd opened before the check) and is not a shell."""
+
+    def __init__(self) -> None:
+        self.waiter = SignalWaiter()
+        self.peers: dict[int, Process] = {}
+        self.own = os.getpid()
+        self.now = monotonic
+
+    @property
+    def polls(self) -> bool:
+        return self.waiter.polls
+
+    @property
+    def forged(self) -> int:
+        return self.waiter.forged
+
+    def wait(self, deadline: float | None, *, spin: bool) -> Signal | None:
+        return self.waiter.wait(deadline, spin=spin)
+
+    def take_pending(self) -> Signal | None:
+        return self.waiter.take_pending()
+
+    def accepts(self, pid: int) -> bool:
+        """Signals from init, from ourselves or from PID 0 are never data."""
+        return pid > 1 and pid != self.own
+
+    def answer(self, pid: int, symbol: int) -> str:
         """Send ``symbol`` to ``pid`` only if that cannot kill or upset it; return "" once
         sent, else why not."""
         process = self.peers.get(pid)
         if process is None:
-            if pid <= 1 or pid == self.own or is_shell(pid):
+            if not self.accepts(pid) or is_shell(pid):
                 return "never answered: a shell, init or this server"
             try:
                 process = self.peers[pid] = open_plain_peer(pid)
@@ -156,14 +214,21 @@ class _ClassicServerLoop:
             return f"cannot signal it: {error.strerror}"
         return ""
 
-    def _forget(self, pid: int) -> None:
+    def uid(self, pid: int) -> int:
+        process = self.peers.get(pid)
+        return process.uid if process is not None else -1
+
+    def held(self) -> list[int]:
+        return list(self.peers)
+
+    def forget(self, pid: int) -> None:
         process = self.peers.pop(pid, None)
         if process is not None:
             process.close()
 
     def close(self) -> None:
         for pid in list(self.peers):
-            self._forget(pid)
+            self.forget(pid)
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ things, the same for every link:
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Protocol
@@ -101,6 +102,73 @@ class ClientLink(Link, Protocol):
         self, symbols: Sequence[int], expect: int
     ) -> tuple[int, Signal | None, OSError | None]:
         """Send ``symbols``, each once the answer ``expect`` to the one before came."""
+
+
+class ServerSteps(ABC):
+    """The skeleton of a server's step, the one both server drivers run (``server.ServerDriver``
+    for the framed protocol, ``classic_link.ClassicServerDriver`` for the plain one): wait for
+    a signal or the machine's deadline, take what else is pending before answering anything,
+    apply the deadline (after a look at the peer, where there is one), send what the machine
+    offers and act on its events, then a tight loop if the machine offers one."""
+
+    link: Link
+    _early: Signal | None = None  # a signal that broke a tight loop: the next one
+    # Whether the last step sent anything: only then is an answer due soon, and worth a spin.
+    # A step woken by a stray or a deadline that sent nothing blocks at once, so that the
+    # other side's look finds this process asleep in its wait, the proof it needs.
+    _sent = False
+
+    @property
+    def holding_signal(self) -> bool:
+        """A signal taken by a tight loop is in hand: the next step acts on it first."""
+        return self._early is not None
+
+    def step(self, until: float | None = None) -> None:
+        """Wait for one signal or the next deadline (at the latest ``until``), and act."""
+        link = self.link
+        deadline = earliest(self._timer(), until)
+        got, self._early = self._early, None
+        if got is None:
+            got = link.wait(deadline, spin=self._sent and self._busy())
+        now = link.now()
+        taken = 0
+        while got is not None:
+            self._take(got, now)
+            taken += 1
+            got = link.take_pending() if taken < DRAIN else None
+        self._count_forged(now)
+        if deadline is not None and now >= deadline:
+            self._deadline(now)
+        self._flush(now)
+        self._bulk()
+
+    @abstractmethod
+    def _timer(self) -> float | None:
+        """The machine's next deadline."""
+
+    @abstractmethod
+    def _busy(self) -> bool:
+        """Whether a signal is expected soon (the wait may spin)."""
+
+    @abstractmethod
+    def _take(self, got: Signal, now: float) -> None:
+        """Hand one signal to the machine."""
+
+    @abstractmethod
+    def _count_forged(self, now: float) -> None:
+        """Tell the machine of the forged signals the link dropped, if it cares."""
+
+    @abstractmethod
+    def _deadline(self, now: float) -> None:
+        """The machine's deadline passed."""
+
+    @abstractmethod
+    def _flush(self, now: float) -> None:
+        """Send what the machine offers; act on its events."""
+
+    @abstractmethod
+    def _bulk(self) -> None:
+        """A tight loop, where the machine offers one."""
 
 
 def earliest(first: float | None, second: float | None) -> float | None:

@@ -20,7 +20,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from minitalk.errors import MinitalkError
-from minitalk.link import DRAIN, ServerLink, Signal, earliest
+from minitalk.link import ServerLink, ServerSteps, Signal
 from minitalk.protocol import (
     CONTINUE,
     DEFAULT_MAX_MESSAGE,
@@ -105,9 +105,11 @@ def serve(
     return delivered
 
 
-class ServerDriver:
+class ServerDriver(ServerSteps):
     """Runs a ``Receiver`` over a ``ServerLink``; ``on_message(event, uid)`` writes each
     message (a ``MinitalkError`` from it means the output is gone: the client is told)."""
+
+    link: ServerLink
 
     def __init__(
         self,
@@ -121,7 +123,6 @@ class ServerDriver:
         self.delivered = 0  # messages handed to on_message
         self.finished = 0  # sessions that ended with their message delivered
         self.failure: MinitalkError | None = None  # on_message could not write a message
-        self._early: Signal | None = None  # a signal that broke a tight loop: the next one
         self._forged = link.forged
 
     def run(self, max_messages: int | None, grace: float) -> int:
@@ -148,35 +149,17 @@ class ServerDriver:
         while not self.receiver.idle and link.now() < until and link.stops == stops:
             self.step(until)
 
-    @property
-    def holding_signal(self) -> bool:
-        """A signal taken by a tight loop is in hand: the next step acts on it first."""
-        return self._early is not None
-
     def shut_down(self) -> None:
         """Tell the receiver to shut down, and send what it owes everyone now."""
         now = self.link.now()
         self.receiver.shut_down(now)
         self._flush(now)
 
-    def step(self, until: float | None = None) -> None:
-        """Wait for one signal or the next deadline (at the latest ``until``), and act."""
-        receiver, link = self.receiver, self.link
-        deadline = earliest(receiver.get_timer(), until)
-        got, self._early = self._early, None
-        if got is None:
-            got = link.wait(deadline, spin=receiver.session is not None)
-        now = link.now()
-        taken = 0
-        while got is not None:
-            self._take(got, now)
-            taken += 1
-            got = link.take_pending() if taken < DRAIN else None
-        self._count_forged(now)
-        if deadline is not None and now >= deadline:
-            self._deadline(now)
-        self._flush(now)
-        self._bulk()
+    def _timer(self) -> float | None:
+        return self.receiver.get_timer()
+
+    def _busy(self) -> bool:
+        return self.receiver.session is not None
 
     def _take(self, got: Signal, now: float) -> None:
         pid, symbol = got
@@ -205,10 +188,13 @@ class ServerDriver:
     def _flush(self, now: float) -> None:
         """Send the replies as they come; act on each event after them."""
         receiver, link = self.receiver, self.link
+        self._sent = False
         while True:
             replies = receiver.replies()
             for pid, symbol in replies:
-                if not link.send(pid, symbol):
+                if link.send(pid, symbol):
+                    self._sent = True
+                else:
                     receiver.peer_gone(pid, now)  # may grant the next client
             event = receiver.next_event()
             if event is None:
@@ -240,6 +226,7 @@ class ServerDriver:
         if count == 0 or peer is None or not link.polls:
             return
         taken, self._early = link.collect(peer, count, CONTINUE)
+        self._sent = self._sent or bool(taken)
         now = link.now()
         receiver.bulk_received(taken, now)
         self._count_forged(now)

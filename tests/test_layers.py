@@ -55,7 +55,15 @@ ALLOWED = {
     "trust": {"errors", "procview", "transport"},
     "classic_limits": set(),
     "classic": {"errors", "classic_limits"},
-    "classic_link": {"errors", "classic", "classic_limits", "procview", "transport", "trust"},
+    "classic_link": {
+        "errors",
+        "classic",
+        "classic_limits",
+        "link",
+        "procview",
+        "transport",
+        "trust",
+    },
     "link": {"protocol"},  # the interface only (types)
     "client": {
         "errors",
