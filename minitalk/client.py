@@ -110,6 +110,7 @@ class ClientDriver:
         self.error: MinitalkError | None = None
         self.started = 0.0
         self._early: Signal | None = None  # a signal that broke a tight loop: the next one
+        self._sent = False  # the last step sent something: an answer is due soon (a spin)
         self._forged = link.forged
 
     @property
@@ -144,8 +145,8 @@ class ClientDriver:
         sender, link = self.sender, self.link
         deadline = sender.get_timer()
         got, self._early = self._early, None
-        if got is None:
-            got = link.wait(deadline, spin=sender.awaiting_reply)
+        if got is None:  # a spin only right after a send (see link.ServerSteps._sent)
+            got = link.wait(deadline, spin=sender.awaiting_reply and self._sent)
         now = link.now()
         self._count_forged(now)
         if got is not None:
@@ -178,6 +179,7 @@ class ClientDriver:
         pending when the server's answer lands would swallow it, and a signal of the
         server's found now goes to the machine before our symbol goes out (it decides)."""
         sender, link = self.sender, self.link
+        self._sent = False
         if sender.has_symbols:
             now = link.now()
             while (got := link.take_pending()) is not None:
@@ -190,6 +192,7 @@ class ClientDriver:
                     self._send_failed(error)
                     break
             if symbols:
+                self._sent = True
                 sender.sent(link.now())
                 self._bulk()
         self._events()

@@ -386,17 +386,22 @@ def test_server_gone_makes_the_sender_give_up() -> None:
     assert sent == [REQUEST] * 3
 
 
-def test_repeated_nak_gives_up_after_max_attempts() -> None:
-    sender = Sender(b"hi", max_attempts=4)
+def _nak(sender: Sender, now: float) -> None:
+    answer(sender, FRAME_OVER, now)
+    for bit in verdict_bits(Verdict.RESEND):
+        answer(sender, bit, now)
+
+
+def test_repeated_nak_gives_up_after_max_attempts_and_as_many_reply_timeouts() -> None:
+    sender = Sender(b"hi", max_attempts=4, reply_timeout=1.0)
     sender.start(0.0)
     answer(sender, GRANT, 0.0)
-    nak = verdict_bits(Verdict.RESEND)
-    for _ in range(4):
-        answer(sender, FRAME_OVER, 0.0)
-        for bit in nak:
-            answer(sender, bit, 0.0)
+    for _ in range(40):  # a burst of failures within a second is no reason to give up
+        _nak(sender, 0.5)
+    assert not sender.finished
+    _nak(sender, 4.5)  # 4 failures and 4 reply timeouts since the first: hopeless
     assert sender.state is SenderState.FAILED
-    assert "failed 4 times" in str(sender.error)
+    assert "failed 41 times" in str(sender.error)
 
 
 def test_continue_after_the_last_bit_makes_the_sender_resync() -> None:

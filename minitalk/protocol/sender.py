@@ -201,6 +201,7 @@ class _SenderCore:
         self._outbox: list[int] = []
         self._events: deque[SenderEvent] = deque()
         self._heard = False  # the server has answered this send at least once
+        self._failing_since = 0.0  # when the current frame first failed
         self._last_view = ServerView()  # what the driver saw when the last deadline passed
         self._unanswered = 0  # requests in a row that got no answer at all
         self._waiting_since = 0.0  # when the outstanding symbol was sent (or the server ran)
@@ -399,14 +400,22 @@ class _SenderTransitions(_SenderCore):
     def _retry(self, now: float, *, ask_first: bool) -> None:
         """Send the current frame again, whole; after silence, ask for the line first.
 
+        The frame is given up on after ``max_attempts`` failed tries *and* as many
+        ``reply_timeout`` periods since its first failure: amid a burst of stray signals a
+        32-byte frame can fail ten times within a second and get through the next, and a send
+        is given up on only when the link has stayed hopeless for that long.
+
         After silence we cannot know whether the server still counts us as its peer (it
         may have ended the session, or taken a stray 1 for our BYE), so the retry starts
         with REQUEST: in session the server answers GRANT at once; otherwise it queues or
         grants us anew, and the frame's nonce keeps a repeat from being printed twice.
         """
+        if self.attempts == 0:
+            self._failing_since = now
         self.attempts += 1
         self.resends += 1
-        if self.attempts >= self.max_attempts:
+        patience = self.max_attempts * self.reply_timeout
+        if self.attempts >= self.max_attempts and now - self._failing_since >= patience:
             self._fail(
                 NoAnswerError(
                     f"the frame at byte {self.bytes_acked} of {len(self.message)} failed "
