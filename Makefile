@@ -41,6 +41,7 @@ fuzz: $(STAMP)
 	$(BIN)/python -m fuzz.run --seconds $(FUZZ_SECONDS)
 
 ## soak: the reliability scenarios, repeated (SOAK_ROUNDS, default 3), with a summary table
+##       (SOAK_ONLY=TEXT runs only the scenarios whose name contains TEXT)
 soak: $(STAMP)
 	$(BIN)/python -m tests.soak
 

@@ -3,8 +3,9 @@ the test suite (tests/test_reliability.py) and the long run (`make soak`, tests/
 
 Each scenario starts its own server, injects one kind of fault, checks what the server printed
 against what was sent, and returns a ``Tally``. Faults are injected by the scenario itself:
-SIGKILL and SIGSTOP of processes it started, and stranger processes that it starts and that
-send SIGUSR1/SIGUSR2 to its server. Every process is ended by PID in a ``finally``.
+SIGKILL and SIGSTOP of processes it started, stranger processes that it starts and that
+send SIGUSR1/SIGUSR2 to its server (or client), and a CPU hog (a busy loop) that it starts.
+Every process is ended by PID in a ``finally``.
 """
 
 from __future__ import annotations
@@ -67,6 +68,9 @@ while True:
 """
 )
 
+# A CPU hog: one core's worth of busy loop, never signalled but by its own PID at the end.
+HOG = [sys.executable, "-c", "while True: pass"]
+
 
 @dataclass
 class Tally:
@@ -82,6 +86,7 @@ class Tally:
     strays: int = 0  # stranger signals sent at the server
     out_of_turn: int = 0  # clients served in another order than they asked in
     worst_wait: float = 0.0  # longest whole `minitalk send`, queueing included, in seconds
+    codes: tuple[int, ...] = ()  # the exit code of each client judged, in order
 
     def add(self, other: Tally) -> None:
         for item in fields(self):
@@ -114,6 +119,7 @@ def _judge(
     for line, count in counts.items():
         if (line not in sent and line not in may_appear) or count > 1:
             tally.corrupted += 1
+    tally.codes += tuple(sent.values())
     for text, code in sent.items():
         tally.sent += 1
         if counts.get(text) == 1:
@@ -293,16 +299,27 @@ def _stop_strangers(noise: list[subprocess.Popen[bytes]]) -> int:
 
 
 def strays_at_client(
-    rate: float, kinds: tuple[str, ...] = ("naive", "forger"), size: int = 32 * 1024
+    rate: float,
+    kinds: tuple[str, ...] = ("naive", "forger"),
+    size: int = 32 * 1024,
+    hog: bool = False,
 ) -> Tally:
     """Strangers signal the *client* during a transfer, each ``rate`` signals a second: a
     naive one with plain kill, a forger with signals that claim to be the server's (the client
     holds a pidfd of the server, so /proc/CLIENT/fdinfo names it). None of them may count as
     an answer; one that is pending at the client when the server's answer comes swallows it,
     and the client must then not send its last signal again (the server took it: a repeat
-    would be one symbol seen twice). Nothing may be corrupted or lost, or refused falsely."""
+    would be one symbol seen twice). Nothing may be corrupted or lost, or refused falsely.
+    With ``hog``, a busy loop started first spins beside them all (on 2 cores, the client,
+    the server and the strangers share the other one): answers come late, strays pile up."""
     tally, procs = Tally(), Processes()
     try:
+        if hog:
+            spinner = procs.popen(HOG, stdin=subprocess.DEVNULL)
+            wait_for(
+                lambda: _cpu_seconds(spinner.pid) > 0.1 or spinner.poll() is not None,
+                "the CPU hog is spinning",
+            )
         server = procs.serve()
         text = _message("strays-at-client", size)
         started = time.monotonic()
