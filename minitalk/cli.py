@@ -294,8 +294,9 @@ ReplyTimeoutOption = Annotated[
 AttemptsOption = Annotated[
     Optional[int],  # noqa: UP045 - typer reads the annotation at run time
     typer.Option(
-        help="Failed tries per frame, at the smallest size, before giving up. "
-        f"Default: {MAX_ATTEMPTS}. Not with --classic (a plain bit is never sent twice).",
+        help="Failed tries per frame, at the smallest size, before giving up (and as many "
+        f"--reply-timeout periods since its first failure). Default: {MAX_ATTEMPTS}. Not with "
+        "--classic (a plain bit is never sent twice).",
         show_default=False,
     ),
 ]
