@@ -185,3 +185,32 @@ def test_no_class_over_300_lines_and_no_function_over_80() -> None:
             if length > limit:
                 too_long.append(f"{path.relative_to(PACKAGE)}: {node.name} ({length} lines)")
     assert not too_long, too_long
+
+
+def test_the_simulator_runs_the_drivers_and_repeats_no_rule() -> None:
+    """tests/simlink.py models the kernel only: it never feeds a machine or pulls its output
+    itself (the shipped drivers do), so the stateful test and the fuzzers check the code users
+    run, not a copy of its rules."""
+    machine_calls = {
+        "receive",
+        "handle_timer",
+        "replies",
+        "next_event",
+        "message_written",
+        "message_not_written",
+        "bulk_received",
+        "bulk_done",
+        "symbols_to_send",
+        "sent",
+        "stray",
+        "peer_gone",
+        "server_gone",
+    }
+    tree = ast.parse((PACKAGE.parent / "tests" / "simlink.py").read_text())
+    called = {
+        node.func.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+    }
+    assert not called & machine_calls, called & machine_calls
+    assert {"step", "start", "shut_down"} <= called  # it runs the drivers
