@@ -22,32 +22,30 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from hypothesis import HealthCheck, Phase, settings
+from hypothesis import HealthCheck, settings
 from hypothesis.database import DirectoryBasedExampleDatabase
 
-from fuzz.targets import RUNS, TARGETS
-
 DATABASE = DirectoryBasedExampleDatabase(".hypothesis/fuzz")
+# ``@given`` takes the settings in force when a target is *decorated*, so the profile is loaded
+# before the targets are imported (loaded after, it governed nothing: the default 200 ms
+# deadline failed rounds on a busy machine). Each round replays the database's examples first.
+settings.register_profile(
+    "fuzz-round",
+    max_examples=200,
+    deadline=None,
+    database=DATABASE,
+    suppress_health_check=list(HealthCheck),
+    print_blob=True,
+)
+settings.load_profile("fuzz-round")
+
+from fuzz.targets import RUNS, TARGETS  # noqa: E402 (after the profile: see above)
 
 
 def fuzz_with_hypothesis(name: str, target: Callable[[], None], seconds: float) -> bool:
     """Run ``target`` for ``seconds``; True if nothing failed."""
     deadline = time.monotonic() + seconds
-    first = True
     while time.monotonic() < deadline:
-        # The targets carry no settings of their own, so the loaded profile governs each round.
-        phases = [Phase.explicit, Phase.reuse] if first else []
-        settings.register_profile(
-            "fuzz-round",
-            max_examples=200,
-            deadline=None,
-            database=DATABASE,
-            phases=[*phases, Phase.generate, Phase.shrink],
-            suppress_health_check=list(HealthCheck),
-            print_blob=True,
-        )
-        settings.load_profile("fuzz-round")
-        first = False
         try:
             target()
         except Exception:

@@ -320,6 +320,32 @@ link_ops = st.lists(
         ("delay", 2, 1, 84),
     ],
 )
+@example(  # found by `make fuzz`: stopped past the session's end, then a failed write, acked
+    texts=["ÝâófF\r©\U00046427ô5𢜍à\x94§\x85\U0002ee64\U00061268ë0¹\x92Ñ\x7f"],
+    ops=[
+        ("stranger_server", 0, 1, 35),
+        ("delay", 1, 0, 138),
+        ("stop_server", 1, 0, 127),
+        ("stranger_client", 1, 1, 272),
+        ("output_breaks", 1, 0, 169),
+        ("delay", 2, 0, 9),
+        ("eat_client", 0, 1, 261),
+        ("swap_order", 2, 0, 94),
+        ("eat_server", 0, 1, 73),
+        ("stranger_client", 2, 1, 177),
+        ("duplicate", 2, 0, 206),
+        ("shutdown", 2, 1, 6),
+        ("kill", 2, 0, 205),
+        ("delay", 1, 0, 102),
+        ("swap_order", 2, 1, 161),
+        ("stop_server", 0, 0, 84),
+        ("swap_order", 2, 0, 192),
+        ("eat_server", 2, 0, 255),
+        ("eat_server", 0, 1, 1),
+        ("eat_server", 1, 1, 27),
+        ("stop_server", 1, 1, 213),
+    ],
+)
 def fuzz_faulty_link(texts: list[str], ops: list[tuple[str, int, int, int]]) -> None:
     """Delivered messages are exactly sent ones, each at most once; a sender that reports
     success was delivered exactly once; a healthy link afterwards ends every live sender.

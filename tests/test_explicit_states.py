@@ -476,3 +476,23 @@ def test_the_delivered_memory_is_one_nonce_per_pid_and_bounded() -> None:
     assert memory.delivered(3, 30)
     memory.forget(3, 30)
     assert not memory.delivered(3, 30)
+
+
+def test_no_deadline_ends_a_session_whose_message_is_being_written() -> None:
+    """Found by the faulty-link fuzzer: the server, stopped past the session's end, took the
+    message's last bit and then applied the passed deadline in the same step; the session
+    ended as delivered before the write, the write failed, and the client's retry was
+    acknowledged as "already delivered": exit 0 for a message never printed."""
+    receiver = Receiver()
+    receiver.receive(10, REQUEST, 0.0)
+    for bit in to_bits(encode_frame(split_message(b"unprinted", nonce=3)[0])):
+        receiver.receive(10, bit, 0.0)
+    assert receiver.state is ReceiverState.WRITING
+    assert receiver.get_timer() is None
+    receiver.handle_timer(SESSION_TIMEOUT * 10, PeerView(alive=False))
+    assert receiver.peer == 10  # still waiting for the write's outcome
+    receiver.message_not_written(SESSION_TIMEOUT * 10)
+    receiver.replies()
+    for _ in range(8):
+        receiver.receive(10, POLL, SESSION_TIMEOUT * 10)
+    assert [symbol for _, symbol in receiver.replies()] == verdict_bits(Verdict.NOT_WRITTEN)

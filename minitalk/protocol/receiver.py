@@ -550,9 +550,11 @@ class Receiver(_PeerTransitions):
         self.look.sent(now, expects_answer=True)
 
     def get_timer(self) -> float | None:
-        """When the receiver next needs ``handle_timer``, or None (no session: no timer)."""
+        """When the receiver next needs ``handle_timer``, or None (no session, or a message
+        being written: nothing may end the session before the driver says how the write
+        went)."""
         session = self.session
-        if session is None:
+        if session is None or self._state is ReceiverState.WRITING:
             return None
         deadline = session.deadline
         if self._delay is not None:
@@ -567,6 +569,12 @@ class Receiver(_PeerTransitions):
         peer (``view``; None: alive, not seen asleep)."""
         view = PeerView() if view is None else view
         session = self.session
+        if self._state is ReceiverState.WRITING:
+            # The message is complete and handed out: a deadline that passed meanwhile (a
+            # server stopped past the session's end, its last bit taken in the same step)
+            # must not end the session as delivered before the write is known to have worked,
+            # or a failed write would be acknowledged to the client's retry.
+            return
         if session is not None and not view.alive:
             self._end_session("delivered" if session.printed else "the client exited", now)
         while (session := self.session) is not None:
