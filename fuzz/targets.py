@@ -403,6 +403,7 @@ def _stopped_for(net: Network, seconds: float) -> None:
 
 
 def _check_link(net: Network, sent: dict[int, str]) -> None:
+    assert not net.stale_merges(), f"lost to a stray a drain would have taken: {net.stale_merges()}"
     printed = net.printed_texts()
     assert len(printed) == len(set(printed)), f"delivered twice: {printed}"
     for event in net.printed:

@@ -150,8 +150,13 @@ class ServerDriver(ServerSteps):
             self.step(until)
 
     def shut_down(self) -> None:
-        """Tell the receiver to shut down, and send what it owes everyone now."""
-        now = self.link.now()
+        """Tell the receiver to shut down, and send what it owes everyone now (after taking
+        what is pending, as before any answer)."""
+        link = self.link
+        now = link.now()
+        while (got := link.take_pending()) is not None:
+            self._take(got, now)
+        self._count_forged(now)
         self.receiver.shut_down(now)
         self._flush(now)
 

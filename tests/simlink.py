@@ -50,11 +50,27 @@ class Pending:
     forged: set[int] = field(default_factory=set)
     extra: list[Signal] = field(default_factory=list)  # duplicates, taken first
     prefer: int | None = None  # which kind the next take picks, if both are pending
+    since: dict[int, int] = field(default_factory=dict)  # symbol -> when it became pending
+    # Merges that a drain should have prevented: (lost sender, stray sender), see ``stale``.
+    stale_merges: list[tuple[int, int]] = field(default_factory=list)
+    # PID -> when this process last sent it a signal outside a tight loop, letting it send
+    # its next one: a stray pending since before then should have been taken first.
+    told: dict[int, int] = field(default_factory=dict)
+    clock: list[int] = field(default_factory=lambda: [0])  # shared event counter
 
     def post(self, symbol: int, from_pid: int, *, forged: bool = False) -> bool:
+        self.clock[0] += 1
         if symbol in self.signals:
-            return False  # merged: the first signal's siginfo is kept, this one is gone
+            # Merged: the first signal's siginfo is kept, this one is gone. If the one kept is
+            # a stray that was already pending when this process told ``from_pid`` to send,
+            # the driver answered without taking what was pending first.
+            kept = self.signals[symbol]
+            told = self.told.get(from_pid)
+            if kept != from_pid and told is not None and self.since[symbol] < told:
+                self.stale_merges.append((from_pid, kept))
+            return False
         self.signals[symbol] = from_pid
+        self.since[symbol] = self.clock[0]
         if forged:
             self.forged.add(symbol)
         else:
@@ -109,6 +125,7 @@ class _SimLink:
     def __init__(self, net: Network, pending: Pending) -> None:
         self.net = net
         self.pending = pending
+        pending.clock = net.clock
         self.dropped = 0
         self.in_run = False  # inside a tight loop: not to be woken again meanwhile
 
@@ -145,10 +162,13 @@ class SimServerLink(_SimLink):
     def admit(self, pid: int) -> bool:
         return pid not in self.net.unadmitted
 
-    def send(self, pid: int, symbol: int) -> bool:
+    def send(self, pid: int, symbol: int, *, in_run: bool = False) -> bool:
         client = self.net.clients.get(pid)
         if client is None or not client.alive:
             return False
+        # The client may send its next signal now: what is pending here should be taken
+        # first (except in the tight loop, which answers at once by design).
+        self.pending.told[pid] = -1 if in_run else self.net.clock[0]
         if not client.link.pending.post(symbol, SERVER_PID):
             self.net.lost += 1
         return True
@@ -172,7 +192,7 @@ class SimServerLink(_SimLink):
                 if got[0] != pid:
                     return taken, got
                 taken.append(got[1])
-                self.send(pid, answer)
+                self.send(pid, answer, in_run=True)
         finally:
             self.in_run = False
         return taken, None
@@ -194,8 +214,9 @@ class SimClientLink(_SimLink):
         self.pid = SERVER_PID
         self.sent = 0  # signals sent to the server
 
-    def send(self, symbol: int) -> OSError | None:
+    def send(self, symbol: int, *, in_run: bool = False) -> OSError | None:
         self.sent += 1
+        self.pending.told[SERVER_PID] = -1 if in_run else self.net.clock[0]
         if not self.net.server_link.pending.post(symbol, self.client_pid):
             self.net.lost += 1
         return None
@@ -222,7 +243,7 @@ class SimClientLink(_SimLink):
                     return index, None, None
                 if got != (SERVER_PID, expect):
                     return index, got, None
-                self.send(symbol)
+                self.send(symbol, in_run=True)
         finally:
             self.in_run = False
         return len(symbols), None, None
@@ -284,6 +305,7 @@ class Network:
         self.clients: dict[int, SimClient] = {}
         self.printed: list[MessageReceived] = []
         self.lost = 0  # signals merged into a pending one of the same kind
+        self.clock = [0]  # the kernel's event counter, shared by every pending set
         self.server_stopped = False  # SIGSTOP: the server takes nothing and its clock waits
         self.unadmitted: set[int] = set()  # PIDs the server's link refuses to hold
         self.output_broken = False  # the server's output is gone: a write fails (OutputError)
@@ -466,6 +488,15 @@ class Network:
             if self.quiet() or not self.step():
                 return
         raise AssertionError(f"link still busy after {max_steps} steps")
+
+    def stale_merges(self) -> list[tuple[int, int]]:
+        """Signals lost to a stray that was pending before their sender was told to send:
+        a driver that takes what is pending before it answers (or sends) never lets that
+        happen outside its tight loops. (Lost sender, stray sender) pairs."""
+        found = list(self.server_link.pending.stale_merges)
+        for client in self.clients.values():
+            found += client.link.pending.stale_merges
+        return found
 
     def printed_texts(self) -> list[str]:
         return [event.text for event in self.printed]

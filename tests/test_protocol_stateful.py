@@ -121,6 +121,10 @@ class FaultyLink(RuleBasedStateMachine):
             assert self.sent.get(event.pid) == event.text, f"corrupt or foreign: {event}"
 
     @invariant()
+    def no_signal_lost_to_a_stray_a_drain_would_have_taken(self) -> None:
+        assert not self.net.stale_merges(), self.net.stale_merges()
+
+    @invariant()
     def a_successful_client_was_printed(self) -> None:
         printed = self.net.printed_texts()
         for client in self.net.clients.values():
