@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from minitalk.errors import MinitalkError, TargetError
-from minitalk.link import ClientLink, Signal
+from minitalk.link import DRAIN, ClientLink, Signal
 from minitalk.procview import process_state
 from minitalk.protocol import (
     BIT_TIMEOUT,
@@ -151,15 +151,25 @@ class ClientDriver:
         self._count_forged(now)
         if got is not None:
             self._take(got, now)
-        elif deadline is not None and now >= deadline:
+        # The deadline applies even if a signal came with it: a flood of strays, one pending
+        # at every wake-up, must not keep --timeout or a look from ever happening.
+        timer = sender.get_timer()
+        if timer is not None and now >= timer:
             view = link.server_view(sender.last_symbol)  # looked at before the drain
-            while (got := link.take_pending()) is not None:
-                self._take(got, now)
-            self._count_forged(now)
+            self._drain(now)
             timer = sender.get_timer()
             if timer is not None and now >= timer:
                 sender.handle_timer(now, view)
         self._flush()
+
+    def _drain(self, now: float) -> None:
+        """Take what is pending here, at most ``DRAIN`` signals (a flood cannot hold us)."""
+        for _ in range(DRAIN):
+            got = self.link.take_pending()
+            if got is None:
+                break
+            self._take(got, now)
+        self._count_forged(now)
 
     def _take(self, got: Signal, now: float) -> None:
         if got[0] == self.link.pid:
@@ -181,10 +191,7 @@ class ClientDriver:
         sender, link = self.sender, self.link
         self._sent = False
         if sender.has_symbols:
-            now = link.now()
-            while (got := link.take_pending()) is not None:
-                self._take(got, now)
-            self._count_forged(now)
+            self._drain(link.now())
             symbols = sender.symbols_to_send()
             for symbol in symbols:
                 error = link.send(symbol)

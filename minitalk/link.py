@@ -11,9 +11,11 @@ A driver decides nothing: every rule is the machine's (what to send, when a run 
 when the ACK may go, when to give up). What a driver owns is the order in which it moves
 things, the same for every link:
 
-* a step waits for one signal (or the machine's deadline), then takes whatever else is
-  pending (a stranger's signal still pending when our answer lets the peer send its next one
-  would swallow it), and hands each to the machine;
+* a step waits for one signal (or the machine's deadline) and hands it to the machine; a
+  server then takes whatever else is pending (a stranger's signal still pending when its
+  answer lets the peer send its next one would swallow it), a client does so before it sends;
+  every drain is bounded (``DRAIN``), and a deadline that passed applies even in a step that
+  took a signal, so a flood of strays cannot hold off --timeout;
 * when a deadline passes it looks at the other process *before* it takes what is pending
   here, so an answer that came meanwhile is taken and the look is not acted on;
 * before it sends, a client takes what is pending at it: a stray still pending when the

@@ -20,7 +20,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from minitalk.errors import MinitalkError
-from minitalk.link import ServerLink, ServerSteps, Signal
+from minitalk.link import DRAIN, ServerLink, ServerSteps, Signal
 from minitalk.protocol import (
     CONTINUE,
     DEFAULT_MAX_MESSAGE,
@@ -154,7 +154,9 @@ class ServerDriver(ServerSteps):
         what is pending, as before any answer)."""
         link = self.link
         now = link.now()
-        while (got := link.take_pending()) is not None:
+        for _ in range(DRAIN):  # bounded: a flood of strays cannot hold the server here
+            if (got := link.take_pending()) is None:
+                break
             self._take(got, now)
         self._count_forged(now)
         self.receiver.shut_down(now)
@@ -183,7 +185,9 @@ class ServerDriver(ServerSteps):
         receiver, link = self.receiver, self.link
         peer = receiver.peer
         view = None if peer is None else link.peer_view(peer)  # looked at before the drain
-        while (got := link.take_pending()) is not None:
+        for _ in range(DRAIN):  # bounded: a flood of strays cannot hold the server here
+            if (got := link.take_pending()) is None:
+                break
             self._take(got, now)
         self._count_forged(now)
         timer = receiver.get_timer()

@@ -747,3 +747,39 @@ def test_the_bulk_path_survives_strays_at_both_ends(
         assert client.sender.finished
         if client.succeeded:
             assert client.text in printed
+
+
+def test_a_flood_of_strays_at_every_wake_up_cannot_hold_off_the_timeout() -> None:
+    """Review: the client applied its deadlines only when a wait returned nothing, so a
+    stray pending at every wake-up (anyone of the same user can send them) kept --timeout,
+    the looks and the bit timeout from ever running: the send never ended."""
+    net = Network()
+    client = net.add_client(10, "hi", timeout=2.0)
+    net.server_stopped = True  # nothing will ever answer
+    for _ in range(10_000):
+        if client.sender.finished:
+            break
+        net.now += 0.01
+        net.inject_to_client(10, 0)
+        net.run_client(10)
+    assert client.sender.state is SenderState.FAILED
+    assert "--timeout of 2 s" in str(client.sender.error)
+    assert net.now < 2.1
+
+
+@pytest.mark.parametrize("holding", [True, False])
+def test_a_target_asleep_elsewhere_is_waited_for_only_while_it_holds_our_request(
+    holding: bool,
+) -> None:
+    """A server blocked writing to a full pipe keeps a new client's REQUEST pending (it blocks
+    the signals) and is waited for; a process that merely ignores them holds nothing and is
+    given up on after max_attempts requests."""
+    sender = Sender(b"x", max_attempts=3, reply_timeout=1.0)
+    sender.start(0.0)
+    now = 0.0
+    while not sender.finished and now < 100.0:
+        now = sender.get_timer() or now
+        sender.handle_timer(now, ServerView(away=True, holding=holding))
+    assert sender.finished is not holding
+    if not holding:
+        assert "it may not be a minitalk server" in str(sender.error)

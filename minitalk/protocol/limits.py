@@ -37,7 +37,7 @@ MAX_ATTEMPTS = 10  # per frame, the XMODEM/Kermit convention
 # 440 bits (about 10 ms on an idle machine), of which the header is still under half.
 MIN_PAYLOAD = 32
 # A peer whose frames fail this many times in a row loses the line (it may be a stranger
-# feeding noise, or a client gone astray); a real client gives up after MAX_ATTEMPTS anyway.
+# feeding noise, or a client gone astray); a real client asks for the line again.
 MAX_BAD_FRAMES = 2 * MAX_ATTEMPTS
 # Progress a session must make to keep the line: it ends once it has held the line longer than
 # SESSION_TIMEOUT plus one second per MIN_RATE bytes of message taken. A healthy client moves

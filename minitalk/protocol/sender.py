@@ -579,7 +579,10 @@ class Sender(_SenderTransitions):
                 self._look(now, view)
             return
         patience = self._row.patience
-        waits = view.stopped or (view.away and self._heard)
+        # A server blocked writing still holds our REQUEST pending (minitalk blocks the
+        # signals); a process that merely ignores them never holds one (an ignored,
+        # unblocked signal is discarded when sent): only the first is waited for.
+        waits = view.stopped or (view.away and (self._heard or view.holding))
         if waits and patience is not Patience.NONE:
             self.deadline = now + self.bit_timeout
             self._waiting_since = now  # once it runs, the usual patience starts afresh
@@ -612,7 +615,7 @@ def _why(sender: _SenderCore, view: ServerView) -> str:
     """What a send that gives up was waiting for, in plain words, from what the driver saw."""
     if view.stopped:
         return " (the server is stopped)"
-    if view.away and sender._heard:
+    if view.away and (sender._heard or view.holding):
         return " (the server is blocked, most likely writing to an output nobody reads)"
     if view.away:
         return " (it sleeps outside a signal wait: it may not be a minitalk server)"
