@@ -37,7 +37,7 @@ from minitalk.classic_limits import (
 from minitalk.errors import MinitalkError, NoAnswerError, ServerGoneError
 from minitalk.link import ServerSteps, Signal
 from minitalk.procview import DATA_SIGNALS, handles, is_shell
-from minitalk.transport import Process, SignalWaiter, block_signals, monotonic
+from minitalk.transport import Process, SignalWaiter, WaiterLink, block_signals, monotonic
 from minitalk.trust import open_plain_peer, open_plain_server
 
 
@@ -159,7 +159,7 @@ class ClassicServerDriver(ServerSteps):
                 self.on_trace(event)
 
 
-class SignalClassicLink:
+class SignalClassicLink(WaiterLink):
     """The real link of a classic server: a ``SignalWaiter``, and the plain peers held by
     pidfd. Its one rule of its own is this mode's safety: plain minitalk clients *catch* the
     signals (some install their handler late, some exit on the first signal they did not
@@ -167,24 +167,9 @@ class SignalClassicLink:
     that very signal, is alive (held by a pidfd opened before the check) and is not a shell."""
 
     def __init__(self) -> None:
-        self.waiter = SignalWaiter()
+        super().__init__(SignalWaiter())
         self.peers: dict[int, Process] = {}
         self.own = os.getpid()
-        self.now = monotonic
-
-    @property
-    def polls(self) -> bool:
-        return self.waiter.polls
-
-    @property
-    def forged(self) -> int:
-        return self.waiter.forged
-
-    def wait(self, deadline: float | None, *, spin: bool) -> Signal | None:
-        return self.waiter.wait(deadline, spin=spin)
-
-    def take_pending(self) -> Signal | None:
-        return self.waiter.take_pending()
 
     def accepts(self, pid: int) -> bool:
         """Signals from init, from ourselves or from PID 0 are never data."""

@@ -26,7 +26,7 @@ from minitalk.protocol import (
     ServerView,
 )
 from minitalk.protocol.sender import Delivered, Progress, Queued
-from minitalk.transport import Process, SignalWaiter, block_signals, monotonic
+from minitalk.transport import Process, SignalWaiter, WaiterLink, block_signals
 from minitalk.trust import open_server
 
 
@@ -238,31 +238,16 @@ class ClientDriver:
                 self.error = event.error
 
 
-class SignalClientLink:
+class SignalClientLink(WaiterLink):
     """The real ``ClientLink``: a ``SignalWaiter`` and the server held by its pidfd."""
 
     def __init__(self, server: Process) -> None:
+        super().__init__(SignalWaiter())
         self.server = server
-        self.waiter = SignalWaiter()
-        self.now = monotonic
 
     @property
     def pid(self) -> int:
         return self.server.pid
-
-    @property
-    def polls(self) -> bool:
-        return self.waiter.polls
-
-    @property
-    def forged(self) -> int:
-        return self.waiter.forged
-
-    def wait(self, deadline: float | None, *, spin: bool) -> Signal | None:
-        return self.waiter.wait(deadline, spin=spin)
-
-    def take_pending(self) -> Signal | None:
-        return self.waiter.take_pending()
 
     def send(self, symbol: int) -> OSError | None:
         try:

@@ -34,7 +34,7 @@ from minitalk.protocol import (
     Receiver,
     Released,
 )
-from minitalk.transport import Process, SignalWaiter, block_signals, monotonic
+from minitalk.transport import Process, SignalWaiter, WaiterLink, block_signals
 from minitalk.trust import open_peer
 
 
@@ -241,22 +241,13 @@ class ServerDriver(ServerSteps):
         self._count_forged(now)
 
 
-class SignalServerLink:
+class SignalServerLink(WaiterLink):
     """The real ``ServerLink``: a ``SignalWaiter`` and the clients' pidfds, opened on their
     first request (``transport.open_peer``) and closed when the receiver releases them."""
 
     def __init__(self, stops: frozenset[int] = frozenset()) -> None:
-        self.waiter = SignalWaiter(stops=stops)  # stops end a wait: see transport
+        super().__init__(SignalWaiter(stops=stops))  # stops end a wait: see transport
         self._open: dict[int, Process] = {}
-        self.now = monotonic
-
-    @property
-    def polls(self) -> bool:
-        return self.waiter.polls
-
-    @property
-    def forged(self) -> int:
-        return self.waiter.forged
 
     @property
     def stops(self) -> int:
@@ -265,12 +256,6 @@ class SignalServerLink:
     @property
     def stop_requested(self) -> bool:
         return self.waiter.stop_requested
-
-    def wait(self, deadline: float | None, *, spin: bool) -> Signal | None:
-        return self.waiter.wait(deadline, spin=spin)
-
-    def take_pending(self) -> Signal | None:
-        return self.waiter.take_pending()
 
     def admit(self, pid: int) -> bool:
         """Hold a new client by pidfd if it is a minitalk process we may signal (see

@@ -340,6 +340,29 @@ class SignalWaiter:
                         signal.signal(signum, handler)
 
 
+class WaiterLink:
+    """What every real link shares: a ``SignalWaiter`` for the waits, and the clock. The
+    links of ``server``, ``client`` and ``classic_link`` add what their role sends."""
+
+    def __init__(self, waiter: SignalWaiter) -> None:
+        self.waiter = waiter
+        self.now = monotonic
+
+    @property
+    def polls(self) -> bool:
+        return self.waiter.polls
+
+    @property
+    def forged(self) -> int:
+        return self.waiter.forged
+
+    def wait(self, deadline: float | None, *, spin: bool) -> tuple[int, int] | None:
+        return self.waiter.wait(deadline, spin=spin)
+
+    def take_pending(self) -> tuple[int, int] | None:
+        return self.waiter.take_pending()
+
+
 class Process:
     """A process we signal, held by pidfd so that PID reuse cannot redirect our signals."""
 
