@@ -49,9 +49,16 @@ from minitalk.protocol import (
     REQUEST,
     VERDICT_BITS,
     MessageReceived,
-    PeerView,
     Receiver,
     SenderState,
+)
+from tests.helpers import (
+    ASLEEP,
+    NOT_WRITTEN,
+    PEER_EXITED,
+    STOP,
+    WRITTEN,
+    observe,
 )
 from tests.simlink import STRANGER_PID, Network
 
@@ -200,10 +207,8 @@ def fuzz_round_trip(text: str) -> None:
 
 # -- receiver state machine ---------------------------------------------------------------------
 
-# PIDs 10-12 and a stranger send symbols; pseudo-PIDs stand for what the server's driver
-# reports instead of a signal: the peer's process has exited, a stop was asked for, the
-# message was written (or could not be), the peer was seen asleep in its signal wait.
-PEER_EXITED, STOP, WRITTEN, NOT_WRITTEN, ASLEEP = 1, 2, 3, 4, 5
+# PIDs 10-12 and a stranger send symbols; the pseudo-PIDs of tests.helpers stand for what
+# the server's driver reports.
 receiver_inputs = st.lists(
     st.tuples(
         st.sampled_from(
@@ -245,7 +250,7 @@ def fuzz_receiver(inputs: list[tuple[int, int, float]], framed: bytes) -> None:
             symbol = honest[cursor]
             cursor += 1
         with contextlib.suppress(RemoteProtocolError):
-            _observe(receiver, pid, symbol, now)
+            observe(receiver, pid, symbol, now)
         receiver.replies()
         while (event := receiver.next_event()) is not None:
             events.append(event)
@@ -267,19 +272,6 @@ def fuzz_receiver(inputs: list[tuple[int, int, float]], framed: bytes) -> None:
     receiver.replies()
     receiver.receive(42, REQUEST, now)
     assert receiver.replies() == [(42, GRANT)]  # a session, or the start of a refusal
-
-
-def _observe(receiver: Receiver, pid: int, symbol: int, now: float) -> None:
-    """One input to a hand-driven receiver: a signal, or what its driver reports."""
-    receiver.handle_timer(now, PeerView(alive=pid != PEER_EXITED, asleep=pid == ASLEEP))
-    if pid == STOP:
-        receiver.shut_down(now)
-    elif pid == WRITTEN:
-        receiver.message_written(now)
-    elif pid == NOT_WRITTEN:
-        receiver.message_not_written(now)
-    elif pid not in (PEER_EXITED, ASLEEP):
-        receiver.receive(pid, symbol, now)
 
 
 # -- sender and receiver over a faulty link ------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 from minitalk.protocol import (
     RECEIVER_TABLE,
     SENDER_TABLE,
+    PeerView,
     Receiver,
     ReceiverEvent,
     ReceiverState,
@@ -44,3 +45,24 @@ def answer(sender: Sender, symbol: int, now: float) -> None:
     (as the driver sends before the next answer can come)."""
     sender.symbols_to_send()
     sender.receive(symbol, now)
+
+
+# Pseudo-PIDs for what a server's driver reports instead of a signal: the peer's process has
+# exited, a stop was asked for, the message was written (or could not be), the peer was seen
+# asleep in its signal wait.
+PEER_EXITED, STOP, WRITTEN, NOT_WRITTEN, ASLEEP = 1, 2, 3, 4, 5
+OBSERVATIONS = (PEER_EXITED, STOP, WRITTEN, NOT_WRITTEN, ASLEEP)
+
+
+def observe(receiver: Receiver, pid: int, symbol: int, now: float) -> None:
+    """One input to a hand-driven receiver: a signal from ``pid``, or (a pseudo-PID above)
+    what its driver reports, after the deadlines that passed at ``now``."""
+    receiver.handle_timer(now, PeerView(alive=pid != PEER_EXITED, asleep=pid == ASLEEP))
+    if pid == STOP:
+        receiver.shut_down(now)
+    elif pid == WRITTEN:
+        receiver.message_written(now)
+    elif pid == NOT_WRITTEN:
+        receiver.message_not_written(now)
+    elif pid not in (PEER_EXITED, ASLEEP):
+        receiver.receive(pid, symbol, now)

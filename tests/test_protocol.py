@@ -29,7 +29,6 @@ from minitalk.protocol import (
     VERDICT_BITS,
     WAIT,
     MessageReceived,
-    PeerView,
     Receiver,
     ReceiverState,
     Sender,
@@ -40,7 +39,18 @@ from minitalk.protocol import (
     parse_verdict,
     verdict_bits,
 )
-from tests.helpers import answer, drain_events, force_state
+from tests.helpers import (
+    ASLEEP,
+    NOT_WRITTEN,
+    OBSERVATIONS,
+    PEER_EXITED,
+    STOP,
+    WRITTEN,
+    answer,
+    drain_events,
+    force_state,
+    observe,
+)
 from tests.simlink import SERVER_PID, STRANGER_PID, Network
 
 
@@ -470,8 +480,7 @@ def test_every_receiver_state_has_a_row_and_a_way_in() -> None:
         _receiver_in(state)
 
 
-# PIDs: the peer, another client, a stranger; pseudo-PIDs for what the driver reports.
-PEER_EXITED, STOP, WRITTEN, NOT_WRITTEN, ASLEEP = 1, 2, 3, 4, 5
+# PIDs: the peer, another client, a stranger, and the pseudo-PIDs of what the driver reports.
 
 
 @given(
@@ -498,18 +507,9 @@ def test_receiver_sweep_raises_nothing_and_answers_only_askers(
     now = 0.0
     for pid, symbol, dt in inputs:
         now += dt
-        view = PeerView(alive=pid != PEER_EXITED, asleep=pid == ASLEEP)
-        receiver.handle_timer(now, view)
-        if pid == STOP:
-            receiver.shut_down(now)
-        elif pid == WRITTEN:
-            receiver.message_written(now)
-        elif pid == NOT_WRITTEN:
-            receiver.message_not_written(now)
-        elif pid not in (PEER_EXITED, ASLEEP):
-            receiver.receive(pid, symbol, now)
-            if symbol == REQUEST:
-                asked.add(pid)
+        observe(receiver, pid, symbol, now)
+        if pid not in OBSERVATIONS and symbol == REQUEST:
+            asked.add(pid)
         for target, _ in receiver.replies():
             assert target in asked  # never signals a process that did not ask
         while (event := receiver.next_event()) is not None:
