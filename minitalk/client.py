@@ -152,9 +152,15 @@ class ClientDriver:
         if got is not None:
             self._take(got, now)
         # The deadline applies even if a signal came with it: a flood of strays, one pending
-        # at every wake-up, must not keep --timeout or a look from ever happening.
-        timer = sender.get_timer()
-        if timer is not None and now >= timer:
+        # at every wake-up, must not keep --timeout or a look from ever happening. (Taking a
+        # signal only sets deadlines after ``now``, so one not passed before cannot be now:
+        # the per-bit path pays nothing for this.)
+        if (
+            deadline is not None
+            and now >= deadline
+            and (timer := sender.get_timer()) is not None
+            and now >= timer
+        ):
             view = link.server_view(sender.last_symbol)  # looked at before the drain
             self._drain(now)
             timer = sender.get_timer()
