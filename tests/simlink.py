@@ -334,8 +334,13 @@ class Network:
 
     # -- set-up --------------------------------------------------------------------------------
 
-    def add_client(self, pid: int, text: str, **sender_options: float) -> SimClient:
-        nonce = pid * 7919  # distinct per client
+    def add_client(
+        self, pid: int, text: str, *, nonce: int | None = None, **sender_options: float
+    ) -> SimClient:
+        """Start a send from ``pid``: a new process, or the next send of one that gave up on
+        its last (``give_up``), which then comes with a new nonce."""
+        if nonce is None:
+            nonce = pid * 7919  # distinct per client
         sender = Sender(text.encode("utf-8"), nonce=nonce, **sender_options)  # type: ignore[arg-type]
         link = SimClientLink(self, pid)
         client = SimClient(pid, text, sender, link, ClientDriver(sender, link))
@@ -425,6 +430,12 @@ class Network:
         """A stop reaches the server between its steps: it tells everyone (the driver's
         drain then goes on with the usual steps, run here like any other)."""
         self.server.shut_down()
+
+    def give_up(self, pid: int) -> None:
+        """The client's send gives up (its timeout, an interrupt) but its process lives on,
+        as a program using the API does: it takes what is pending and stops listening."""
+        client = self.clients.pop(pid)
+        client.link.pending.signals.clear()
 
     def kill(self, pid: int) -> None:
         """The client exits: its pending signals go with it; the server finds out as the

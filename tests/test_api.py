@@ -121,6 +121,32 @@ def test_a_send_that_gives_up_is_not_killed_by_late_answers(procs: Processes) ->
     assert out == b"gave up\nsurvived True\n"
 
 
+# A program sends again after a send that gave up mid-message: the retry is a new message.
+RETRY = textwrap.dedent(
+    """
+    import sys
+    import minitalk
+    pid = int(sys.argv[1])
+    try:
+        minitalk.send(pid, "x" * 200_000, timeout=0.3)
+    except minitalk.errors.NoAnswerError:
+        print("gave up", flush=True)
+    receipt = minitalk.send(pid, "the retry", timeout=60)
+    print("delivered", receipt.size, flush=True)
+    """
+)
+
+
+def test_a_send_after_one_that_gave_up_is_delivered_and_printed_once(procs: Processes) -> None:
+    server = procs.serve("--count", "1")
+    caller = procs.popen([sys.executable, "-c", RETRY, str(server.pid)])
+    out, err = caller.communicate(timeout=HANG_GUARD)
+    assert caller.returncode == 0, (out, err)  # exit 5 before: "frames arrived out of order"
+    assert out == b"gave up\ndelivered 9\n"
+    printed, _, code = server.finish()
+    assert (printed, code) == (b"the retry\n", 0)
+
+
 def _records(out: bytes) -> list[dict[str, object]]:
     return [json.loads(line) for line in out.decode().splitlines()]
 

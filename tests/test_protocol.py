@@ -783,3 +783,39 @@ def test_a_target_asleep_elsewhere_is_waited_for_only_while_it_holds_our_request
     assert sender.finished is not holding
     if not holding:
         assert "it may not be a minitalk server" in str(sender.error)
+
+
+def _steps_to_deliver(text: str) -> int:
+    net = Network()
+    net.add_client(10, text)
+    steps = 0
+    while not net.quiet() and net.step():
+        steps += 1
+    return steps
+
+
+_OLD_TEXT = "ü" * (MAX_PAYLOAD // 2 + 10)  # two frames
+_OLD_STEPS = _steps_to_deliver(_OLD_TEXT)
+
+
+@pytest.mark.parametrize(
+    "steps",
+    [0, 1, 2, 40, 3000]
+    + [int(_OLD_STEPS * f) for f in (0.3, 0.5, 0.51, 0.7, 0.99)]
+    + list(range(_OLD_STEPS - 40, _OLD_STEPS + 1, 5)),
+)
+def test_a_send_after_one_that_gave_up_from_the_same_process_is_delivered(steps: int) -> None:
+    """A program using the API gives up on a send (its timeout, Ctrl-C) at any point and
+    sends again from the same PID: the new message (a new nonce) starts a new one at the
+    server, whatever the old session's state; nothing is printed twice."""
+    net = Network()
+    net.add_client(10, _OLD_TEXT)
+    for _ in range(steps):
+        if net.quiet() or not net.step():
+            break
+    net.give_up(10)
+    retry = net.add_client(10, "retry", nonce=123456789)
+    net.run()
+    assert retry.succeeded, retry.sender.error
+    printed = net.printed_texts()
+    assert printed in (["retry"], [_OLD_TEXT, "retry"])

@@ -62,6 +62,9 @@ class MessageAssembly:
     def __init__(self, pid: int, memory: DeliveredMemory) -> None:
         self.pid = pid
         self.memory = memory
+        self._start_over()
+
+    def _start_over(self) -> None:
         self.buffer = bytearray()
         self.message_length = -1  # unknown until the first frame
         self.nonce = -1
@@ -79,6 +82,11 @@ class MessageAssembly:
             # Printed already (its final ACK was lost, perhaps in an earlier session).
             self.complete = True
             return Outcome(Verdict.ACK, repeat=True)
+        if self.nonce not in (frame.nonce, -1):
+            # A new message from the same process: a client sends one message at a time and
+            # repeats only the one it waits on, so the old one was given up (a program's
+            # send() that timed out or was interrupted, then called again). Start over.
+            self._start_over()
         if self.complete:
             return Outcome(Verdict.OUT_OF_ORDER, end="a frame after the last")
         if self.frames == 0:
