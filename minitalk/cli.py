@@ -32,6 +32,9 @@ from minitalk.errors import (
     TargetError,
     UsageError,
 )
+from minitalk.pidfile import problem as pid_file_problem
+from minitalk.pidfile import remove as remove_pid_files
+from minitalk.pidfile import write as write_pid_file
 from minitalk.progress import Display, display_for
 from minitalk.protocol import (
     BIT_TIMEOUT,
@@ -449,7 +452,7 @@ def _serve_framed(config: "ServerConfig", pid_file: Path | None, *, json_lines: 
             on_message=_print_json if json_lines else _print_text,
         )
     finally:
-        _remove_pid_files(written, os.getpid())
+        remove_pid_files(written, os.getpid())
 
 
 def _serve_classic(
@@ -470,7 +473,7 @@ def _serve_classic(
             on_trace=trace_event if trace else None,
         )
     finally:
-        _remove_pid_files(written, os.getpid())
+        remove_pid_files(written, os.getpid())
 
 
 def _print_classic_json(message: "ClassicMessage", uid: int) -> None:
@@ -504,12 +507,10 @@ def _serve_rules(
     count: int | None,
     pid_file: Path | None,
 ) -> list[tuple[bool, str]]:
+    pid_file_refused = None if pid_file is None else pid_file_problem(pid_file)
     return [
         *serve_rules(max_bytes, frame_timeout, session_timeout, count, name=_flag),
-        (
-            pid_file is None or not pid_file.is_dir(),
-            f"--pid-file names a directory: {pid_file}",
-        ),
+        (pid_file_refused is None, pid_file_refused or ""),
     ]
 
 
@@ -529,40 +530,12 @@ def _announce(pid: int, pid_file: Path | None, written: list[Path], *, json_line
     whole PID of a server that is ready.
     """
     if pid_file is not None:
-        _write_pid_file(pid_file, pid)
+        write_pid_file(pid_file, pid)
         written.append(pid_file)
     if json_lines:
         _write_json({"pid": pid})
     else:
         _write_line(f"PID {pid}".encode())
-
-
-def _write_pid_file(path: Path, pid: int) -> None:
-    # Written aside under a fresh name (O_EXCL: a planted symlink is never followed), then
-    # renamed into place, so a reader sees the whole PID or no file.
-    aside: str | None = None
-    try:
-        import tempfile  # noqa: PLC0415 (see the imports)
-
-        handle, aside = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
-        with os.fdopen(handle, "w") as file:
-            file.write(f"{pid}\n")
-        os.chmod(aside, 0o644)
-        os.replace(aside, path)
-    except OSError as error:
-        if aside is not None:
-            with suppress(OSError):
-                os.unlink(aside)
-        raise OutputError(f"cannot write the PID file {path}: {error.strerror}") from None
-
-
-def _remove_pid_files(written: list[Path], pid: int) -> None:
-    """Remove the PID file on exit, if it still names us (another server may have taken the
-    same path since; its file is not ours to remove)."""
-    for path in written:
-        with suppress(OSError):
-            if path.read_text().strip() == str(pid):
-                path.unlink()
 
 
 def _print_text(message: "MessageReceived | ClassicMessage", uid: int) -> None:

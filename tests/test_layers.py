@@ -85,11 +85,13 @@ ALLOWED = {
         "client",
         "server",
         "progress",
+        "pidfile",
         "classic",
         "classic_link",
         "classic_limits",
     },
     "progress": set(),
+    "pidfile": {"errors", "procview"},
     "api": {"errors", "frame", "protocol", "client", "procview", "server", "transport"},
     "__main__": {"cli"},
     "__init__": {"api"},  # lazily, on first use

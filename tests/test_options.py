@@ -3,13 +3,14 @@ option, before anything starts: no traceback, no server, no signal."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from minitalk.errors import ExitCode
-from tests.conftest import HANG_GUARD, MINITALK
+from tests.conftest import HANG_GUARD, MINITALK, OtherUser, Processes
 
 pytestmark = pytest.mark.e2e
 
@@ -132,3 +133,46 @@ def test_a_pid_file_another_server_took_over_is_left_alone(tmp_path: Path) -> No
         server.communicate(timeout=HANG_GUARD)
     assert server.returncode == 0
     assert pid_file.read_text() == "999999\n"  # not ours any more: left alone
+
+
+def test_a_second_server_on_a_running_servers_pid_file_is_refused(
+    procs: Processes, tmp_path: Path
+) -> None:
+    """The pid-file convention: a file that names a running server is not taken over (the
+    second server would point scripts at itself, then delete the first one's file on exit)."""
+    pid_file = tmp_path / "mt.pid"
+    first = procs.serve("--pid-file", str(pid_file))
+    assert pid_file.read_text() == f"{first.pid}\n"
+    second = procs.popen([*MINITALK, "serve", "--pid-file", str(pid_file)])
+    out, err = second.communicate(timeout=HANG_GUARD)
+    assert second.returncode == ExitCode.USAGE, err
+    assert out == b""
+    assert err == (
+        f"minitalk: --pid-file {pid_file} names minitalk server {first.pid}, which is running: "
+        "stop it first, or give another file\n"
+    ).encode()
+    assert pid_file.read_text() == f"{first.pid}\n"  # the first one's file stays
+    _, _, code = first.stop()
+    assert code == 0
+    assert not pid_file.exists()  # and goes with it
+
+
+@pytest.mark.parametrize("stale", ["999999999", "{me}", "not a pid"])
+def test_a_stale_pid_file_is_replaced(procs: Processes, tmp_path: Path, stale: str) -> None:
+    """A file naming a process that is gone, or one that is no minitalk server (this test's
+    own process), is left over: the new server replaces it."""
+    pid_file = tmp_path / "mt.pid"
+    pid_file.write_text(stale.format(me=os.getpid()) + "\n")
+    server = procs.serve("--pid-file", str(pid_file))
+    assert pid_file.read_text() == f"{server.pid}\n"
+    assert server.stop()[2] == 0
+
+
+def test_an_unreachable_pid_file_gets_one_line(nobody: OtherUser) -> None:
+    """As an ordinary user, a path under a directory one may not search (/root) gets the same
+    one-line error as any unwritable path, not a traceback from looking at it first."""
+    result = nobody.run(nobody.command("serve", "--pid-file", "/root/minitalk-test.pid"))
+    assert result.returncode == ExitCode.OUTPUT_FAILED, result.stderr
+    assert result.stderr == (
+        b"minitalk: cannot write the PID file /root/minitalk-test.pid: Permission denied\n"
+    )
