@@ -125,6 +125,15 @@ class SenderRecord:
     pending_bits: list[int] = field(default_factory=list)
     length: int | None = None  # from the prefix, once read
     data: bytearray = field(default_factory=bytearray)
+    # Refused (over --max-bytes): why; the rest of its message is counted, not kept (only
+    # the bytes that may still end it), so that none of it is taken for a message of its own.
+    refused: str = ""
+    skipped: int = 0  # bytes of a refused message counted and let go
+
+    @property
+    def received(self) -> int:
+        """Bytes of the current message received (kept or, once refused, let go)."""
+        return self.skipped + len(self.data)
     # Seconds between consecutive signals (the first MAX_GAPS), the longest gap before each
     # byte's bits, and the bits of the first MAX_TRACE_BYTES bytes as they arrived.
     gaps: array[float] = field(default_factory=lambda: array("d"))
@@ -271,8 +280,11 @@ class ClassicReceiver:
                 record.pending_bits.clear()
                 counted = len(fmt.terminator) if fmt.length_counts_terminator else 0
                 if record.length - counted > self.max_message:
-                    self._drop(record, f"its length prefix announces {record.length} bytes")
-                    return
+                    self._refuse(
+                        record,
+                        f"its length prefix announces {record.length} bytes, over the limit "
+                        f"of {self.max_message} bytes",
+                    )
                 if self._complete(record):
                     self._finish(record, now)
             return
@@ -286,8 +298,10 @@ class ClassicReceiver:
         bits.clear()
         if self._complete(record):
             self._finish(record, now)
+        elif record.refused:
+            self._let_go(record)
         elif len(record.data) > self.max_message + len(fmt.terminator):
-            self._drop(record, f"its message passed the limit of {self.max_message} bytes")
+            self._refuse(record, f"its message passed the limit of {self.max_message} bytes")
 
     def _complete(self, record: SenderRecord) -> bool:
         fmt = self.fmt
@@ -295,10 +309,29 @@ class ClassicReceiver:
             expected = record.length
             if fmt.terminator and not fmt.length_counts_terminator:
                 expected += len(fmt.terminator)
-            return len(record.data) >= expected
+            return record.received >= expected
         return bool(fmt.terminator) and record.data.endswith(fmt.terminator)
 
+    def _refuse(self, record: SenderRecord, reason: str) -> None:
+        """The message is over the limit: say so now, and swallow the rest of it (its bits
+        are answered as usual, so a client that waits for each answer still gets to its
+        end), printing nothing of it."""
+        record.refused = reason
+        self._events.append(SenderDropped(record.pid, f"{reason}; none of it is printed", record))
+        self._let_go(record)
+
+    def _let_go(self, record: SenderRecord) -> None:
+        keep = len(self.fmt.terminator)  # what may still be the start of the terminator
+        extra = len(record.data) - keep
+        if extra > 0:
+            del record.data[:extra]
+            record.skipped += extra
+
     def _finish(self, record: SenderRecord, now: float) -> None:
+        if record.refused:  # the end of a refused message: nothing of it is printed
+            del self.senders[record.pid]
+            self._remember_ended(record)
+            return
         data = bytes(record.data)
         terminator = self.fmt.terminator
         if terminator and data.endswith(terminator):
@@ -375,8 +408,8 @@ class ClassicReceiver:
             if now - record.last < self.idle_timeout:
                 continue
             fmt = self.fmt
-            if not fmt.terminator and not fmt.length_bits and record.data:
-                self._finish(record, now)
+            if record.refused or (not fmt.terminator and not fmt.length_bits and record.data):
+                self._finish(record, now)  # it ended (a refused one: in silence)
             else:
                 self._drop(record, self._why_silent(record))
 

@@ -141,6 +141,37 @@ def test_a_length_prefix_over_the_limit_is_dropped_at_once() -> None:
     assert "announces 11 bytes" in dropped.reason
 
 
+@pytest.mark.parametrize(
+    "fmt",
+    [
+        PLAIN,
+        ClassicFormat(terminator=b"\n"),
+        ClassicFormat(terminator=b""),
+        ClassicFormat(length_bits=32),
+        ClassicFormat(length_bits=32, terminator=b"\0", length_counts_terminator=True),
+        ClassicFormat(length_bits=64, terminator=b""),
+    ],
+    ids=repr,
+)
+def test_a_message_over_the_limit_prints_nothing_of_it(fmt: ClassicFormat) -> None:
+    """Refused once it passes --max-bytes, a message is swallowed to its end: none of its
+    bytes is taken for a message of its own (its tail was printed as one), and the same
+    sender's next message is served as usual."""
+    receiver = ClassicReceiver(fmt, max_message=10, idle_timeout=0.5)
+    now = 0.0
+    for text in (b"0123456789abcdefghij", b"next"):
+        for symbol in fmt.encode(text):
+            receiver.receive(5, symbol, now)
+            now += 0.001
+        if not fmt.terminator and not fmt.length_bits:
+            now += 1.0  # the silence that ends a message
+            receiver.handle_timer(now)
+    events = written(receiver)
+    assert [type(event) for event in events] == [SenderDropped, ClassicMessage]
+    assert "limit of 10 bytes" in events[0].reason
+    assert events[1].data == b"next"
+
+
 def test_invalid_utf8_is_shown_safely_and_the_trace_points_at_a_long_gap() -> None:
     # "é" is c3 a9; a lost bit in the a9 after a long pause shifts it: the byte breaks UTF-8.
     symbols = PLAIN.encode("é!".encode())

@@ -286,6 +286,19 @@ def test_a_sender_that_dies_mid_byte_is_dropped_and_traced(
     assert b"no NUL arrived" in err
 
 
+def test_a_message_over_max_bytes_prints_nothing_of_it(procs: Processes) -> None:
+    """The refused message used to be traced as dropped, and its tail then printed as a
+    complete message of its own."""
+    server = procs.serve("--classic", "--max-bytes", "10", "--trace")
+    for text in ("0123456789abcdefghij", "short"):
+        sent = procs.send("--classic", str(server.pid), text, "--quiet")
+        assert sent.returncode == 0, sent.stderr  # plain minitalk cannot tell a refusal
+    out, err, code = server.stop()
+    assert code == 0
+    assert out == b"short\n"
+    assert b"passed the limit of 10 bytes; none of it is printed" in err
+
+
 # -- minitalk against itself, each answer mode ---------------------------------------------------
 
 
