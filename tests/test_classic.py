@@ -166,10 +166,11 @@ def test_a_message_over_the_limit_prints_nothing_of_it(fmt: ClassicFormat) -> No
         if not fmt.terminator and not fmt.length_bits:
             now += 1.0  # the silence that ends a message
             receiver.handle_timer(now)
-    events = written(receiver)
-    assert [type(event) for event in events] == [SenderDropped, ClassicMessage]
-    assert "limit of 10 bytes" in events[0].reason
-    assert events[1].data == b"next"
+    dropped, message = written(receiver)
+    assert isinstance(dropped, SenderDropped)
+    assert "limit of 10 bytes" in dropped.reason
+    assert isinstance(message, ClassicMessage)
+    assert message.data == b"next"
 
 
 def test_invalid_utf8_is_shown_safely_and_the_trace_points_at_a_long_gap() -> None:
