@@ -332,6 +332,39 @@ DelayOption = Annotated[
 ]
 
 
+# Which mode each option belongs to: the one table behind "an option of the other mode". An
+# option given in the mode it means nothing in is a usage error, never silently ignored.
+_CLASSIC_ONLY = (
+    "bit_order",
+    "zero",
+    "end",
+    "length_prefix",
+    "prefix_order",
+    "length_counts_end",
+    "trace",
+    "ack",
+    "ack_signal",
+    "idle_timeout",
+    "delay_us",
+)
+_FRAMED_ONLY = ("frame_timeout", "session_timeout", "attempts")
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    """True if the user gave the option ``name`` (rather than it taking its default)."""
+    source = ctx.get_parameter_source(name)  # click's ParameterSource (typer may vendor click)
+    return source is not None and source.name != "DEFAULT"
+
+
+def _check_mode(ctx: typer.Context, classic: bool) -> None:
+    """Refuse the first option given that belongs to the other mode (see the table)."""
+    foreign = _FRAMED_ONLY if classic else _CLASSIC_ONLY
+    for name in (name for name in ctx.params if name in foreign and _given(ctx, name)):
+        if classic:
+            raise UsageError(f"{_flag(name)} is an option of framed mode only (not --classic)")
+        raise UsageError(f"{_flag(name)} is an option of --classic mode only")
+
+
 def _classic_format(
     classic: bool,
     bit_order: BitOrder | None,
@@ -340,26 +373,14 @@ def _classic_format(
     length_prefix: Prefix | None,
     prefix_order: BitOrder | None,
     counts_end: bool,
-    **only_classic: object,
+    **numbers: float | None,
 ) -> "ClassicFormat | None":
-    """The classic format the options describe, or None in framed mode (where giving any of
-    them is a usage error)."""
-    given = {
-        "--bit-order": bit_order,
-        "--zero": zero,
-        "--end": end,
-        "--length-prefix": length_prefix,
-        "--prefix-order": prefix_order,
-        "--length-counts-end": counts_end or None,
-        **only_classic,
-    }
+    """The classic format the options describe, or None in framed mode (``_check_mode`` has
+    refused any of them there). ``numbers``: the classic options that must be finite."""
     if not classic:
-        named = [name for name, value in given.items() if value not in (None, False)]
-        if named:
-            raise UsageError(f"{named[0]} is an option of --classic mode only")
         return None
-    for name, value in only_classic.items():
-        if isinstance(value, float) and not math.isfinite(value):
+    for name, value in numbers.items():
+        if value is not None and not math.isfinite(value):
             raise UsageError(f"{name} must be a finite number, got {value}")
     prefix_bits = int(length_prefix.value) if length_prefix not in (None, Prefix.none) else 0
     if counts_end and not prefix_bits:
@@ -383,6 +404,7 @@ def _trace(lines: list[str]) -> None:
 
 @app.command("serve")
 def serve_command(
+    ctx: typer.Context,
     max_bytes: MaxBytesOption = DEFAULT_MAX_MESSAGE,
     frame_timeout: FrameTimeoutOption = FRAME_TIMEOUT,
     session_timeout: SessionTimeoutOption = SESSION_TIMEOUT,
@@ -409,6 +431,7 @@ def serve_command(
       minitalk serve --pid-file mt.pid &  # then wait until mt.pid is not empty
     """
     with _errors_to_exit_codes():
+        _check_mode(ctx, classic)
         fmt = _classic_format(
             classic,
             bit_order,
@@ -417,10 +440,17 @@ def serve_command(
             length_prefix,
             prefix_order,
             length_counts_end,
-            **{"--ack": ack, "--ack-signal": ack_signal, "--idle-timeout": idle_timeout},
-            **{"--trace": trace or None},
+            **{"--idle-timeout": idle_timeout},
         )
-        _check_options(_serve_rules(max_bytes, frame_timeout, session_timeout, count, pid_file))
+        rules = _serve_rules(
+            max_bytes,
+            frame_timeout,
+            session_timeout,
+            count,
+            pid_file,
+            frame_timeout_given=_given(ctx, "frame_timeout"),
+        )
+        _check_options(rules)
         if fmt is not None:
             from minitalk.classic import Ack  # noqa: PLC0415 (see the imports)
             from minitalk.classic_link import ClassicServerConfig  # noqa: PLC0415
@@ -506,12 +536,21 @@ def _serve_rules(
     session_timeout: float,
     count: int | None,
     pid_file: Path | None,
+    *,
+    frame_timeout_given: bool,
 ) -> list[tuple[bool, str]]:
     pid_file_refused = None if pid_file is None else pid_file_problem(pid_file)
-    return [
-        *serve_rules(max_bytes, frame_timeout, session_timeout, count, name=_flag),
-        (pid_file_refused is None, pid_file_refused or ""),
-    ]
+    rules = serve_rules(max_bytes, frame_timeout, session_timeout, count, name=_flag)
+    if not frame_timeout_given:  # name the default, not an option the user never gave
+        rules.insert(
+            0,
+            (
+                frame_timeout < session_timeout,
+                f"--session-timeout must be longer than the frame timeout, {frame_timeout:g} s "
+                "unless --frame-timeout says otherwise",
+            ),
+        )
+    return [*rules, (pid_file_refused is None, pid_file_refused or "")]
 
 
 def _send_rules(
@@ -598,6 +637,7 @@ def _unbrace(piece: str) -> str:
 
 @app.command("send", cls=_PlainUsage)
 def send_command(
+    ctx: typer.Context,
     pid: PidArgument,
     text: TextArgument = None,
     file: FileOption = None,
@@ -626,6 +666,7 @@ def send_command(
       minitalk send 4242 -- "-x marks it"
     """
     with _errors_to_exit_codes():
+        _check_mode(ctx, classic)
         fmt = _classic_format(
             classic,
             bit_order,
@@ -634,10 +675,8 @@ def send_command(
             length_prefix,
             prefix_order,
             length_counts_end,
-            **{"--delay-us": delay_us, "--trace": trace or None},
+            **{"--delay-us": delay_us},
         )
-        if fmt is not None and attempts is not None:
-            raise UsageError("--attempts is an option of framed mode only (not --classic)")
         tries = MAX_ATTEMPTS if attempts is None else attempts
         _check_options(_send_rules(reply_timeout, tries, timeout))
         target = _parse_pid(pid)

@@ -57,6 +57,36 @@ CASES = [
         ExitCode.USAGE,
         "--idle-timeout must be a finite number",
     ),
+    (
+        "--frame-timeout with --classic",
+        ["serve", "--classic", "--frame-timeout", "1"],
+        ExitCode.USAGE,
+        "--frame-timeout is an option of framed mode only (not --classic)",
+    ),
+    (
+        "--session-timeout with --classic",
+        ["serve", "--session-timeout", "5", "--classic"],
+        ExitCode.USAGE,
+        "--session-timeout is an option of framed mode only (not --classic)",
+    ),
+    (
+        "--session-timeout below the default frame timeout",
+        ["serve", "--session-timeout", "0.1"],
+        ExitCode.USAGE,
+        "--session-timeout must be longer than the frame timeout, 0.5 s unless --frame-timeout",
+    ),
+    (
+        "--session-timeout below the frame timeout given",
+        ["serve", "--frame-timeout", "2", "--session-timeout", "1.5"],
+        ExitCode.USAGE,
+        "--frame-timeout must be shorter than --session-timeout",
+    ),
+    (
+        "--trace without --classic",
+        ["send", NO_SUCH_PID, "hi", "--trace"],
+        ExitCode.USAGE,
+        "--trace is an option of --classic mode only",
+    ),
     ("--pid-file a directory", ["serve", "--pid-file", "{dir}"], ExitCode.USAGE, "a directory"),
     (
         "--pid-file unwritable",
