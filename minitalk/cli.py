@@ -62,6 +62,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=True,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 
@@ -876,6 +877,36 @@ def _takes_next_value(option: str) -> bool:
     return False
 
 
+def _usage_hint(args: list[str], message: str) -> str:
+    """What to do about a usage error: the help to read, and for an unknown option, the
+    command it belongs to, or (for a ``send`` still missing its TEXT) how to send text that
+    starts with '-'."""
+    commands = _options_by_command()
+    index = _command(args)
+    command = args[index] if index is not None and args[index] in commands else None
+    hint = f"see minitalk {command} --help" if command else "see minitalk --help"
+    unknown = re.match(r"No such option: (\S+)", message)
+    if unknown is None or index is None or command is None:
+        return hint
+    option = unknown.group(1).partition("=")[0]
+    owners = [name for name, options in commands.items() if option in options]
+    if owners:
+        return f"{option} is an option of minitalk {owners[0]}; {hint}"
+    positionals = [arg for arg in args[index + 1 :] if not arg.startswith("-") or arg == "-"]
+    if command == "send" and len(positionals) < 2 and "Possible options" not in message:
+        return f"{_DASH_HINT}; {hint}"
+    return hint
+
+
+def _options_by_command() -> dict[str, frozenset[str]]:
+    group = typer.main.get_command(app)
+    commands = getattr(group, "commands", {})
+    return {
+        name: frozenset(opt for param in command.params for opt in getattr(param, "opts", []))
+        for name, command in commands.items()
+    }
+
+
 def run() -> None:
     """Console-script entry point: typer parses; every error leaves as one stderr line."""
     args = negative_numbers_as_text(sys.argv[1:])
@@ -883,11 +914,8 @@ def run() -> None:
         code = app(args=args, prog_name="minitalk", standalone_mode=False)
     except _ParseError as error:
         message = error.format_message().strip()  # type: ignore[attr-defined]
-        command = _command(args)
-        hint = "see minitalk --help"
-        if message.startswith("No such option") and command is not None:
-            hint = f"{_DASH_HINT}; {hint}" if args[command] == "send" else hint
         if message:  # empty when typer has just shown the help (no arguments at all)
+            hint = _usage_hint(args, message)
             print(f"minitalk: {message} ({hint})", file=sys.stderr, flush=True)
         sys.exit(ExitCode.USAGE)
     except typer.Abort:

@@ -206,3 +206,46 @@ def test_an_unreachable_pid_file_gets_one_line(nobody: OtherUser) -> None:
     assert result.stderr == (
         b"minitalk: cannot write the PID file /root/minitalk-test.pid: Permission denied\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (
+            ["send", NO_SUCH_PID, "hi", "--json"],
+            "No such option: --json (--json is an option of minitalk serve; "
+            "see minitalk send --help)",
+        ),
+        (
+            ["serve", "--file", "x"],
+            "No such option: --file (Possible options: --pid-file) (--file is an option of "
+            "minitalk send; see minitalk serve --help)",
+        ),
+        (
+            ["send", NO_SUCH_PID, "-x"],
+            "No such option: -x (to send text that starts with '-', put -- before it; "
+            "see minitalk send --help)",
+        ),
+        (
+            ["send", NO_SUCH_PID, "hi", "--bogus"],
+            "No such option: --bogus (see minitalk send --help)",  # TEXT is there already
+        ),
+    ],
+    ids=lambda value: " ".join(value) if isinstance(value, list) else "",
+)
+def test_an_unknown_option_gets_the_hint_that_fits(args: list[str], line: str) -> None:
+    result = subprocess.run(
+        [*MINITALK, *args], capture_output=True, timeout=HANG_GUARD, check=False
+    )
+    assert result.returncode == ExitCode.USAGE
+    assert result.stderr.decode() == f"minitalk: {line}\n"
+
+
+@pytest.mark.parametrize("args", [["-h"], ["send", "-h"], ["serve", "-h"]])
+def test_dash_h_is_help(args: list[str]) -> None:
+    result = subprocess.run(
+        [*MINITALK, *args], capture_output=True, timeout=HANG_GUARD, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert b"Usage: minitalk" in result.stdout
+    assert result.stderr == b""
