@@ -1,7 +1,8 @@
 """Progress display for long sends: a rich bar on stderr, and a silent twin.
 
-The bar appears only when stderr is a terminal and the send has already taken
-``SHOW_AFTER`` seconds, so short sends, pipes, logs and tests never see it. rich is imported
+The bar appears only when stderr is a terminal, the send has already taken ``SHOW_AFTER``
+seconds and some of the message is still to go (a one-frame message that waited in the queue
+is done at its first progress), so short sends, pipes, logs and tests never see it. rich is imported
 only when a bar is actually shown, to keep the start of a short send cheap.
 """
 
@@ -44,8 +45,8 @@ class BarDisplay:
 
     def update(self, done: int, total: int) -> None:
         if self._progress is None:
-            if time.monotonic() - self._started < SHOW_AFTER:
-                return
+            if time.monotonic() - self._started < SHOW_AFTER or done >= total:
+                return  # short so far, or already done: a bar would only flash (0.0/0.0 KiB)
             self._start(total)
         now = time.monotonic()
         if self._origin is None:  # rates count from the first progress, not from the queue

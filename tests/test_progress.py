@@ -50,3 +50,14 @@ def test_imports_stay_lazy(module: str, absent: set[str]) -> None:
     )
     loaded = {name.split(".")[0] for name in json.loads(result.stdout)}
     assert not loaded & absent
+
+
+def test_no_bar_flashes_for_a_send_already_done(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A one-frame message that waited in the queue is done at its first progress: a bar
+    then would only flash "0.0/0.0 KiB"."""
+    monkeypatch.setattr(progress, "SHOW_AFTER", 0.0)
+    bar = BarDisplay()
+    for done, total in ((2, 2), (0, 0)):
+        bar.update(done, total)
+    assert bar._progress is None
+    bar.stop()
