@@ -13,6 +13,8 @@ from __future__ import annotations
 import os
 import pwd
 import signal
+import time
+from collections.abc import Callable
 
 from minitalk.errors import ServerGoneError, TargetError
 from minitalk.procview import (
@@ -29,6 +31,10 @@ from minitalk.transport import Process
 
 _CAP_KILL = 5  # capability bit in CapEff: may signal any process
 PID_MAX_LIMIT = 4_194_304  # the kernel's ceiling for pid_max on 64-bit Linux
+# A target whose command line is `minitalk serve` but which has not set up its signals yet is
+# starting (`serve & send $!`): it is watched (never signalled) this long, this often.
+STARTING_WAIT = 5.0
+STARTING_POLL = 0.01
 
 
 def not_a_peer_because(fields: dict[str, str]) -> str | None:
@@ -92,6 +98,20 @@ def _probe(process: Process) -> None:
         raise TargetError(f"cannot signal PID {process.pid}: {error.strerror}") from None
 
 
+def _starting_server(process: Process, ready: Callable[[], bool]) -> bool:
+    """``process`` runs `minitalk serve` but is not ready: wait for it, up to
+    ``STARTING_WAIT``, watching /proc (never signalling it). True once ``ready()``; False if
+    it is no minitalk server, exits or is not ready in time."""
+    if serving_mode(process.pid) is None:
+        return False
+    deadline = time.monotonic() + STARTING_WAIT
+    while time.monotonic() < deadline and process.alive():
+        time.sleep(STARTING_POLL)
+        if ready():
+            return True
+    return False
+
+
 def open_peer(pid: int, *, check_ignores: bool = True) -> tuple[Process, dict[str, str]]:
     """Hold ``pid`` by pidfd and check that it is a minitalk process we may signal; return it
     with the /proc/PID/status fields read for the check.
@@ -107,7 +127,16 @@ def open_peer(pid: int, *, check_ignores: bool = True) -> tuple[Process, dict[st
         _probe(process)
         fields = read_status(pid)
         reason = not_a_peer_because(fields) if check_ignores else None
+        if reason is not None and _starting_server(
+            process, lambda: not_a_peer_because(read_status(pid)) is None
+        ):
+            fields, reason = read_status(pid), None  # `serve & send $!`: it was starting
         if reason is not None and process.alive():
+            if serving_mode(pid) is not None:
+                raise TargetError(
+                    f"PID {pid} runs minitalk serve but was not ready within "
+                    f"{STARTING_WAIT:g} s: {reason}"
+                )
             raise TargetError(f"PID {pid} is not a minitalk server: {reason}")
         if not process.alive():
             raise ServerGoneError(f"PID {pid} exited")
@@ -198,6 +227,10 @@ def open_plain_server(pid: int, *, force: bool = False) -> Process:
         )
     process = open_plain_peer(pid)
     try:
+        if not force and not all(handles(pid, signum) for signum in DATA_SIGNALS):
+            _starting_server(  # `serve --classic & send --classic $!`: it may be starting
+                process, lambda: all(handles(pid, signum) for signum in DATA_SIGNALS)
+            )
         for signum in DATA_SIGNALS:
             if not force and not handles(pid, signum):
                 raise TargetError(

@@ -272,6 +272,20 @@ def test_python_dash_m_help_and_version() -> None:
         assert words in result.stdout.decode()
 
 
+@pytest.mark.parametrize("mode", [[], ["--classic"]], ids=["framed", "classic"])
+def test_a_send_to_a_server_still_starting_waits_for_it(procs: Processes, mode: list[str]) -> None:
+    """`serve & send $!`: the server's interpreter is still loading when the client looks,
+    so the PID does not ignore the signals yet. Its command line says `minitalk serve`: the
+    client watches it (never signalling it) until it is ready, instead of refusing it as
+    "not a minitalk server"."""
+    server = procs.popen([*MINITALK, "serve", *mode, "--count", "1"])
+    sent = procs.send(*mode, str(server.pid), "early bird", "--quiet")
+    assert sent.returncode == 0, sent.stderr
+    out, err = server.communicate(timeout=HANG_GUARD)
+    assert server.returncode == 0, err
+    assert out.decode().splitlines()[1:] == ["early bird"]
+
+
 def test_json_output_and_pid_file(procs: Processes, tmp_path: Path) -> None:
     pid_file = tmp_path / "server.pid"
     server = procs.serve("--json", "--count", "1", "--pid-file", str(pid_file))
