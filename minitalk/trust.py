@@ -137,7 +137,7 @@ def open_peer(pid: int, *, check_ignores: bool = True) -> tuple[Process, dict[st
                     f"PID {pid} runs minitalk serve but was not ready within "
                     f"{STARTING_WAIT:g} s: {reason}"
                 )
-            raise TargetError(f"PID {pid} is not a minitalk server: {reason}")
+            raise TargetError(f"PID {pid} is not a minitalk server: {reason}{_hint(pid, fields)}")
         if not process.alive():
             raise ServerGoneError(f"PID {pid} exited")
         process.uid = int(fields.get("Uid", "-1 -1").split()[1])
@@ -145,6 +145,14 @@ def open_peer(pid: int, *, check_ignores: bool = True) -> tuple[Process, dict[st
         process.close()
         raise
     return process, fields
+
+
+def _hint(pid: int, fields: dict[str, str]) -> str:
+    """For a process that catches both signals and is no shell: the mark of a plain
+    minitalk server (the exercise's handlers), which speaks the classic protocol."""
+    if mask(fields, "SigCgt") & USR_MASK != USR_MASK or is_shell(pid):
+        return ""
+    return "; if it is a plain minitalk server (they catch both), send with --classic"
 
 
 def _user(uid: int) -> str:

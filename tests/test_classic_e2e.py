@@ -385,6 +385,18 @@ def test_the_wrong_mode_is_named(procs: Processes) -> None:
     assert classic.stop()[0] == framed.stop()[0] == b""  # neither printed anything
 
 
+def test_a_framed_send_to_a_plain_c_server_hints_classic(
+    procs: Processes, c_peers: dict[str, str]
+) -> None:
+    server = _c_server(procs, c_peers)
+    result = procs.send(str(server.pid), "hi")
+    assert result.returncode == ExitCode.BAD_TARGET
+    assert result.stderr.endswith(
+        b"; if it is a plain minitalk server (they catch both), send with --classic\n"
+    )
+    assert server.stop()[0] == b""  # nothing was sent to it
+
+
 def test_classic_options_need_classic(procs: Processes) -> None:
     result = procs.send("123", "hi", "--bit-order", "lsb")
     assert result.returncode == ExitCode.USAGE
