@@ -90,7 +90,9 @@ def _errors_to_exit_codes() -> Iterator[None]:
 
 def _version(value: bool) -> None:
     if value:
-        print(f"minitalk {__version__}")
+        from minitalk.frame import VERSION  # noqa: PLC0415 (see the imports)
+
+        print(f"minitalk {__version__} (frame format 0x{VERSION:02x}; classic mode)")
         raise typer.Exit(0)
 
 
