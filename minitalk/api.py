@@ -218,9 +218,12 @@ def serve(
                         yield received.pop(0)
         finally:
             # A message is yielded as soon as it is written, while its sender still polls
-            # for the ACK: the drain lets that session end as it would have (ACK, BYE).
+            # for the ACK: the drain lets that session end as it would have (ACK, BYE). Not
+            # on another thread (a close or a collection there): the signals wait in the
+            # main thread, and _borrowed_signals says so.
             try:
-                driver.drain(config.session_timeout)
+                if threading.current_thread() is threading.main_thread():
+                    driver.drain(config.session_timeout)
             finally:
                 link.close()
         if link.stop_requested:
@@ -241,31 +244,57 @@ def _message(event: MessageReceived, uid: int) -> Message:
 
 @contextmanager
 def _borrowed_signals() -> Iterator[None]:
-    """Run the body with minitalk's signal set-up; restore the caller's afterwards."""
+    """Run the body with minitalk's signal set-up; restore the caller's afterwards, on the
+    thread that borrowed it (the only one whose mask it changed and the only one that may set
+    dispositions). A ``serve()`` generator closed or collected on another thread cannot do
+    that: it raises ``UsageError`` there and leaves the main thread's state alone (as
+    borrowed, not half restored)."""
     if threading.current_thread() is not threading.main_thread():
         raise UsageError(
             "minitalk's API must run on the main thread: only there can Python set signal "
             "dispositions, and a thread that does not block SIGUSR1/SIGUSR2 swallows them"
         )
+    owner = threading.get_ident()
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
     dispositions = {signum: signal.getsignal(signum) for signum in _BORROWED}
     try:
         yield
     finally:
-        _restore(mask, dispositions)
+        # Put back whatever interrupts it: each step sets a state outright, so a
+        # KeyboardInterrupt raised midway (a stop that was pending, run by Python between
+        # two steps, or at the final unblocking) is held while every step is done again,
+        # then raised. The loop sits right here, not in a function: CPython runs pending
+        # handlers when a function starts, which would be outside the ``try``.
+        interrupted: KeyboardInterrupt | None = None
+        while True:
+            try:
+                if threading.get_ident() != owner:
+                    raise UsageError(_ELSEWHERE)
+                _restore(mask, dispositions)
+                break
+            except KeyboardInterrupt as error:
+                interrupted = error
+        if interrupted is not None:
+            raise interrupted
 
+
+_ELSEWHERE = (
+    "a minitalk.serve() generator was closed on another thread than the main one, which lent "
+    "it its signal state: only the main thread can put it back, so SIGUSR1/SIGUSR2 stay "
+    "blocked there (close the generator on the main thread, or let its loop end)"
+)
 
 _Handler = Callable[[int, FrameType | None], Any] | int | None
 
 
 def _restore(mask: set[int | signal.Signals], dispositions: dict[signal.Signals, _Handler]) -> None:
-    # Still blocked: take any late data signal the caller did not block itself, so that
-    # unblocking cannot hand it to the caller's handler, or to SIG_DFL, which would kill us.
+    # Everything borrowed is blocked first, so that no stop lands midway from here on (one
+    # pending lands at the final unblocking, once all is back), and a late data signal the
+    # caller did not block is taken here, not by its handler or SIG_DFL, which would kill us.
+    signal.pthread_sigmask(signal.SIG_BLOCK, _BORROWED)
     late = [signum for signum in DATA_SIGNALS if signum not in mask]
-    if late:
-        signal.pthread_sigmask(signal.SIG_BLOCK, late)
-        while signal.sigtimedwait(late, 0) is not None:
-            pass
+    while late and signal.sigtimedwait(late, 0) is not None:
+        pass
     for signum, handler in dispositions.items():
         if handler is None:  # set outside Python; it cannot be put back from here
             continue

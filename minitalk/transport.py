@@ -28,6 +28,7 @@ import os
 import select
 import signal
 import sys
+import threading
 import time
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
@@ -328,16 +329,20 @@ class SignalWaiter:
         # already caught before it returns, so one that came at the very end of the body is
         # still recorded by on_stop, never raised by the handler put back.
         previous = {signum: signal.signal(signum, on_stop) for signum in self._stops}
+        owner = threading.get_ident()
         try:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, self._stops)
             yield
         finally:
-            try:
-                signal.pthread_sigmask(signal.SIG_BLOCK, self._stops)
-            finally:
-                for signum, handler in previous.items():
-                    if handler is not None:  # always set: block_signals took only these
-                        signal.signal(signum, handler)
+            # Not on another thread (a generator body closed there, api.serve): that
+            # thread's mask is not ours to change, nor may it set handlers; the API says so.
+            if threading.get_ident() == owner:
+                try:
+                    signal.pthread_sigmask(signal.SIG_BLOCK, self._stops)
+                finally:
+                    for signum, handler in previous.items():
+                        if handler is not None:  # always set: block_signals took only these
+                            signal.signal(signum, handler)
 
 
 class WaiterLink:
