@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from minitalk.errors import NoAnswerError
 from minitalk.protocol import (
     RECEIVER_TABLE,
     SENDER_TABLE,
@@ -34,6 +35,8 @@ def force_state(machine: Sender | Receiver, state: SenderState | ReceiverState) 
         assert isinstance(state, SenderState)
         machine._state = state
         machine._row = SENDER_TABLE[state]
+        if state in (SenderState.LEAVING, SenderState.LINGERING):  # leaving: it gave up
+            machine._leaving = NoAnswerError("gave up (forced)")
     else:
         assert isinstance(state, ReceiverState)
         machine._state = state

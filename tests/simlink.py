@@ -309,6 +309,7 @@ class Network:
         self.server_stopped = False  # SIGSTOP: the server takes nothing and its clock waits
         self.unadmitted: set[int] = set()  # PIDs the server's link refuses to hold
         self.output_broken = False  # the server's output is gone: a write fails (OutputError)
+        self._turn = 0  # which client looks first for a pending signal (step)
         self.server = ServerDriver(self.receiver, SimServerLink(self), self._write)
 
     def _write(self, event: MessageReceived, uid: int) -> None:
@@ -481,10 +482,15 @@ class Network:
         """One process runs on a pending signal (server first), else time jumps to the next
         deadline."""
         self.now += latency
-        if self.deliver_to_server():
+        if self.deliver_to_server() or self.run_server(due_only=True):
             return True
-        for pid, client in self.clients.items():
-            if client.alive and client.link.pending and self.run_client(pid):
+        # Clients take turns, and one whose deadline passed runs too (each runs on its own
+        # CPU in truth): otherwise a busy client and the server would hold up the others,
+        # their signals and their timers, for as long as they keep each other busy.
+        pids = list(self.clients)
+        self._turn = (self._turn + 1) % max(len(pids), 1)
+        for pid in pids[self._turn :] + pids[: self._turn]:
+            if self.run_client(pid):
                 return True
         return self.advance_to_next_deadline()
 

@@ -18,6 +18,7 @@ from tests.conftest import (
     MINITALK,
     Processes,
     _read_line,
+    admitted_send,
     signal_masks,
     wait_for,
     wchan_visible,
@@ -274,6 +275,51 @@ def test_a_serve_closed_on_another_thread_says_so_and_touches_nothing_there(
     assert "closed on another thread than the main one" in str(closed["refused"])
     assert closed["own_mask_kept"] is True
     assert closed["still_borrowed"] is True  # as the error says: not half restored
+
+
+# A send that gives up while queued, in a program with handlers of its own.
+QUEUED_GIVE_UP = textwrap.dedent(
+    """
+    import json, signal, sys
+    import minitalk
+    caught = []
+    for signum in (signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(signum, lambda signum, frame: caught.append(signum))
+    try:
+        minitalk.send(int(sys.argv[1]), "queued", timeout=0.5)
+    except minitalk.errors.NoAnswerError as error:
+        print(json.dumps({"gave_up": str(error)}), flush=True)
+    sys.stdin.readline()  # the test: the server has served everyone since
+    print(json.dumps({"caught": caught}), flush=True)
+    """
+)
+
+
+def test_a_send_that_gave_up_while_queued_is_never_granted_later(
+    procs: Processes, tmp_path: Path
+) -> None:
+    """The server used to grant the line to the program long after its send() had given up:
+    the GRANT reached the program's own SIGUSR1 handler, and the line waited 3 s for
+    nobody. The client now leaves the queue (LEAVE, answered LEFT) before it returns."""
+    server = procs.serve()
+    long_text = tmp_path / "long.txt"
+    long_text.write_text("x" * 60_000)  # holds the line for seconds
+    first = admitted_send(procs, server, "--file", str(long_text))
+    program = procs.popen(
+        [sys.executable, "-c", QUEUED_GIVE_UP, str(server.pid)], stdin=subprocess.PIPE
+    )
+    assert program.stdout is not None
+    assert program.stdin is not None
+    gave_up = json.loads(_read_line(program.stdout, HANG_GUARD))
+    assert "still waiting for its turn" in gave_up["gave_up"]
+    assert first.wait(timeout=HANG_GUARD) == 0
+    after = procs.send(str(server.pid), "after", "--quiet")  # served once the queue is done
+    assert after.returncode == 0, after.stderr
+    program.stdin.write(b"\n")
+    program.stdin.flush()
+    assert json.loads(_read_line(program.stdout, HANG_GUARD)) == {"caught": []}
+    out, _, _ = server.stop()
+    assert out.decode().splitlines() == ["x" * 60_000, "after"]
 
 
 def test_serve_refuses_a_bad_count() -> None:

@@ -221,6 +221,7 @@ def test_a_trickling_client_loses_the_line_to_the_queue() -> None:
         assert answers == verdict_bits(Verdict.ACK)
         offset += 1
         now += SESSION_TIMEOUT * 0.9  # a good frame just within the session timeout
+        receiver.receive(11, REQUEST, now)  # 11 keeps its place, asking again
         receiver.handle_timer(now)
         _poll_out(receiver, 10, now)
     assert receiver.peer == 11

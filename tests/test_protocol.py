@@ -19,8 +19,12 @@ from minitalk.protocol import (
     CONTINUE,
     FRAME_OVER,
     GRANT,
+    LEAVE,
+    LEFT,
     MIN_PAYLOAD,
     PEER_CHECK,
+    QUEUE_PLACE_KEPT,
+    QUEUE_POLL,
     RECEIVER_TABLE,
     REPLY_TIMEOUT,
     REQUEST,
@@ -31,6 +35,7 @@ from minitalk.protocol import (
     MessageReceived,
     Receiver,
     ReceiverState,
+    Released,
     Sender,
     SenderState,
     ServerView,
@@ -819,3 +824,128 @@ def test_a_send_after_one_that_gave_up_from_the_same_process_is_delivered(steps:
     assert retry.succeeded, retry.sender.error
     printed = net.printed_texts()
     assert printed in (["retry"], [_OLD_TEXT, "retry"])
+
+
+# -- leaving the queue: nothing is sent to a client once it gave up -----------------------------
+
+
+def test_a_queued_client_that_leaves_is_answered_left_and_never_granted() -> None:
+    receiver = Receiver()
+    receiver.receive(10, REQUEST, 0.0)
+    receiver.receive(11, REQUEST, 0.0)
+    receiver.receive(12, REQUEST, 0.0)
+    receiver.replies()
+    receiver.receive(11, LEAVE, 0.5)
+    assert receiver.replies() == [(11, LEFT)]
+    assert receiver.queue == [12]
+    assert Released(11) in drain_events(receiver)
+    receiver.peer_gone(10, 0.6)  # the line frees: 12 is next, 11 is told nothing more
+    assert receiver.replies() == [(12, GRANT)]
+
+
+def test_a_queued_client_that_stops_asking_loses_its_place() -> None:
+    """A process that sent one REQUEST and sleeps (or a client that gave up without a word)
+    kept its place for ever: 66 of them made a real client wait 194 s, or told it BUSY."""
+    receiver = Receiver(max_queue=2)
+    receiver.receive(10, REQUEST, 0.0)  # the peer
+    receiver.receive(11, REQUEST, 0.0)  # asks once, then never again
+    receiver.receive(12, REQUEST, 0.0)
+    now = 0.0
+    while now < QUEUE_PLACE_KEPT + QUEUE_POLL:
+        now += QUEUE_POLL
+        receiver.receive(12, REQUEST, now)  # a real client asks again every queue_poll
+    receiver.receive(13, REQUEST, now)  # room again: the silent one's place is free
+    assert receiver.queue == [12, 13]
+    assert (13, WAIT) in receiver.replies()
+    assert Released(11) in drain_events(receiver)
+    receiver.peer_gone(10, now)
+    assert receiver.replies() == [(12, GRANT)]
+
+
+def test_a_silent_queued_client_is_skipped_when_the_line_frees() -> None:
+    receiver = Receiver()
+    receiver.receive(10, REQUEST, 0.0)
+    receiver.receive(11, REQUEST, 0.0)
+    receiver.receive(12, REQUEST, 0.0)
+    receiver.receive(12, REQUEST, QUEUE_PLACE_KEPT)
+    receiver.replies()
+    receiver.peer_gone(10, QUEUE_PLACE_KEPT + 0.1)
+    assert receiver.replies() == [(12, GRANT)]
+    assert Released(11) in drain_events(receiver)
+
+
+def _state(sender: Sender) -> SenderState:
+    return sender.state  # read afresh (mypy would keep an earlier assert's narrowing)
+
+
+def _queued_sender(timeout: float) -> Sender:
+    sender = Sender(b"hi", timeout=timeout)
+    sender.start(0.0)
+    sender.symbols_to_send()
+    sender.sent(0.0)
+    sender.receive(WAIT, 0.001)
+    assert _state(sender) is SenderState.QUEUED
+    return sender
+
+
+def test_a_sender_whose_timeout_passes_while_queued_leaves_first() -> None:
+    sender = _queued_sender(timeout=0.5)
+    sender.handle_timer(0.5, ServerView())
+    assert _state(sender) is SenderState.LEAVING
+    assert sender.symbols_to_send() == [LEAVE]
+    sender.sent(0.5)
+    assert not sender.finished  # not before the server said it let go of us
+    sender.receive(LEFT, 0.501)
+    assert _state(sender) is SenderState.FAILED
+    assert isinstance(sender.error, NoAnswerError)
+    assert "still waiting for its turn" in str(sender.error)
+
+
+@pytest.mark.parametrize("sent_first", [True, False])
+def test_a_grant_that_crosses_the_leave_is_waited_out_in_silence(sent_first: bool) -> None:
+    """The server granted us just as we left: it takes our LEAVE for a frame's first bit
+    (or, if the GRANT came before the LEAVE went out, never sees one). Either way we stay
+    silent, taking what it still sends (an answer, a stall notice) before failing."""
+    sender = _queued_sender(timeout=0.5)
+    sender.handle_timer(0.5, ServerView())
+    if sent_first:
+        sender.symbols_to_send()
+        sender.sent(0.5)
+    sender.receive(GRANT, 0.5001)
+    assert _state(sender) is SenderState.LINGERING
+    assert sender.symbols_to_send() == []  # an unsent LEAVE is dropped
+    sender.receive(CONTINUE, 0.5002)
+    sender.receive(FRAME_OVER, 0.56)  # the stall notice
+    assert not sender.finished
+    timer = sender.get_timer()
+    assert timer is not None
+    assert timer > 0.5 + 2 * STALL_TIMEOUT
+    sender.handle_timer(timer, ServerView())
+    assert _state(sender) is SenderState.FAILED
+    assert sender.symbols_to_send() == []
+
+
+def test_a_request_out_as_the_timeout_passes_is_answered_before_leaving() -> None:
+    sender = _queued_sender(timeout=5.0)
+    sender.handle_timer(QUEUE_POLL + 0.01, ServerView())  # queue_poll: asks again
+    assert sender.symbols_to_send() == [REQUEST]
+    sender.sent(QUEUE_POLL + 0.01)
+    sender.handle_timer(5.0, ServerView())  # the --timeout, with that request out
+    assert _state(sender) is SenderState.REQUESTING
+    assert sender.symbols_to_send() == []  # two answers outstanding could merge
+    sender.receive(WAIT, 5.0001)
+    assert _state(sender) is SenderState.LEAVING
+    assert sender.symbols_to_send() == [LEAVE]
+
+
+def test_a_queued_send_that_times_out_leaves_and_is_never_signalled_again() -> None:
+    net = Network()
+    first = net.add_client(10, "x" * 3000)
+    net.deliver_to_server()  # 10 has the line
+    second = net.add_client(11, "late", timeout=0.01)
+    net.run()
+    assert first.succeeded
+    assert isinstance(second.sender.error, NoAnswerError)
+    assert net.receiver.queue == []
+    assert second.pending == {}  # no GRANT came after it left
+    assert net.printed_texts() == ["x" * 3000]

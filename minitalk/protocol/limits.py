@@ -14,6 +14,8 @@ FRAME_OVER = 1  # server -> client: frame finished or abandoned, poll the verdic
 POLL = 0  # client -> server: send me the next verdict bit
 BYE = 1  # client -> server: I have the final ACK, the session is over
 BYE_ACK = 0  # server -> client: answer to BYE
+LEAVE = 0  # client -> server, while queued: I give up my place (my --timeout passed)
+LEFT = 1  # server -> client: answer to LEAVE; you are out of the queue, nothing more comes
 
 # Timeouts, in seconds. The ordering stall_timeout < bit_timeout and frame_timeout <
 # session_timeout, with reply_timeout and queue_poll below session_timeout, is what keeps the
@@ -24,6 +26,10 @@ FRAME_TIMEOUT = 0.5
 REPLY_TIMEOUT = 1.0
 QUEUE_POLL = 1.0
 SESSION_TIMEOUT = 3.0
+# A queued client asks again every queue_poll; one that has not asked for this long (a poll
+# lost to a merge and the next one late too) has left, or never was a client (a process that
+# sent one REQUEST and sleeps): it loses its place and is never granted the line.
+QUEUE_PLACE_KEPT = QUEUE_POLL + 2 * REPLY_TIMEOUT
 # While the server waits on its peer, it looks this often whether the peer still exists, so a
 # client that exits (a lost BYE, a --timeout right after its grant) frees the line at once.
 PEER_CHECK = 0.1

@@ -2,9 +2,12 @@
 
 The receiver serves one peer at a time; everyone else who asks is queued in arrival order
 (one place per PID, so a flood of requests pushes nobody back), or, when the queue is full or
-the server is closing, owed a refusal. A refusal travels like any verdict: the client is sent
-GRANT, its first frame bit is answered with FRAME_OVER and its polls with the verdict's bits,
-so an ordinary sender needs no special case. Everything here is bounded: ``max_queue`` waiting
+the server is closing, owed a refusal. A queued client keeps its place by asking again (every
+``queue_poll``); one silent for ``QUEUE_PLACE_KEPT`` has left and is never granted, and one
+that gives up says so (LEAVE) and is answered LEFT: after that nothing is sent to it. A
+refusal travels like any verdict: the client is sent GRANT, its first frame bit is answered
+with FRAME_OVER and its polls with the verdict's bits, so an ordinary sender needs no special
+case. Everything here is bounded: ``max_queue`` waiting
 clients and ``max_notices`` refusals, the oldest refusal forgotten first. Each PID this piece
 lets go of is kept for ``take_released`` so the driver can close its handle. Each method returns
 the replies it produces; the receiver passes them on.
@@ -16,7 +19,16 @@ from collections import deque
 from collections.abc import Sequence
 from enum import Enum, auto
 
-from minitalk.protocol.limits import FRAME_OVER, GRANT, MAX_NOTICES, MAX_QUEUE, REQUEST, WAIT
+from minitalk.protocol.limits import (
+    FRAME_OVER,
+    GRANT,
+    LEFT,
+    MAX_NOTICES,
+    MAX_QUEUE,
+    QUEUE_PLACE_KEPT,
+    REQUEST,
+    WAIT,
+)
 from minitalk.protocol.verdicts import Verdict, verdict_bits
 
 Reply = tuple[int, int]  # (PID, symbol)
@@ -35,6 +47,7 @@ class Line:
         self.max_notices = max_notices
         self.state = LineState.OPEN
         self.queue: deque[int] = deque()
+        self.asked: dict[int, float] = {}  # queued PID -> when it last asked
         # PID -> (the whole refusal: FRAME_OVER and the verdict's bits, replies still owed)
         self.notices: dict[int, tuple[list[int], list[int]]] = {}
         self._released: list[int] = []  # PIDs let go of since the receiver last looked
@@ -48,25 +61,48 @@ class Line:
         released, self._released = self._released, []
         return released
 
-    def ask(self, pid: int, line_free: bool) -> list[Reply] | None:
+    def ask(self, pid: int, line_free: bool, now: float) -> list[Reply] | None:
         """A REQUEST from ``pid``, which is not the peer and owed nothing. None if it is to be
         granted the line now; otherwise the replies that queue (WAIT) or refuse it."""
         if self.state is LineState.CLOSING:
             return self.refuse(pid, Verdict.GOING_AWAY)
         if line_free:
             return None
-        if pid in self.queue:
+        self._forget_silent(now)
+        if pid in self.asked:
+            self.asked[pid] = now
             return [(pid, WAIT)]
         if len(self.queue) < self.max_queue:
             self.queue.append(pid)
+            self.asked[pid] = now
             return [(pid, WAIT)]
         return self.refuse(pid, Verdict.BUSY)
 
-    def next_in_line(self) -> int | None:
-        """The next client to grant once the line is free, or None (empty, or closing)."""
-        if self.state is LineState.CLOSING or not self.queue:
+    def leave(self, pid: int) -> Reply:
+        """A LEAVE from the queued ``pid``: it gave up. Out of the queue, answered LEFT."""
+        self.queue.remove(pid)
+        del self.asked[pid]
+        self._released.append(pid)
+        return (pid, LEFT)
+
+    def next_in_line(self, now: float) -> int | None:
+        """The next client to grant once the line is free, or None (empty, or closing); those
+        that stopped asking are let go on the way."""
+        if self.state is LineState.CLOSING:
             return None
-        return self.queue.popleft()
+        self._forget_silent(now)
+        if not self.queue:
+            return None
+        pid = self.queue.popleft()
+        del self.asked[pid]
+        return pid
+
+    def _forget_silent(self, now: float) -> None:
+        """Let go of every queued client that has not asked for ``QUEUE_PLACE_KEPT``."""
+        for pid in [pid for pid in self.queue if now - self.asked[pid] >= QUEUE_PLACE_KEPT]:
+            self.queue.remove(pid)
+            del self.asked[pid]
+            self._released.append(pid)
 
     def refuse(
         self, pid: int, verdict: Verdict, *, granted: bool = False, detail: Sequence[int] = ()
@@ -97,12 +133,15 @@ class Line:
             self._released.append(pid)
         return reply
 
-    def close(self) -> list[Reply]:
+    def close(self, now: float) -> list[Reply]:
         """Shut down: refuse every queued client with GOING_AWAY, and every later asker."""
         self.state = LineState.CLOSING
+        self._forget_silent(now)  # gone: nothing is sent to them
         replies: list[Reply] = []
         while self.queue:
-            replies += self.refuse(self.queue.popleft(), Verdict.GOING_AWAY)
+            pid = self.queue.popleft()
+            del self.asked[pid]
+            replies += self.refuse(pid, Verdict.GOING_AWAY)
         return replies
 
     def gone(self, pid: int) -> None:
@@ -110,6 +149,7 @@ class Line:
         if self.notices.pop(pid, None) is not None or pid in self.queue:
             if pid in self.queue:
                 self.queue.remove(pid)
+                del self.asked[pid]
             self._released.append(pid)
 
     def known(self) -> set[int]:

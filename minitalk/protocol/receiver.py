@@ -300,7 +300,8 @@ class _ReceiverCore:
         self._decoder.reset()
         if session.pid not in self.line.notices:
             self._events.append(Released(session.pid))
-        following = self.line.next_in_line()
+        following = self.line.next_in_line(now)
+        self._collect_released()  # those that stopped asking, let go on the way
         if following is not None:
             self._grant(following, now)
 
@@ -506,12 +507,15 @@ class Receiver(_PeerTransitions):
         if pid in self.line.notices:
             self._reply(self.line.notice_symbol(pid, symbol))
         elif symbol == REQUEST:
-            replies = self.line.ask(pid, line_free=session is None)
+            replies = self.line.ask(pid, line_free=session is None, now=now)
             if replies is None:
                 self._grant(pid, now)
             else:
                 self._reply(*replies)
-        # A 0 from anyone but the peer is a stray or a stale repeat: never data, no answer.
+        elif pid in self.line.asked:  # LEAVE: a queued client gave up its place
+            self._reply(self.line.leave(pid))
+        # Any other 0 from anyone but the peer is a stray or a stale repeat: never data, no
+        # answer.
         self._collect_released()
 
     def stray(self, now: float) -> None:
@@ -619,7 +623,7 @@ class Receiver(_PeerTransitions):
         partial message is dropped, never printed. A session whose message is complete keeps
         the line until its final ACK is polled and its BYE arrives (or its deadline passes),
         and a verdict that ends the session anyway (a refusal, NOT_WRITTEN) is still told."""
-        self._reply(*self.line.close())
+        self._reply(*self.line.close(now))
         session = self.session
         if session is not None and self._state in _SENDING_STATES and not session.assembly.complete:
             self._going_away(session, now, granted=True)

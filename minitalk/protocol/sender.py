@@ -41,12 +41,15 @@ from minitalk.protocol.limits import (
     BYE,
     CONTINUE,
     GRANT,
+    LEAVE,
+    LEFT,
     MAX_ATTEMPTS,
     MIN_PAYLOAD,
     POLL,
     QUEUE_POLL,
     REPLY_TIMEOUT,
     REQUEST,
+    STALL_TIMEOUT,
 )
 from minitalk.protocol.look import Look, LookResult
 from minitalk.protocol.verdicts import (
@@ -130,6 +133,8 @@ class SenderState(Enum):
     POLLING = auto()  # polling the verdict bits
     RESYNC = auto()  # confused: silent until the server has dropped the partial frame
     CLOSING = auto()  # every frame acknowledged, BYE sent: its answer is awaited, briefly
+    LEAVING = auto()  # gave up while queued: LEAVE sent, its answer (LEFT) awaited, briefly
+    LINGERING = auto()  # gave up, but granted as it left: silent while the server lets go
     DONE = auto()  # BYE answered (or its answer overdue: the message is through either way)
     FAILED = auto()  # gave up; ``error`` says why
 
@@ -204,6 +209,7 @@ class _SenderCore:
         self._failing_since = 0.0  # when the current frame first failed
         self._last_view = ServerView()  # what the driver saw when the last deadline passed
         self._unanswered = 0  # requests in a row that got no answer at all
+        self._leaving: MinitalkError | None = None  # gave up while queued: the error, once out
         self._waiting_since = 0.0  # when the outstanding symbol was sent (or the server ran)
         self.frame = next_frame(message, 0, nonce, max_payload)
         self._bits = to_bits(encode_frame(self.frame))
@@ -285,6 +291,9 @@ class _SenderTransitions(_SenderCore):
         self._emit(REQUEST, now, self.reply_timeout)
 
     def _request_unanswered(self, now: float) -> None:
+        if self._leaving is not None:  # no answer to the request out as we gave up
+            self._gone(now)
+            return
         self._unanswered += 1
         if self._unanswered >= self.max_attempts:
             self._fail(
@@ -301,6 +310,12 @@ class _SenderTransitions(_SenderCore):
 
     def _requesting_answer(self, symbol: int, now: float) -> None:
         self._unanswered = 0
+        if self._leaving is not None:  # the request was out when the --timeout passed
+            if symbol == GRANT:
+                self._linger(now)
+            else:
+                self._send_leave(now)
+            return
         if symbol == GRANT:
             self._start_frame(now)
             return
@@ -313,6 +328,44 @@ class _SenderTransitions(_SenderCore):
     def _queued_answer(self, symbol: int, now: float) -> None:
         if symbol == GRANT:
             self._start_frame(now)
+
+    def _leave(self, error: MinitalkError, now: float) -> None:
+        """The --timeout passed while queued. Leaving without a word would leave our place in
+        the queue, and the server would grant it later to a process that went on with other
+        things (a program's ``send()`` that timed out): its GRANT would reach the program's
+        own handler. So LEAVE, and fail once it is answered LEFT; a request still out is
+        answered first (two answers outstanding could merge), for ``bit_timeout`` at most."""
+        self._leaving = error
+        self.give_up_at = None
+        if self._state is SenderState.QUEUED:
+            self._send_leave(now)
+        elif self.deadline is not None:
+            self.deadline = min(self.deadline, self._waiting_since + self.bit_timeout)
+
+    def _send_leave(self, now: float) -> None:
+        self.state = SenderState.LEAVING
+        self._emit(LEAVE, now, self.bit_timeout)
+
+    def _leave_answered(self, symbol: int, now: float) -> None:
+        if symbol == LEFT:
+            self._gone(now)
+        else:  # GRANT crossed our LEAVE, which the server takes for a frame's first bit
+            self._linger(now)
+
+    def _linger(self, now: float) -> None:
+        """Granted as we left: the server answers our LEAVE as a frame bit, then sends a
+        stall notice after ``STALL_TIMEOUT``, and falls silent (it ends the session once its
+        timeout passes, sending nothing). Take all that before failing, so none of it
+        reaches whoever has the process next."""
+        self.state = SenderState.LINGERING
+        self.look.cancel()
+        self.deadline = now + 2 * STALL_TIMEOUT + self.bit_timeout
+
+    def _gone(self, now: float) -> None:
+        error = self._leaving
+        if error is None:
+            raise LocalProtocolError(f"{self._state} without giving up")
+        self._fail(error)
 
     def _start_frame(self, now: float) -> None:
         self.state = SenderState.SENDING
@@ -490,7 +543,7 @@ class Sender(_SenderTransitions):
                 self._outbox.clear()
                 self._resync(now)
                 return
-            if state is SenderState.REQUESTING or state is SenderState.QUEUED:
+            if state in _ASKING_STATES:
                 self._outbox.clear()
         self._row.answer(self, symbol, now)
 
@@ -570,7 +623,12 @@ class Sender(_SenderTransitions):
             return
         if self.give_up_at is not None and now >= self.give_up_at:
             why = _why(self, view)
-            self._fail(NoAnswerError(f"gave up after the --timeout of {self.timeout:g} s{why}"))
+            error = NoAnswerError(f"gave up after the --timeout of {self.timeout:g} s{why}")
+            state = self._state
+            if state is SenderState.QUEUED or state is SenderState.REQUESTING:
+                self._leave(error, now)  # the request out may have queued us
+            else:
+                self._fail(error)
             return
         deadline = self.deadline
         if deadline is None or now < deadline:
@@ -578,7 +636,8 @@ class Sender(_SenderTransitions):
             if look is not None and now >= look:
                 self._look(now, view)
             return
-        patience = self._row.patience
+        # Giving up: no more patience, only the last answer's short wait.
+        patience = Patience.NONE if self._leaving is not None else self._row.patience
         # A server blocked writing still holds our REQUEST pending (minitalk blocks the
         # signals); a process that merely ignores them never holds one (an ignored,
         # unblocked signal is discarded when sent): only the first is waited for.
@@ -611,6 +670,11 @@ class Sender(_SenderTransitions):
             self._outbox.append(self.last_symbol)
 
 
+# Asking for the line, or leaving the queue: an answer before our symbol went out answers the
+# one before; the unsent symbol is dropped.
+_ASKING_STATES = frozenset({SenderState.REQUESTING, SenderState.QUEUED, SenderState.LEAVING})
+
+
 def _why(sender: _SenderCore, view: ServerView) -> str:
     """What a send that gives up was waiting for, in plain words, from what the driver saw."""
     if view.stopped:
@@ -627,12 +691,13 @@ def _why(sender: _SenderCore, view: ServerView) -> str:
 M = Sender
 S = SenderState
 P = Patience
-_ASKING = frozenset({S.SENDING, S.QUEUED, S.REQUESTING, S.FAILED})
-_QUEUED = frozenset({S.SENDING, S.REQUESTING, S.FAILED})
+_ASKING = frozenset({S.SENDING, S.QUEUED, S.REQUESTING, S.LEAVING, S.LINGERING, S.FAILED})
+_QUEUED = frozenset({S.SENDING, S.REQUESTING, S.LEAVING, S.FAILED})
 _FRAMING = frozenset({S.POLLING, S.RESYNC, S.REQUESTING, S.FAILED})
 _VERDICT = frozenset({S.SENDING, S.CLOSING, S.RESYNC, S.REQUESTING, S.FAILED})
 _SILENT = frozenset({S.REQUESTING, S.FAILED})
 _ENDED = frozenset({S.DONE, S.FAILED})
+_LEAVING = frozenset({S.LINGERING, S.FAILED})
 # The sender's whole behaviour, one row per state (docs/protocol.md): what an answer does, how
 # the deadline may stretch, whether a look is kept, what the deadline's expiry does, and every
 # state the row may lead to.
@@ -645,6 +710,8 @@ SENDER_TABLE: dict[SenderState, SenderRow] = {
     S.POLLING: SenderRow(M._polling_answer, P.HOLDING, True, M._silence, _VERDICT),
     S.RESYNC: SenderRow(M._ignore, P.NONE, False, M._silence, _SILENT),
     S.CLOSING: SenderRow(M._closed, P.NONE, False, M._bye_unanswered, _ENDED),
+    S.LEAVING: SenderRow(M._leave_answered, P.NONE, True, M._gone, _LEAVING),
+    S.LINGERING: SenderRow(M._ignore, P.NONE, False, M._gone, frozenset({S.FAILED})),
     S.DONE: SenderRow(M._ignore, P.NONE, False, None, frozenset()),
     S.FAILED: SenderRow(M._ignore, P.NONE, False, None, frozenset()),
 }
