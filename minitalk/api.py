@@ -7,9 +7,13 @@ SIGTERM and SIGHUP while it works (those the caller neither ignores, blocks nor 
 itself), so that a stop lands between its steps (see ``serve``). When they are done, however
 they end, the caller's signal mask and the dispositions of those signals are put back as they
 were, with one exception: SIGUSR1/SIGUSR2 that had the default action (terminate) stay ignored,
-because a server may still answer late (after a send that timed out, or a lost BYE) and that
-answer must not kill the caller. A data signal still pending at the end is taken first, so it
-cannot reach the caller's own handler.
+because a server may still answer late (after a send that gave up mid-message, or a lost BYE)
+and a client may still ask after a serve, and that signal must not kill the caller. Children
+started later inherit the ignoring; it does not make them pass for minitalk peers, which also
+block ``procview.PEER_MARK`` while they run. A data signal still pending at the end is taken
+first, so it cannot reach the caller's own handler; a send that gives up while queued leaves
+the queue (LEAVE) before it returns, so it is never granted later. The restore is done on the
+borrowing thread whatever interrupts it (a ``KeyboardInterrupt`` is held until it is done).
 
 Main thread only, and this is why: ``signal.signal`` may only be called from the main thread,
 and Python runs signal handlers only there; ``pthread_sigmask`` blocks the signals in the

@@ -16,6 +16,12 @@ from dataclasses import dataclass
 DATA_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)  # symbol 0 travels as SIGUSR1, 1 as SIGUSR2
 # /proc/PID/status masks: bit (signum - 1) is set when that signal is blocked/ignored/caught.
 USR_MASK = (1 << (signal.SIGUSR1 - 1)) | (1 << (signal.SIGUSR2 - 1))
+# Every minitalk process blocks this signal while it runs (transport.block_signals) and waits
+# for nothing on it, so /proc shows it blocked even while it sleeps in sigtimedwait (which
+# lifts the block of the signals waited for). Ignoring both data signals is not enough to be a
+# peer: a program that used minitalk's API keeps them ignored, and its children inherit that.
+PEER_MARK = signal.SIGRTMAX
+MARK_MASK = 1 << (PEER_MARK - 1)
 
 
 def read_status(pid: int) -> dict[str, str]:

@@ -35,7 +35,7 @@ from contextlib import contextmanager
 from types import FrameType
 
 from minitalk.errors import UnsupportedPlatformError
-from minitalk.procview import DATA_SIGNALS, USR_MASK, process_state
+from minitalk.procview import DATA_SIGNALS, PEER_MARK, USR_MASK, process_state
 
 _WAITED = frozenset(DATA_SIGNALS)
 _SYMBOL: dict[int, int] = {signal.SIGUSR1: 0, signal.SIGUSR2: 1}
@@ -90,7 +90,7 @@ def block_signals(*, stops: bool = False) -> frozenset[int]:
     with a handler of the caller's own, which stays the caller's.
     """
     require_linux()
-    before = signal.pthread_sigmask(signal.SIG_BLOCK, _WAITED)
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, _WAITED | {PEER_MARK})
     for signum in DATA_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
     for stop in (signal.SIGTERM, signal.SIGHUP):  # a kill, or the terminal closed

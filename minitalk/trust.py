@@ -1,11 +1,13 @@
 """Whom minitalk may signal, checked here once for both sides (docs/protocol.md, "Trust").
 
 A process is signalled only once it is held by a pidfd opened *before* its checks, is seen to
-ignore both signals (``SigIgn``: the mark of every minitalk process; a process that catches
-them, like an interactive shell or a daemon, would act on them, and one that only blocks them
-dies when it unblocks them), has passed a signal-0 probe through that pidfd, and is still alive
-after all that, so the /proc entry read was its own. In classic mode a plain minitalk catches
-the signals, so there (and only there) catching counts, and the caller asks before each signal.
+ignore both signals (``SigIgn``: a process that catches them, like an interactive shell or a
+daemon, would act on them, and one that only blocks them dies when it unblocks them) and to
+block ``PEER_MARK`` (``SigBlk``: every minitalk process does while it runs; a process that
+merely inherited the ignoring does not), has passed a signal-0 probe through that pidfd, and
+is still alive after all that, so the /proc entry read was its own. In classic mode a plain
+minitalk catches the signals, so there (and only there) catching counts, and the caller asks
+before each signal.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from collections.abc import Callable
 from minitalk.errors import ServerGoneError, TargetError
 from minitalk.procview import (
     DATA_SIGNALS,
+    MARK_MASK,
+    PEER_MARK,
     USR_MASK,
     ancestors,
     handles,
@@ -37,7 +41,7 @@ STARTING_WAIT = 5.0
 STARTING_POLL = 0.01
 
 
-def not_a_peer_because(fields: dict[str, str]) -> str | None:
+def not_a_peer_because(fields: dict[str, str]) -> str | None:  # noqa: PLR0911 (one per reason)
     """Why the process whose /proc/PID/status ``fields`` these are is not a minitalk
     process, or None if it is one (it ignores both SIGUSR1 and SIGUSR2, as every minitalk
     process does). A process that catches the signals acts on them (an interactive shell
@@ -48,7 +52,13 @@ def not_a_peer_because(fields: dict[str, str]) -> str | None:
     if fields.get("Kthread") == "1" or "VmSize" not in fields:
         return "it is a kernel thread or a zombie, with no memory of its own"
     if mask(fields, "SigIgn") & USR_MASK == USR_MASK:
-        return None
+        if mask(fields, "SigBlk") & MARK_MASK:
+            return None
+        return (
+            "it ignores SIGUSR1/SIGUSR2 but runs no minitalk (which also blocks signal "
+            f"{PEER_MARK} while it runs): a child of a program that once used minitalk's API, "
+            "say, which inherited the ignoring"
+        )
     if mask(fields, "SigCgt") & USR_MASK:
         return (
             "it catches SIGUSR1/SIGUSR2 with a handler of its own (as a shell or a daemon "

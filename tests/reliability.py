@@ -38,7 +38,8 @@ import os, random, signal, sys, time
 target, rate, kind = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
 bystanders = [int(pid) for pid in sys.argv[4:]]
 if kind == "polite":
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1, signal.SIGUSR2})
+    # as a minitalk process does: both data signals ignored, and the peer mark blocked
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1, signal.SIGUSR2, signal.SIGRTMAX})
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     signal.signal(signal.SIGUSR2, signal.SIG_IGN)
 

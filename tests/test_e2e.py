@@ -337,17 +337,27 @@ def test_send_timeout_bounds_the_whole_send(procs: Processes) -> None:
     assert result.stderr == said
 
 
-def test_a_sleeping_process_that_ignores_both_signals_is_given_up_on(procs: Processes) -> None:
-    """It passes the is-it-minitalk check (it ignores both signals, as any child of a program
-    that once called minitalk.send() does) but sleeps outside a signal wait and never answers:
-    minitalk 1.0 took that for a server busy writing and waited for ever. Now only a target
-    that has answered is owed that patience; this one is asked --attempts times."""
-    sleeper = procs.popen(["sh", "-c", "trap '' USR1 USR2; exec sleep 600"])
-    wait_for(
-        lambda: Path(f"/proc/{sleeper.pid}/comm").read_text().strip() == "sleep"
-        and signal_masks(sleeper.pid)["SigIgn"] & USR_BITS == USR_BITS,
-        "the sleeper ignores both signals and sleeps",
-    )
+# A process that passes the is-it-minitalk check (it ignores both data signals and blocks the
+# peer mark) but sleeps outside any signal wait and never answers. (It does not block the data
+# signals, so it never holds one pending: one that did would look exactly like a server
+# blocked writing, which is waited for until --timeout.)
+MARKED_SLEEPER = """
+import signal, time
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGRTMAX})
+for signum in (signal.SIGUSR1, signal.SIGUSR2):
+    signal.signal(signum, signal.SIG_IGN)
+print("ready", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_sleeping_process_that_passes_for_minitalk_is_given_up_on(procs: Processes) -> None:
+    """It passes the is-it-minitalk check but sleeps outside a signal wait and never
+    answers: minitalk 1.0 took that for a server busy writing and waited for ever. Now only
+    a target that has answered is owed that patience; this one is asked --attempts times."""
+    sleeper = procs.popen([sys.executable, "-c", MARKED_SLEEPER])
+    assert sleeper.stdout is not None
+    assert sleeper.stdout.readline() == b"ready\n"
     result = procs.send(str(sleeper.pid), "hi", "--reply-timeout", "0.2", "--attempts", "3")
     assert result.returncode == ExitCode.NO_ANSWER
     said = result.stderr.decode()
@@ -355,6 +365,52 @@ def test_a_sleeping_process_that_ignores_both_signals_is_given_up_on(procs: Proc
     if wchan_visible():
         assert "it may not be a minitalk server" in said
     assert sleeper.poll() is None  # ignored every signal: alive and untouched
+
+
+# A program that used the API, then started a child: the child inherits SIGUSR1/SIGUSR2 ignored.
+CHILD_OF_THE_API = """
+import subprocess, sys
+import minitalk
+minitalk.send(int(sys.argv[1]), "from the parent", timeout=60)
+child = subprocess.Popen(["sleep", "600"])
+print(child.pid, flush=True)
+sys.stdin.readline()
+child.kill()
+child.wait()
+"""
+
+
+def test_a_process_that_only_inherited_the_ignoring_is_refused_at_once(
+    procs: Processes,
+) -> None:
+    """A shell's `trap '' USR1 USR2`, or the child of a program that once called
+    minitalk.send(), ignores both signals without running minitalk. It used to pass for a
+    server (and cost --attempts x --reply-timeout of asking); it lacks the peer mark that
+    every minitalk process blocks, so it is refused at once and never signalled."""
+    server = procs.serve("--count", "1")
+    program = procs.popen(
+        [sys.executable, "-c", CHILD_OF_THE_API, str(server.pid)], stdin=subprocess.PIPE
+    )
+    assert program.stdout is not None
+    assert program.stdin is not None
+    child = int(_read_line(program.stdout, HANG_GUARD))
+    trap = procs.popen(["sh", "-c", "trap '' USR1 USR2; exec sleep 600"])
+    wait_for(
+        lambda: Path(f"/proc/{trap.pid}/comm").read_text().strip() == "sleep"
+        and signal_masks(trap.pid)["SigIgn"] & USR_BITS == USR_BITS,
+        "the trap sleeper ignores both signals and sleeps",
+    )
+    for target in (child, trap.pid):
+        assert signal_masks(target)["SigIgn"] & USR_BITS == USR_BITS
+        result = procs.send(str(target), "hi")
+        assert result.returncode == ExitCode.BAD_TARGET, result.stderr
+        assert b"inherited the ignoring" in result.stderr
+        assert result.stderr.count(b"\n") == 1
+    program.stdin.write(b"\n")
+    program.stdin.close()
+    assert program.wait(timeout=HANG_GUARD) == 0
+    assert trap.poll() is None
+    assert server.finish()[0] == b"from the parent\n"
 
 
 def test_timeout_while_queued_says_so(procs: Processes, tmp_path: Path) -> None:

@@ -56,14 +56,15 @@ needs_forgery = pytest.mark.skipif(not can_forge(), reason="no siginfo layout fo
 SYMBOL_SIGNAL = {0: signal.SIGUSR1, 1: signal.SIGUSR2}
 
 # A helper process. It blocks both data signals (so whatever it is sent stays pending, where
-# /proc shows it) and either catches them ("catches": SigCgt, as a shell or a daemon would) or
-# ignores them ("ignores": SigIgn, exactly the mark of a minitalk process). Commands on stdin:
+# /proc shows it) and the peer mark, and either catches them ("catches": SigCgt, as a shell or a
+# daemon would) or ignores them ("ignores": SigIgn and the blocked mark: exactly what a
+# minitalk process shows). Commands on stdin:
 # "kill PID SYMBOL" sends a real, kernel-stamped signal; "take" takes every pending data signal
 # and prints their symbols ("-" for none).
 HELPER = """
 import os, signal, sys
 USR = {signal.SIGUSR1, signal.SIGUSR2}
-signal.pthread_sigmask(signal.SIG_BLOCK, USR)
+signal.pthread_sigmask(signal.SIG_BLOCK, USR | {signal.SIGRTMAX})
 for signum in USR:
     signal.signal(signum, (lambda *_: None) if sys.argv[1] == "catches" else signal.SIG_IGN)
 print("ready", flush=True)
@@ -153,16 +154,17 @@ def test_forged_bits_naming_the_current_peer_are_not_data(procs: Processes, symb
     assert (out, err) == (b"", SERVER_STDERR)
 
 
-# A "server" that passes the client's check (it blocks and ignores both signals) and runs the
-# real receiver machine, but answers only with queued signals that name it (SI_QUEUE): the
-# answers an attacker would forge for a server that is stopped, busy or not there.
+# A "server" that passes the client's check (it blocks and ignores both signals, and blocks the
+# peer mark) and runs the real receiver machine, but answers only with queued signals that name
+# it (SI_QUEUE): the answers an attacker would forge for a server that is stopped, busy or not
+# there.
 FORGING_SERVER = """
 import os, signal, sys, time
 sys.path.insert(0, sys.argv[1])
 from minitalk.protocol import Receiver
 from tests.forge import forge
 USR = {signal.SIGUSR1, signal.SIGUSR2}
-signal.pthread_sigmask(signal.SIG_BLOCK, USR)
+signal.pthread_sigmask(signal.SIG_BLOCK, USR | {signal.SIGRTMAX})  # and the peer mark
 for signum in USR:
     signal.signal(signum, signal.SIG_IGN)
 receiver = Receiver()
@@ -337,7 +339,22 @@ def test_kernel_threads_and_zombies_are_no_peers() -> None:
     zombie = {"SigIgn": "0000000000000a00", "SigBlk": "0", "SigCgt": "0", "State": "Z (zombie)"}
     assert "zombie" in (trust.not_a_peer_because(zombie) or "")
     peer = {**zombie, "State": "S (sleeping)", "VmSize": "28000 kB", "Kthread": "0"}
+    peer["SigBlk"] = "8000000000000000"  # the peer mark: signal 64 blocked
     assert trust.not_a_peer_because(peer) is None
+
+
+def test_ignoring_both_signals_without_the_mark_is_no_peer() -> None:
+    """A child of a program that used minitalk's API inherits SIGUSR1/SIGUSR2 ignored (they
+    stay so after a send, for safety): it must not pass for a server. Every minitalk process
+    also blocks the peer mark while it runs; /proc shows it even while it sleeps in
+    sigtimedwait, which lifts only the block of the signals waited for."""
+    child = {"SigIgn": "0000000000000a00", "SigBlk": "0", "SigCgt": "0", "State": "S"}
+    child |= {"VmSize": "9000 kB", "Kthread": "0"}
+    reason = trust.not_a_peer_because(child)
+    assert reason is not None
+    assert "inherited the ignoring" in reason
+    waiting = {**child, "SigBlk": "8000000000000000"}  # USR1/2 lifted by sigtimedwait
+    assert trust.not_a_peer_because(waiting) is None
 
 
 def test_helpers_are_what_they_claim(procs: Processes) -> None:
