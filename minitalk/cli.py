@@ -684,6 +684,8 @@ def send_command(
         _check_options(_send_rules(reply_timeout, tries, timeout))
         target = _parse_pid(pid)
         display = display_for(quiet or fmt is not None)
+        if text == "-" and file is None:  # before one types a text for a PID that is wrong
+            _check_target(target, classic=fmt is not None, force=force)
         message = _read_message(text, file, display)
         if fmt is not None:
             from minitalk.classic_link import ClassicClientConfig  # noqa: PLC0415
@@ -737,6 +739,13 @@ def _parse_pid(text: str) -> int:
     if not re.fullmatch(r"-?[0-9]+", stripped):
         raise TargetError(f"PID must be a whole number, got {text!r}")
     return int(stripped)
+
+
+def _check_target(target: int, *, classic: bool, force: bool) -> None:
+    """Refuse a target now, as the send would later (the send checks it again)."""
+    from minitalk.trust import open_plain_server, open_server  # noqa: PLC0415 (see the imports)
+
+    (open_plain_server if classic else open_server)(target, force=force).close()
 
 
 def _read_message(text: str | None, file: Path | None, display: Display) -> bytes:

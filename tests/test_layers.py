@@ -86,6 +86,7 @@ ALLOWED = {
         "server",
         "progress",
         "pidfile",
+        "trust",
         "classic",
         "classic_link",
         "classic_limits",

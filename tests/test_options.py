@@ -14,7 +14,7 @@ from tests.conftest import HANG_GUARD, MINITALK, OtherUser, Processes
 
 pytestmark = pytest.mark.e2e
 
-NO_SUCH_PID = "4194303"  # never reached: options are checked before the PID
+NO_SUCH_PID = "4194303"  # options are checked before the PID (and no process has it)
 
 # (what is wrong, arguments, exit code, words the error must contain); {dir} is a directory.
 CASES = [
@@ -249,3 +249,12 @@ def test_dash_h_is_help(args: list[str]) -> None:
     assert result.returncode == 0, result.stderr
     assert b"Usage: minitalk" in result.stdout
     assert result.stderr == b""
+
+
+def test_send_dash_checks_the_pid_before_reading_standard_input(procs: Processes) -> None:
+    """`send PID -` at a terminal used to take the whole text first, then say the PID was
+    wrong. Standard input is never closed here: the send must end without it."""
+    sender = procs.popen([*MINITALK, "send", NO_SUCH_PID, "-"], stdin=subprocess.PIPE)
+    assert sender.wait(timeout=HANG_GUARD) == ExitCode.BAD_TARGET
+    assert sender.stderr is not None
+    assert sender.stderr.read() == f"minitalk: no process has PID {NO_SUCH_PID}\n".encode()
