@@ -93,10 +93,21 @@ def serving_mode(pid: int) -> str | None:
             args = cmdline.read().decode("utf-8", errors="replace").split("\0")
     except OSError:
         return None
-    named = any(arg == "minitalk" or arg.endswith("/minitalk") for arg in args)
-    if not named or "serve" not in args:
+    # The interpreter runs it: `python .../bin/minitalk serve` (a console script's #! line)
+    # or `python -m minitalk serve`. A wrapper (`timeout 9 minitalk serve`, sudo, strace) is
+    # not the server, and neither is a command that merely mentions both words.
+    if not args or not os.path.basename(args[0]).startswith("python"):
         return None
-    return "classic" if "--classic" in args else "framed"
+    if len(args) > 2 and args[1] == "-m" and args[2] == "minitalk":
+        rest = args[3:]
+    elif len(args) > 1 and (args[1] == "minitalk" or args[1].endswith("/minitalk")):
+        rest = args[2:]
+    else:
+        return None
+    command = next((arg for arg in rest if not arg.startswith("-")), None)
+    if command != "serve":
+        return None
+    return "classic" if "--classic" in rest else "framed"
 
 
 def handles(pid: int, signum: int) -> bool:

@@ -55,9 +55,9 @@ def not_a_peer_because(fields: dict[str, str]) -> str | None:  # noqa: PLR0911 (
         if mask(fields, "SigBlk") & MARK_MASK:
             return None
         return (
-            "it ignores SIGUSR1/SIGUSR2 but runs no minitalk (which also blocks signal "
+            "it ignores SIGUSR1/SIGUSR2 but runs no minitalk 2 (which also blocks signal "
             f"{PEER_MARK} while it runs): a child of a program that once used minitalk's API, "
-            "say, which inherited the ignoring"
+            "say, which inherited the ignoring, or a minitalk older than 2.0"
         )
     if mask(fields, "SigCgt") & USR_MASK:
         return (
@@ -108,6 +108,12 @@ def _probe(process: Process) -> None:
         raise TargetError(f"cannot signal PID {process.pid}: {error.strerror}") from None
 
 
+def _unset(fields: dict[str, str]) -> bool:
+    """Neither blocks, ignores nor catches either data signal: what a process that has not
+    yet set up its signals shows (a Python server still importing its modules)."""
+    return not (mask(fields, "SigBlk") | mask(fields, "SigIgn") | mask(fields, "SigCgt")) & USR_MASK
+
+
 def _starting_server(process: Process, ready: Callable[[], bool]) -> bool:
     """``process`` runs `minitalk serve` but is not ready: wait for it, up to
     ``STARTING_WAIT``, watching /proc (never signalling it). True once ``ready()``; False if
@@ -122,7 +128,9 @@ def _starting_server(process: Process, ready: Callable[[], bool]) -> bool:
     return False
 
 
-def open_peer(pid: int, *, check_ignores: bool = True) -> tuple[Process, dict[str, str]]:
+def open_peer(
+    pid: int, *, check_ignores: bool = True, wait_starting: bool = False
+) -> tuple[Process, dict[str, str]]:
     """Hold ``pid`` by pidfd and check that it is a minitalk process we may signal; return it
     with the /proc/PID/status fields read for the check.
 
@@ -131,14 +139,19 @@ def open_peer(pid: int, *, check_ignores: bool = True) -> tuple[Process, dict[st
     the /proc entry read was that process's (a PID is not reused while its process lives).
     Raise ``TargetError`` saying why not (``ServerGoneError`` if it exited meanwhile).
     ``check_ignores=False`` skips the is-it-minitalk check (``send --force``).
+    ``wait_starting``: a client's check of its target, which may be a server still starting
+    (never the server's check of a client: the server would stall for everyone).
     """
     process = _hold(pid)
     try:
         _probe(process)
         fields = read_status(pid)
         reason = not_a_peer_because(fields) if check_ignores else None
-        if reason is not None and _starting_server(
-            process, lambda: not_a_peer_because(read_status(pid)) is None
+        if (
+            reason is not None
+            and wait_starting
+            and _unset(fields)
+            and _starting_server(process, lambda: not_a_peer_because(read_status(pid)) is None)
         ):
             fields, reason = read_status(pid), None  # `serve & send $!`: it was starting
         if reason is not None and process.alive():
@@ -187,7 +200,7 @@ def open_server(pid: int, *, force: bool = False) -> Process:
         raise TargetError(
             f"PID {pid} is a classic-mode server (minitalk serve --classic): send with --classic"
         )
-    process, fields = open_peer(pid, check_ignores=not force)
+    process, fields = open_peer(pid, check_ignores=not force, wait_starting=True)
     if not may_signal_us(fields):
         process.close()
         raise TargetError(
@@ -245,7 +258,7 @@ def open_plain_server(pid: int, *, force: bool = False) -> Process:
         )
     process = open_plain_peer(pid)
     try:
-        if not force and not all(handles(pid, signum) for signum in DATA_SIGNALS):
+        if not force and _unset(read_status(pid)):
             _starting_server(  # `serve --classic & send --classic $!`: it may be starting
                 process, lambda: all(handles(pid, signum) for signum in DATA_SIGNALS)
             )

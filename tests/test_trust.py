@@ -365,3 +365,47 @@ def test_helpers_are_what_they_claim(procs: Processes) -> None:
         assert masks[mask] & USR_BITS == USR_BITS
         assert masks["SigBlk"] & USR_BITS == USR_BITS
         assert os.getpid() != helper.pid
+
+
+def test_only_the_interpreter_running_minitalk_serve_is_a_server_by_its_command_line(
+    procs: Processes, tmp_path: Path
+) -> None:
+    """`serve & send $!` waits for a server still starting, judged by its command line: a
+    wrapper (`timeout 9 minitalk serve`), or a command that merely names both words, is not
+    one (it was waited for 5 s, then called "not ready")."""
+    script = tmp_path / "minitalk"
+    script.write_text("import time\ntime.sleep(600)\n")
+    starting = procs.popen([sys.executable, str(script), "serve", "--count", "1"])
+    wrapper = procs.popen(["timeout", "600", sys.executable, str(script), "serve"])
+    wordy = procs.popen(["sh", "-c", "sleep 600", "minitalk", "serve"])
+    wait_for(
+        lambda: all(
+            Path(f"/proc/{p.pid}/cmdline").read_bytes().count(b"\0") > 2
+            for p in (starting, wrapper, wordy)
+        ),
+        "the three command lines are set",
+    )
+    assert procview.serving_mode(starting.pid) == "framed"
+    assert procview.serving_mode(wrapper.pid) is None
+    assert procview.serving_mode(wordy.pid) is None
+
+
+def test_the_servers_check_of_a_client_never_waits_for_one_starting(
+    procs: Processes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only a client waits for a target still starting. The server's check of a process
+    that asked for the line must not (it stalled every client for 5 s per such signal)."""
+    script = tmp_path / "minitalk"
+    script.write_text("import time\ntime.sleep(600)\n")
+    starting = procs.popen([sys.executable, str(script), "serve"])
+    wait_for(lambda: procview.serving_mode(starting.pid) == "framed", "its command line")
+
+    def no_wait(*args: object) -> bool:
+        raise AssertionError("the server waited for a process that looks like one starting")
+
+    monkeypatch.setattr(trust, "_starting_server", no_wait)
+    link = server_module.SignalServerLink(frozenset())
+    try:
+        assert link.admit(starting.pid) is False  # refused at once, never held
+    finally:
+        link.close()
