@@ -74,7 +74,14 @@ def send_message(
         driver = ClientDriver(
             config.sender(message), link, on_progress=on_progress, on_queued=on_queued
         )
-        return driver.run()
+        try:
+            return driver.run()
+        except KeyboardInterrupt:
+            # Ctrl-C, or a program's own interrupt: leave the server's queue if it may hold
+            # us (a program goes on living, and a late GRANT would land in its handlers).
+            # Bounded; a second interrupt ends it at once.
+            driver.abandon(MinitalkError("the send was interrupted"))
+            raise
     finally:
         server.close()
 
@@ -112,12 +119,14 @@ class ClientDriver:
         self._early: Signal | None = None  # a signal that broke a tight loop: the next one
         self._sent = False  # the last step sent something: an answer is due soon (a spin)
         self._forged = link.forged
+        self._running = False  # started
 
     @property
     def finished(self) -> bool:
         return self.delivered is not None or self.error is not None
 
     def start(self) -> None:
+        self._running = True
         self.started = self.link.now()
         self.sender.start(self.started)
         self._flush()
@@ -134,6 +143,16 @@ class ClientDriver:
         done = self.delivered
         seconds = self.link.now() - self.started
         return Receipt(self.link.pid, done.size, done.frames, done.resends, seconds)
+
+    def abandon(self, error: MinitalkError) -> None:
+        """Stop the send (the caller was interrupted): the machine leaves the queue if it
+        may be in it (see ``Sender.abandon``), then fails; run until it has."""
+        if self.finished or not self._running:
+            return
+        self.sender.abandon(error, self.link.now())
+        self._flush()
+        while not self.finished:
+            self.step()
 
     @property
     def holding_signal(self) -> bool:

@@ -19,6 +19,7 @@ from tests.conftest import (
     Processes,
     _read_line,
     admitted_send,
+    clients_held,
     signal_masks,
     wait_for,
     wchan_visible,
@@ -294,24 +295,35 @@ QUEUED_GIVE_UP = textwrap.dedent(
     """
 )
 
+# The same program, with no timeout: Ctrl-C (SIGINT) ends its send while it is queued.
+QUEUED_INTERRUPTED = QUEUED_GIVE_UP.replace(
+    'timeout=0.5)\nexcept minitalk.errors.NoAnswerError as error:\n'
+    '    print(json.dumps({"gave_up": str(error)}), flush=True)',
+    ')\nexcept KeyboardInterrupt:\n    print(json.dumps({"gave_up": "interrupted"}), flush=True)',
+)
+assert QUEUED_INTERRUPTED != QUEUED_GIVE_UP
 
+
+@pytest.mark.parametrize("how", ["timeout", "interrupt"])
 def test_a_send_that_gave_up_while_queued_is_never_granted_later(
-    procs: Processes, tmp_path: Path
+    procs: Processes, tmp_path: Path, how: str
 ) -> None:
-    """The server used to grant the line to the program long after its send() had given up:
-    the GRANT reached the program's own SIGUSR1 handler, and the line waited 3 s for
-    nobody. The client now leaves the queue (LEAVE, answered LEFT) before it returns."""
+    """The server used to grant the line to the program long after its send() had given up
+    (its timeout, or Ctrl-C): the GRANT reached the program's own SIGUSR1 handler, and the
+    line waited 3 s for nobody. The client now leaves the queue (LEAVE, answered LEFT)."""
     server = procs.serve()
     long_text = tmp_path / "long.txt"
     long_text.write_text("x" * 60_000)  # holds the line for seconds
     first = admitted_send(procs, server, "--file", str(long_text))
-    program = procs.popen(
-        [sys.executable, "-c", QUEUED_GIVE_UP, str(server.pid)], stdin=subprocess.PIPE
-    )
+    script = QUEUED_GIVE_UP if how == "timeout" else QUEUED_INTERRUPTED
+    program = procs.popen([sys.executable, "-c", script, str(server.pid)], stdin=subprocess.PIPE)
     assert program.stdout is not None
     assert program.stdin is not None
-    gave_up = json.loads(_read_line(program.stdout, HANG_GUARD))
-    assert "still waiting for its turn" in gave_up["gave_up"]
+    if how == "interrupt":
+        wait_for(lambda: program.pid in clients_held(server.pid), "the program is queued")
+        program.send_signal(signal.SIGINT)
+    said = json.loads(_read_line(program.stdout, HANG_GUARD))["gave_up"]
+    assert said == "interrupted" if how == "interrupt" else "still waiting for its turn" in said
     assert first.wait(timeout=HANG_GUARD) == 0
     after = procs.send(str(server.pid), "after", "--quiet")  # served once the queue is done
     assert after.returncode == 0, after.stderr

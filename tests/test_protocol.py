@@ -953,3 +953,83 @@ def test_a_queued_send_that_times_out_leaves_and_is_never_signalled_again() -> N
     assert net.receiver.queue == []
     assert second.pending == {}  # no GRANT came after it left
     assert net.printed_texts() == ["x" * 3000]
+
+
+def _leaving_with_a_request_out() -> Sender:
+    sender = _queued_sender(timeout=QUEUE_POLL + 0.05)
+    sender.handle_timer(QUEUE_POLL + 0.01, ServerView())  # queue_poll: asks again
+    assert sender.symbols_to_send() == [REQUEST]
+    sender.sent(QUEUE_POLL + 0.01)
+    sender.handle_timer(QUEUE_POLL + 0.05, ServerView())  # the --timeout, the request out
+    assert _state(sender) is SenderState.REQUESTING
+    return sender
+
+
+def _until_it_sends(sender: Sender, view: ServerView) -> list[int]:
+    """Run the sender's timers (looks, deadlines) as the driver would, seeing ``view``,
+    until it sends something or finishes."""
+    while not sender.finished:
+        timer = sender.get_timer()
+        assert timer is not None
+        sender.handle_timer(timer, view)
+        if sender.has_symbols:
+            return sender.symbols_to_send()
+    return []
+
+
+def test_a_request_lost_as_the_timeout_passes_still_leaves() -> None:
+    """The queued client's poll merged with another signal at the server and was lost, just
+    as its --timeout passed: it used to fail without a LEAVE, and the server granted the
+    place later to a process that had gone on."""
+    sender = _leaving_with_a_request_out()
+    assert _until_it_sends(sender, ServerView()) == [LEAVE]  # no answer, nothing pending
+    assert _state(sender) is SenderState.LEAVING
+
+
+def test_a_request_still_pending_at_the_server_is_waited_for_before_leaving() -> None:
+    """A LEAVE sent while the REQUEST is pending there would be taken first (SIGUSR1 before
+    SIGUSR2), and the REQUEST would queue us again."""
+    sender = _leaving_with_a_request_out()
+    for _ in range(5):  # deadlines pass while the server still holds the request
+        timer = sender.get_timer()
+        assert timer is not None
+        sender.handle_timer(timer, ServerView(holding=True))
+        assert not sender.has_symbols
+        assert _state(sender) is SenderState.REQUESTING
+    assert _until_it_sends(sender, ServerView()) == [LEAVE]  # taken, its answer eaten
+
+
+def test_a_server_that_takes_nothing_for_long_cannot_be_told() -> None:
+    sender = _leaving_with_a_request_out()
+    assert _until_it_sends(sender, ServerView(holding=True)) == []
+    assert isinstance(sender.error, NoAnswerError)
+
+
+def test_an_interrupted_send_leaves_the_queue_but_fails_at_once_elsewhere() -> None:
+    queued = _queued_sender(timeout=60.0)
+    queued.abandon(NoAnswerError("interrupted"), 0.2)
+    assert _state(queued) is SenderState.LEAVING
+    assert queued.symbols_to_send() == [LEAVE]
+    sending = Sender(b"hi")
+    sending.start(0.0)
+    sending.symbols_to_send()
+    sending.receive(GRANT, 0.001)
+    sending.abandon(NoAnswerError("interrupted"), 0.002)
+    assert sending.finished
+    assert str(sending.error) == "interrupted"
+
+
+def test_a_lost_poll_as_the_timeout_passes_in_the_simulator() -> None:
+    net = Network()
+    first = net.add_client(10, "x" * 3000)
+    net.deliver_to_server()  # 10 has the line
+    second = net.add_client(11, "late", timeout=QUEUE_POLL + 0.5)
+    while second.sender.state is not SenderState.QUEUED:
+        net.step()
+    net.advance(QUEUE_POLL + 0.01)  # 11 asks again ...
+    net.server_link.pending.signals.pop(REQUEST, None)  # ... and that REQUEST is lost
+    net.run()
+    assert first.succeeded
+    assert isinstance(second.sender.error, NoAnswerError)
+    assert net.receiver.queue == []
+    assert second.pending == {}

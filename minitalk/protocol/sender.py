@@ -213,6 +213,7 @@ class _SenderCore:
         self._last_view = ServerView()  # what the driver saw when the last deadline passed
         self._unanswered = 0  # requests in a row that got no answer at all
         self._leaving: MinitalkError | None = None  # gave up while queued: the error, once out
+        self._leave_by = 0.0  # leaving: when to stop waiting for the server to take our signal
         self._waiting_since = 0.0  # when the outstanding symbol was sent (or the server ran)
         self.frame = next_frame(message, 0, nonce, max_payload)
         self._bits = to_bits(encode_frame(self.frame))
@@ -295,7 +296,12 @@ class _SenderTransitions(_SenderCore):
 
     def _request_unanswered(self, now: float) -> None:
         if self._leaving is not None:  # no answer to the request out as we gave up
-            self._gone(now)
+            if self._still_out(now):
+                return
+            if self._last_view.holding:  # the server takes nothing: it cannot be told
+                self._gone(now)
+            else:  # the request was lost (merged), or its WAIT was eaten: we may be queued
+                self._send_leave(now)
             return
         self._unanswered += 1
         if self._unanswered >= self.max_attempts:
@@ -339,11 +345,22 @@ class _SenderTransitions(_SenderCore):
         own handler. So LEAVE, and fail once it is answered LEFT; a request still out is
         answered first (two answers outstanding could merge), for ``bit_timeout`` at most."""
         self._leaving = error
+        self._leave_by = now + self.reply_timeout
         self.give_up_at = None
         if self._state is SenderState.QUEUED:
             self._send_leave(now)
         elif self.deadline is not None:
             self.deadline = min(self.deadline, self._waiting_since + self.bit_timeout)
+
+    def _still_out(self, now: float) -> bool:
+        """Leaving, and our last symbol is still pending at the server (``holding``): wait
+        for it to be taken, up to ``reply_timeout`` after giving up. A LEAVE sent while our
+        REQUEST is pending would be taken first (SIGUSR1 before SIGUSR2), and the REQUEST
+        would queue us again."""
+        if not self._last_view.holding or now >= self._leave_by:
+            return False
+        self.deadline = min(now + self.bit_timeout / 3, self._leave_by)
+        return True
 
     def _send_leave(self, now: float) -> None:
         self.state = SenderState.LEAVING
@@ -363,6 +380,10 @@ class _SenderTransitions(_SenderCore):
         self.state = SenderState.LINGERING
         self.look.cancel()
         self.deadline = now + 2 * STALL_TIMEOUT + self.bit_timeout
+
+    def _leave_unanswered(self, now: float) -> None:
+        if not self._still_out(now):
+            self._gone(now)
 
     def _gone(self, now: float) -> None:
         error = self._leaving
@@ -558,6 +579,19 @@ class Sender(_SenderTransitions):
         """A signal from anyone but the server reached the client and was dropped."""
         self.look.stray()
 
+    def abandon(self, error: MinitalkError, now: float) -> None:
+        """The caller stops the send (an interrupt): fail with ``error``, but first leave the
+        queue if it may hold us, so the server grants nothing later to a process that went
+        on with other things. The driver then runs until ``finished`` (``reply_timeout`` and
+        ``bit_timeout`` at most)."""
+        if self.finished or self._leaving is not None:
+            return
+        state = self._state
+        if state is SenderState.QUEUED or state is SenderState.REQUESTING:
+            self._leave(error, now)
+        else:
+            self._fail(error)
+
     def server_gone(self, now: float) -> None:
         """The server exited (a signal to it failed, or its pidfd says so)."""
         if self._state is SenderState.CLOSING:  # after the final ACK: through all the same
@@ -713,7 +747,7 @@ SENDER_TABLE: dict[SenderState, SenderRow] = {
     S.POLLING: SenderRow(M._polling_answer, P.HOLDING, True, M._silence, _VERDICT),
     S.RESYNC: SenderRow(M._ignore, P.NONE, False, M._silence, _SILENT),
     S.CLOSING: SenderRow(M._closed, P.NONE, False, M._bye_unanswered, _ENDED),
-    S.LEAVING: SenderRow(M._leave_answered, P.NONE, True, M._gone, _LEAVING),
+    S.LEAVING: SenderRow(M._leave_answered, P.NONE, True, M._leave_unanswered, _LEAVING),
     S.LINGERING: SenderRow(M._ignore, P.NONE, False, M._gone, frozenset({S.FAILED})),
     S.DONE: SenderRow(M._ignore, P.NONE, False, None, frozenset()),
     S.FAILED: SenderRow(M._ignore, P.NONE, False, None, frozenset()),
