@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from minitalk.client import ClientConfig, Receipt, send_message
+from minitalk.client import ClientConfig, Receipt, new_nonce, send_message
 from minitalk.errors import InputError, UsageError
 from minitalk.frame import MAX_MESSAGE
 from minitalk.procview import DATA_SIGNALS
@@ -148,7 +148,10 @@ def send(
     ``text`` is a string, or UTF-8 bytes. ``timeout`` bounds the whole send in seconds
     (waiting for one's turn and for a stopped server included); None waits as long as the
     server lives. Raises a ``minitalk.errors.MinitalkError`` subclass on failure; its
-    ``exit_code`` says which kind. Main thread only (see the module's docstring).
+    ``exit_code`` says which kind. A send that failed (or was interrupted) may still have
+    been printed, if its last frame had gone out; calling ``send`` again with the same text
+    and server is its retry: the server prints it once in all. Main thread only (see the
+    module's docstring).
     """
     if isinstance(text, str):
         try:
@@ -167,8 +170,25 @@ def send(
     config = ClientConfig(
         reply_timeout=reply_timeout, max_attempts=attempts, timeout=timeout, force=force
     )
+    # A send that failed may still have been printed (its last ACK lost, its timeout hit
+    # while the last frame was answered): the same bytes sent again to the same server are
+    # its retry, under the same nonce, which the server recognises and does not print twice.
+    identity = (len(data), hash(data))  # within this process: the same bytes, the same pair
+    earlier = _UNCONFIRMED.pop(pid, None)
+    nonce = earlier[1] if earlier is not None and earlier[0] == identity else new_nonce()
     with _borrowed_signals():
-        return send_message(pid, data, config)
+        try:
+            return send_message(pid, data, config, nonce=nonce)
+        except BaseException:
+            _UNCONFIRMED[pid] = (identity, nonce)
+            while len(_UNCONFIRMED) > _UNCONFIRMED_KEPT:
+                del _UNCONFIRMED[next(iter(_UNCONFIRMED))]
+            raise
+
+
+# Per server PID, the last send that failed: its bytes' length and hash, and its nonce.
+_UNCONFIRMED: dict[int, tuple[tuple[int, int], int]] = {}
+_UNCONFIRMED_KEPT = 16
 
 
 def serve(

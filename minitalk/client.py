@@ -30,6 +30,11 @@ from minitalk.transport import Process, SignalWaiter, WaiterLink, block_signals
 from minitalk.trust import open_server
 
 
+def new_nonce() -> int:
+    """A message's identity: 64 random bits."""
+    return int.from_bytes(os.urandom(8), "big")
+
+
 @dataclass(frozen=True, slots=True)
 class ClientConfig:
     """Timeouts and retry limits of a send (seconds)."""
@@ -40,11 +45,12 @@ class ClientConfig:
     timeout: float | None = None  # bound on the whole send: queueing, a stopped server, all
     force: bool = False  # skip the is-it-a-minitalk-server check
 
-    def sender(self, message: bytes) -> Sender:
-        """A sender machine for ``message`` with these limits and a fresh random nonce."""
+    def sender(self, message: bytes, nonce: int | None = None) -> Sender:
+        """A sender machine for ``message`` with these limits, and ``nonce`` (a retry of a
+        message the server may have printed) or a fresh random one."""
         return Sender(
             message,
-            nonce=int.from_bytes(os.urandom(8), "big"),  # 64 random bits
+            nonce=new_nonce() if nonce is None else nonce,
             reply_timeout=self.reply_timeout,
             bit_timeout=min(BIT_TIMEOUT, self.reply_timeout),
             queue_poll=self.queue_poll,
@@ -60,8 +66,10 @@ def send_message(
     *,
     on_progress: Callable[[int, int], None] | None = None,
     on_queued: Callable[[], None] | None = None,
+    nonce: int | None = None,
 ) -> Receipt:
     """Send ``message`` to the server ``pid``; return once every frame is acknowledged.
+    ``nonce``: the message's identity (see ``ClientConfig.sender``).
 
     Raises a ``MinitalkError`` subclass on any failure. ``on_progress(acked, total)`` is
     called after each acknowledged frame, and ``on_queued()`` once, if the server puts this
@@ -72,7 +80,7 @@ def send_message(
     try:
         link = SignalClientLink(server)
         driver = ClientDriver(
-            config.sender(message), link, on_progress=on_progress, on_queued=on_queued
+            config.sender(message, nonce), link, on_progress=on_progress, on_queued=on_queued
         )
         try:
             return driver.run()

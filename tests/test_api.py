@@ -386,3 +386,33 @@ def _reading(pid: int) -> bool:
         return Path(f"/proc/{pid}/wchan").read_text().endswith("pipe_read")
     except OSError:
         return False
+
+
+API_RETRY_NONCES = """
+import minitalk, minitalk.api as api
+seen = []
+
+def fake(pid, data, config, *, nonce):
+    seen.append((data, nonce))
+    if len(seen) in (1, 3):
+        raise minitalk.errors.NoAnswerError("gave up")
+    return "receipt"
+
+api.send_message = fake
+for text in ("hello", "hello", "hello", "other", "other"):
+    try:
+        api.send(4242, text)
+    except minitalk.errors.NoAnswerError:
+        pass
+first, retry, fresh, after, again = (nonce for _, nonce in seen)
+print(retry == first, fresh != retry, after != fresh, again != after)
+"""
+
+
+def test_the_api_retries_the_same_text_under_the_same_nonce() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", API_RETRY_NONCES], capture_output=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    # a retry after a failure reuses it; after a success, or for other text, a new one
+    assert result.stdout == b"True True True True\n"

@@ -1033,3 +1033,19 @@ def test_a_lost_poll_as_the_timeout_passes_in_the_simulator() -> None:
     assert isinstance(second.sender.error, NoAnswerError)
     assert net.receiver.queue == []
     assert second.pending == {}
+
+
+def test_a_retry_under_the_same_nonce_of_a_printed_message_is_not_printed_again() -> None:
+    """A program's send() gave up after the server printed its message (the final ACK lost):
+    minitalk.send() retries the same text under the same nonce, which the server recognises.
+    (Under a new nonce it would be a new message, printed again.)"""
+    net = Network()
+    net.add_client(10, "hello")
+    _through_final_verdict_but_its_last_bit(net, 10, "hello")
+    assert net.printed_texts() == ["hello"]
+    net.give_up(10)
+    retry = net.add_client(10, "hello", nonce=10 * 7919)  # add_client's nonce for PID 10
+    net.run()
+    assert retry.succeeded
+    assert net.printed_texts() == ["hello"]
+

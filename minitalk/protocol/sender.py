@@ -714,6 +714,9 @@ _ASKING_STATES = frozenset({SenderState.REQUESTING, SenderState.QUEUED, SenderSt
 
 def _why(sender: _SenderCore, view: ServerView) -> str:
     """What a send that gives up was waiting for, in plain words, from what the driver saw."""
+    state = sender.state
+    if state is SenderState.CLOSING or (state is SenderState.POLLING and sender.frame.last):
+        return " (its last frame had gone out: the server may have printed it)"
     if view.stopped:
         return " (the server is stopped)"
     if view.away and (sender._heard or view.holding):
