@@ -353,12 +353,14 @@ class _SenderTransitions(_SenderCore):
             self.deadline = min(self.deadline, self._waiting_since + self.bit_timeout)
 
     def _still_out(self, now: float) -> bool:
-        """Leaving, and our last symbol is still pending at the server (``holding``): wait
-        for it to be taken, up to ``reply_timeout`` after giving up. A LEAVE sent while our
-        REQUEST is pending would be taken first (SIGUSR1 before SIGUSR2), and the REQUEST
-        would queue us again."""
-        if not self._last_view.holding or now >= self._leave_by:
-            return False
+        """Leaving, and our last symbol is still pending at a server that runs (``holding``,
+        busy): wait for it to be taken, up to ``reply_timeout`` after giving up. A LEAVE sent
+        while our REQUEST is pending would be taken first (SIGUSR1 before SIGUSR2), and the
+        REQUEST would queue us again. A stopped or blocked server is not waited for: it may
+        take nothing for as long as it likes, and the --timeout has passed."""
+        view = self._last_view
+        if not view.holding or view.stopped or view.away or now >= self._leave_by:
+            return False  # taken; or it takes nothing now (stopped, blocked): cannot be told
         self.deadline = min(now + self.bit_timeout / 3, self._leave_by)
         return True
 
