@@ -284,29 +284,34 @@ def _borrowed_signals() -> Iterator[None]:
     try:
         yield
     finally:
-        # Put back whatever interrupts it: each step sets a state outright, so a
-        # KeyboardInterrupt raised midway (a stop that was pending, run by Python between
-        # two steps, or at the final unblocking) is held while every step is done again,
-        # then raised. The loop sits right here, not in a function: CPython runs pending
-        # handlers when a function starts, which would be outside the ``try``.
-        interrupted: KeyboardInterrupt | None = None
-        while True:
+        # Put back whatever interrupts it: each step sets a state outright, so an exception
+        # raised midway by a signal handler (KeyboardInterrupt from a stop that was pending,
+        # run by Python between two steps or at the final unblocking; a program's own alarm)
+        # is held while every step is done again, then raised. The loop sits right here, not
+        # in a function: CPython runs pending handlers when a function starts, which would be
+        # outside the ``try``. Bounded, in case a step itself keeps failing.
+        held: BaseException | None = None
+        for _ in range(_RESTORE_TRIES):
             try:
                 if threading.get_ident() != owner:
                     raise UsageError(_ELSEWHERE)
                 _restore(mask, dispositions)
                 break
-            except KeyboardInterrupt as error:
-                interrupted = error
-        if interrupted is not None:
-            raise interrupted
+            except UsageError:
+                raise
+            except BaseException as error:  # held, then raised below
+                held = held or error
+        if held is not None:
+            raise held
 
 
 _ELSEWHERE = (
     "a minitalk.serve() generator was closed on another thread than the main one, which lent "
     "it its signal state: only the main thread can put it back, so SIGUSR1/SIGUSR2 stay "
-    "blocked there (close the generator on the main thread, or let its loop end)"
+    "blocked there, and SIGINT/SIGTERM/SIGHUP minitalk's (close the generator on the main "
+    "thread, or let its loop end)"
 )
+_RESTORE_TRIES = 8
 
 _Handler = Callable[[int, FrameType | None], Any] | int | None
 
