@@ -33,6 +33,7 @@ from minitalk.protocol import (
     VERDICT_BITS,
     WAIT,
     MessageReceived,
+    PeerView,
     Receiver,
     ReceiverState,
     Released,
@@ -847,31 +848,44 @@ def test_a_queued_client_that_leaves_is_answered_left_and_never_granted() -> Non
     assert receiver.replies() == [(12, GRANT)]
 
 
+def _listen(receiver: Receiver, until: float, asking: int | None = None) -> None:
+    """The server's driver runs the receiver's deadlines (the peer check every 0.1 s) up
+    to ``until``, while ``asking`` (a queued client) asks again every ``queue_poll``."""
+    now, next_ask = 0.0, QUEUE_POLL
+    while True:
+        timer = receiver.get_timer()
+        now = min(t for t in (timer, until, next_ask if asking else None) if t is not None)
+        if now >= until:
+            return
+        if asking is not None and now >= next_ask:
+            receiver.receive(asking, REQUEST, now)
+            next_ask += QUEUE_POLL
+        receiver.handle_timer(now, PeerView(alive=True))
+
+
 def test_a_queued_client_that_stops_asking_loses_its_place() -> None:
     """A process that sent one REQUEST and sleeps (or a client that gave up without a word)
     kept its place for ever: 66 of them made a real client wait 194 s, or told it BUSY."""
-    receiver = Receiver(max_queue=2)
-    receiver.receive(10, REQUEST, 0.0)  # the peer
+    receiver = Receiver(max_queue=2, session_timeout=60.0)
+    receiver.receive(10, REQUEST, 0.0)  # the peer, for the whole test
     receiver.receive(11, REQUEST, 0.0)  # asks once, then never again
     receiver.receive(12, REQUEST, 0.0)
-    now = 0.0
-    while now < QUEUE_PLACE_KEPT + QUEUE_POLL:
-        now += QUEUE_POLL
-        receiver.receive(12, REQUEST, now)  # a real client asks again every queue_poll
-    receiver.receive(13, REQUEST, now)  # room again: the silent one's place is free
+    end = QUEUE_PLACE_KEPT + QUEUE_POLL
+    _listen(receiver, end, asking=12)  # a real client asks again every queue_poll
+    receiver.receive(13, REQUEST, end)  # room again: the silent one's place is free
     assert receiver.queue == [12, 13]
     assert (13, WAIT) in receiver.replies()
     assert Released(11) in drain_events(receiver)
-    receiver.peer_gone(10, now)
+    receiver.peer_gone(10, end)
     assert receiver.replies() == [(12, GRANT)]
 
 
 def test_a_silent_queued_client_is_skipped_when_the_line_frees() -> None:
-    receiver = Receiver()
+    receiver = Receiver(session_timeout=60.0)
     receiver.receive(10, REQUEST, 0.0)
     receiver.receive(11, REQUEST, 0.0)
     receiver.receive(12, REQUEST, 0.0)
-    receiver.receive(12, REQUEST, QUEUE_PLACE_KEPT)
+    _listen(receiver, QUEUE_PLACE_KEPT + 0.1, asking=12)
     receiver.replies()
     receiver.peer_gone(10, QUEUE_PLACE_KEPT + 0.1)
     assert receiver.replies() == [(12, GRANT)]
@@ -1049,3 +1063,20 @@ def test_a_retry_under_the_same_nonce_of_a_printed_message_is_not_printed_again(
     assert retry.succeeded
     assert net.printed_texts() == ["hello"]
 
+
+
+def test_a_server_that_heard_nobody_for_a_while_keeps_its_queue() -> None:
+    """Stopped (or blocked writing) for longer than the place is kept, the server could hear
+    no queued client's poll (they merged while pending): that time is not counted against
+    them, and the queue keeps its order."""
+    receiver = Receiver()
+    receiver.receive(10, REQUEST, 0.0)
+    receiver.receive(11, REQUEST, 0.0)
+    receiver.receive(12, REQUEST, 0.0)
+    receiver.replies()
+    stopped_until = 10 * QUEUE_PLACE_KEPT
+    # Continued: the first thing it does is its deadlines; 10's session has long expired,
+    # and the next in line is 11, whose polls it could not hear.
+    receiver.handle_timer(stopped_until)
+    assert receiver.replies() == [(11, GRANT)]
+    assert receiver.queue == [12]

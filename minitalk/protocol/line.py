@@ -25,6 +25,7 @@ from minitalk.protocol.limits import (
     LEFT,
     MAX_NOTICES,
     MAX_QUEUE,
+    PEER_CHECK,
     QUEUE_PLACE_KEPT,
     REQUEST,
     WAIT,
@@ -48,6 +49,7 @@ class Line:
         self.state = LineState.OPEN
         self.queue: deque[int] = deque()
         self.asked: dict[int, float] = {}  # queued PID -> when it last asked
+        self._listened = 0.0  # when the server last took a signal or a deadline
         # PID -> (the whole refusal: FRAME_OVER and the verdict's bits, replies still owed)
         self.notices: dict[int, tuple[list[int], list[int]]] = {}
         self._released: list[int] = []  # PIDs let go of since the receiver last looked
@@ -77,6 +79,16 @@ class Line:
             self.asked[pid] = now
             return [(pid, WAIT)]
         return self.refuse(pid, Verdict.BUSY)
+
+    def listening(self, now: float) -> None:
+        """The server takes signals and deadlines at ``now``. A gap since the last time is a
+        time it could hear nobody (stopped, blocked writing): queued clients asked all the
+        same, their requests merging while pending, so the gap is not counted against them."""
+        gap = now - self._listened
+        self._listened = now
+        if gap > PEER_CHECK * 2:
+            for pid in self.asked:
+                self.asked[pid] += gap
 
     def leave(self, pid: int) -> Reply:
         """A LEAVE from the queued ``pid``: it gave up. Out of the queue, answered LEFT."""

@@ -493,6 +493,7 @@ class Receiver(_PeerTransitions):
 
     def receive(self, pid: int, symbol: int, now: float) -> None:
         """One signal arrived from ``pid``: 0 for SIGUSR1, 1 for SIGUSR2."""
+        self.line.listening(now)
         session = self.session
         if session is not None and pid == session.pid:
             session.since = now
@@ -571,6 +572,7 @@ class Receiver(_PeerTransitions):
     def handle_timer(self, now: float, view: PeerView | None = None) -> None:
         """Apply every deadline that has passed at ``now``, given what the driver saw of the
         peer (``view``; None: alive, not seen asleep)."""
+        self.line.listening(now)
         view = PeerView() if view is None else view
         session = self.session
         if self._state is ReceiverState.WRITING:
@@ -636,6 +638,7 @@ class Receiver(_PeerTransitions):
         verdict that leads to its ACK is offered now. A write can block for long (a full pipe
         whose reader is away), and the client, seeing the server busy, waits for it; the
         session's deadlines count from here, not from the frame's last bit."""
+        self.line.listening(now)  # after a write that may have blocked for long
         session = self.session
         if session is None or self._state is not ReceiverState.WRITING:
             return  # the session ended meanwhile (its client exited): nobody to tell
@@ -647,6 +650,7 @@ class Receiver(_PeerTransitions):
     def message_not_written(self, now: float) -> None:
         """The message of the last ``MessageReceived`` could not be written out: answer its
         polls with NOT_WRITTEN instead of ACK, and end the session after it."""
+        self.line.listening(now)  # after a write that may have blocked for long
         session = self.session
         if session is None or self._state is not ReceiverState.WRITING:
             return  # the session ended meanwhile (its client exited): nobody to tell
