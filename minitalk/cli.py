@@ -491,11 +491,17 @@ def _serve_framed(config: "ServerConfig", pid_file: Path | None, *, json_lines: 
 def _serve_classic(
     config: "ClassicServerConfig", pid_file: Path | None, *, json_lines: bool, trace: bool
 ) -> None:
-    from minitalk.classic import describe  # noqa: PLC0415 (see the imports)
+    from minitalk.classic import ClassicMessage, describe  # noqa: PLC0415 (see the imports)
     from minitalk.classic_link import serve_classic  # noqa: PLC0415
 
     def trace_event(event: "ClassicEvent") -> None:
         _trace(describe(event, config.fmt, config.ack))
+
+    def refusals_only(event: "ClassicEvent") -> None:
+        """Without --trace, a refused message is still said (its sender cannot be told)."""
+        record = getattr(event, "record", None)
+        if not isinstance(event, ClassicMessage) and record is not None and record.refused:
+            print(f"minitalk: PID {event.pid}: {event.reason}", file=sys.stderr, flush=True)
 
     written: list[Path] = []  # the PID file, once we wrote it: only ours is removed
     try:
@@ -503,7 +509,7 @@ def _serve_classic(
             config,
             on_ready=lambda pid: _announce(pid, pid_file, written, json_lines=json_lines),
             on_message=_print_classic_json if json_lines else _print_text,
-            on_trace=trace_event if trace else None,
+            on_trace=trace_event if trace else refusals_only,
         )
     finally:
         remove_pid_files(written, os.getpid())
@@ -925,9 +931,11 @@ def run() -> None:
         code = app(args=args, prog_name="minitalk", standalone_mode=False)
     except _ParseError as error:
         message = error.format_message().strip()  # type: ignore[attr-defined]
-        if message:  # empty when typer has just shown the help (no arguments at all)
+        if message:
             hint = _usage_hint(args, message)
             print(f"minitalk: {message} ({hint})", file=sys.stderr, flush=True)
+        else:  # no arguments at all: typer has shown the help; the failure is still one line
+            print("minitalk: no command given: serve or send", file=sys.stderr, flush=True)
         sys.exit(ExitCode.USAGE)
     except typer.Abort:
         print("minitalk: aborted", file=sys.stderr, flush=True)

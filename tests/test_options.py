@@ -258,3 +258,10 @@ def test_send_dash_checks_the_pid_before_reading_standard_input(procs: Processes
     assert sender.wait(timeout=HANG_GUARD) == ExitCode.BAD_TARGET
     assert sender.stderr is not None
     assert sender.stderr.read() == f"minitalk: no process has PID {NO_SUCH_PID}\n".encode()
+
+
+def test_no_command_shows_the_help_and_fails_in_one_line() -> None:
+    result = subprocess.run(MINITALK, capture_output=True, timeout=HANG_GUARD, check=False)
+    assert result.returncode == ExitCode.USAGE
+    assert b"Usage: minitalk" in result.stdout
+    assert result.stderr == b"minitalk: no command given: serve or send\n"
