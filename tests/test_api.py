@@ -59,7 +59,7 @@ STOPPED = STATE + textwrap.dedent(
         for message in minitalk.serve(on_ready=lambda pid: emit(pid=pid)):
             emit(text=message.text)
             emit(body=sys.stdin.readline().strip())
-    except KIND:
+    except KeyboardInterrupt:
         emit(interrupted=True, same=state() == after)
     """
 )
