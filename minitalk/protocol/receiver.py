@@ -493,7 +493,6 @@ class Receiver(_PeerTransitions):
 
     def receive(self, pid: int, symbol: int, now: float) -> None:
         """One signal arrived from ``pid``: 0 for SIGUSR1, 1 for SIGUSR2."""
-        self.line.listening(now)
         session = self.session
         if session is not None and pid == session.pid:
             session.since = now
@@ -505,6 +504,7 @@ class Receiver(_PeerTransitions):
             self._answered(now)
             return
         self.look.stray()  # anyone else's signal may have eaten the peer's next one
+        self.line.listening(now)  # (the peer's bits need not: handle_timer runs every 0.1 s)
         if pid in self.line.notices:
             self._reply(self.line.notice_symbol(pid, symbol))
         elif symbol == REQUEST:
