@@ -120,7 +120,7 @@ def _may_spin() -> bool:
 # pending is polled again, without a wait. A real signal taken just before a deadline that the
 # process then overslept by that much is lost that way; a lost signal is what the protocol
 # survives, a phantom one is not. (Discarding every siginfo returned after the deadline could
-# lose a real answer that came within a wake-up's latency of the client's 2 ms look, on any
+# lose a real answer that came within a wake-up's latency of the client's look (0.7 ms), on any
 # bit; it is the suspected cause of one false "frames arrived out of order" in a 300 KiB send.)
 _STOPPED_PAST = 0.02
 

@@ -569,9 +569,12 @@ def test_sender_sweep_raises_nothing(
 @settings(max_examples=50)
 @given(texts=st.lists(st.text(max_size=300), min_size=1, max_size=5))
 def test_clients_in_a_row_deliver_in_order(texts: list[str]) -> None:
+    """Each asks once the one before was queued or served: the order they were heard in."""
     net = Network()
     for index, text in enumerate(texts):
-        net.add_client(10 + index, text)
+        client = net.add_client(10 + index, text)
+        while client.sender.state is SenderState.REQUESTING and net.step():
+            pass
     net.run()
     assert all(c.succeeded for c in net.clients.values())
     assert net.printed_texts() == texts
