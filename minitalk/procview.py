@@ -126,7 +126,15 @@ _SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "mksh", "fish", "tcsh",
 
 
 def is_shell(pid: int) -> bool:
-    """True if ``pid`` runs a shell (by its command name in /proc/PID/comm)."""
+    """True if ``pid`` runs a shell: by the program it runs (/proc/PID/exe, which the kernel
+    records with every symlink resolved: an `rbash` or `sh` that is a link to bash is bash), or
+    by its command name (/proc/PID/comm) where exe cannot be read (another user's process)."""
+    try:
+        program = os.path.basename(os.readlink(f"/proc/{pid}/exe"))
+    except OSError:
+        program = ""
+    if program.removesuffix(" (deleted)") in _SHELLS:
+        return True
     try:
         with open(f"/proc/{pid}/comm", encoding="utf-8", errors="replace") as comm:
             return comm.read().strip() in _SHELLS

@@ -361,6 +361,29 @@ def test_send_classic_refuses_what_it_must_never_signal(procs: Processes) -> Non
     assert sleeper.poll() is None
 
 
+def test_a_shell_under_another_name_is_still_a_shell(procs: Processes, tmp_path: Path) -> None:
+    """An interactive `rbash` (a link to bash) catches both signals and exits on them: it
+    passed the shell check by name and was killed by the first bit. The program it runs says
+    bash."""
+    bash = shutil.which("bash")
+    assert bash is not None
+    rbash = tmp_path / "rbash"
+    rbash.symlink_to(bash)
+    shell = procs.popen([str(rbash), "--norc", "--noprofile", "-i"], stdin=subprocess.PIPE)
+    assert shell.stdin is not None
+    assert shell.stdout is not None
+    shell.stdin.write(b"echo ready\n")
+    shell.stdin.flush()
+    assert shell.stdout.readline() == b"ready\n"
+    assert Path(f"/proc/{shell.pid}/comm").read_text().strip() == "rbash"
+    result = procs.send("--classic", str(shell.pid), "hi")
+    assert result.returncode == ExitCode.BAD_TARGET, result.stderr
+    assert b"is a shell" in result.stderr
+    shell.stdin.write(b"echo alive\n")
+    shell.stdin.flush()
+    assert shell.stdout.readline() == b"alive\n"
+
+
 def test_send_classic_never_signals_the_callers_own_shell(procs: Processes) -> None:
     # An interactive bash catches both signals and exits on them: `send --classic $$` from it
     # must not close the terminal.
