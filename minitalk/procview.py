@@ -24,8 +24,9 @@ PEER_MARK = signal.SIGRTMAX
 MARK_MASK = 1 << (PEER_MARK - 1)
 
 
-def read_status(pid: int) -> dict[str, str]:
-    """The fields of /proc/PID/status, by name; empty if it cannot be read."""
+def read_status(pid: int | str) -> dict[str, str]:
+    """The fields of /proc/PID/status (or of /proc/PID/task/TID/status, given "PID/task/TID"),
+    by name; empty if it cannot be read."""
     try:
         with open(f"/proc/{pid}/status", encoding="utf-8", errors="replace") as status:
             return dict(line.rstrip("\n").partition(":\t")[::2] for line in status)
@@ -111,14 +112,42 @@ def serving_mode(pid: int) -> str | None:
 
 
 def handles(pid: int, signum: int) -> bool:
-    """True if ``pid`` blocks, ignores or catches ``signum`` right now (read fresh from
-    /proc/PID/status), so that one such signal will not kill it. For plain minitalks only:
-    they catch the signals; some install their handler late, so ask before each signal."""
+    """True if ``pid`` ignores or catches ``signum`` right now, or every thread of it blocks
+    it or waits for it (read fresh from /proc), so that one such signal will not kill it.
+    For plain minitalks only: they catch the signals; some install their handler late, so ask
+    before each signal."""
     fields = read_status(pid)
     if fields.get("State", "Z")[:1] in ("Z", "X"):
         return False
     bit = 1 << (signum - 1)
-    return bool((mask(fields, "SigBlk") | mask(fields, "SigIgn") | mask(fields, "SigCgt")) & bit)
+    if (mask(fields, "SigIgn") | mask(fields, "SigCgt")) & bit:  # dispositions: process-wide
+        return True
+    return _every_thread_holds(pid, bit)
+
+
+def _every_thread_holds(pid: int, bit: int) -> bool:
+    """Blocking is per thread, and the kernel hands a signal sent to the process to any
+    thread that does not block it: only if every thread blocks it, or waits for it in
+    sigtimedwait (which lifts, while it waits, the block /proc shows), is it safe. (A thread
+    asleep in sigtimedwait is taken to wait for the signal it does not block.)"""
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return False
+    for tid in tids:
+        fields = read_status(f"{pid}/task/{tid}")
+        if not fields:
+            return False
+        if mask(fields, "SigBlk") & bit:
+            continue
+        try:
+            with open(f"/proc/{pid}/task/{tid}/wchan", encoding="ascii") as wchan:
+                waiting = wchan.read().startswith("do_sigtimedwait")
+        except OSError:
+            waiting = False
+        if not waiting:
+            return False
+    return bool(tids)
 
 
 # Shells catch SIGUSR1/SIGUSR2 and exit on them (bash, when interactive); none is a minitalk.

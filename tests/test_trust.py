@@ -409,3 +409,39 @@ def test_the_servers_check_of_a_client_never_waits_for_one_starting(
         assert link.admit(starting.pid) is False  # refused at once, never held
     finally:
         link.close()
+
+
+# Processes that only block SIGUSR1: one thread that waits for it with sigtimedwait, the same
+# blocking in a thread while another thread does not block it, and a lone blocker.
+BLOCKERS = """
+import signal, sys, threading, time
+kind = sys.argv[1]
+if kind == "two threads":
+    threading.Thread(target=time.sleep, args=(600,), daemon=True).start()  # does not block
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+print("ready", flush=True)
+if kind == "waits":
+    signal.sigtimedwait({signal.SIGUSR1}, 600)
+time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize(
+    ("kind", "safe"), [("waits", True), ("two threads", False), ("blocks", True)]
+)
+def test_blocking_counts_only_if_every_thread_blocks_or_waits(
+    procs: Processes, kind: str, safe: bool
+) -> None:
+    """A classic peer that blocks SIGUSR1 and takes it with sigtimedwait was refused (the wait
+    lifts the block /proc shows); a two-thread process whose main thread blocks it was
+    answered, and the other thread took the signal and died of it. /proc only, nothing sent."""
+    process = procs.popen([sys.executable, "-c", BLOCKERS, kind])
+    assert process.stdout is not None
+    assert process.stdout.readline() == b"ready\n"
+    if kind == "waits":
+        wait_for(
+            lambda: Path(f"/proc/{process.pid}/wchan").read_text().startswith("do_sigtimedwait"),
+            "it waits in sigtimedwait",
+        )
+    assert procview.handles(process.pid, signal.SIGUSR1) is safe
+    assert process.poll() is None
