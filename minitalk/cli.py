@@ -665,7 +665,8 @@ def send_command(
     length_counts_end: CountsEndOption = False,
     trace: TraceOption = False,
 ) -> None:
-    """Send TEXT (or a file, or standard input) to a server; exit 0 once it acknowledged all.
+    """Send TEXT (or a file, or standard input) to a server; exit 0 once it acknowledged all
+    (with --classic: once every signal is sent; a plain server cannot confirm).
 
     Examples:
       minitalk send 4242 "emoji 🎉"
