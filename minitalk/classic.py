@@ -626,7 +626,18 @@ def _utf8_break(record: SenderRecord, offset: int) -> str:
             f"{where} right after a gap of {_ms(gap)} (median {_ms(median)}): a signal was "
             "probably lost or merged there, and every byte after it is shifted"
         )
+    if offset >= _DECODED_RIGHT:
+        # Bytes this many decoded as UTF-8 before it: the bit order and signals are right.
+        return (
+            f"{where} after {offset} bytes that decoded right, with no unusual gap (largest "
+            f"{_ms(gap)}): a signal was most likely lost or merged there (two of one kind "
+            "pending at once are one), and every byte after it is shifted"
+        )
     return f"{where} with no unusual gap (largest {_ms(gap)}): check the bit order and signals"
+
+
+# A break this far into the text is not the variant's fault: so many bytes decoded right.
+_DECODED_RIGHT = 4
 
 
 def describe_send(sender: ClassicSender, fmt: ClassicFormat, data: bytes) -> list[str]:

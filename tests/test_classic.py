@@ -209,6 +209,27 @@ def test_a_utf8_break_right_after_a_long_gap_is_pointed_out() -> None:
     assert any("breaks UTF-8 right after a gap of 40.00 ms" in line for line in lines)
 
 
+@pytest.mark.parametrize(
+    ("before", "said"),
+    [(643, "after 643 bytes that decoded right"), (0, "check the bit order and signals")],
+)
+def test_a_break_far_into_the_text_blames_a_lost_signal_not_the_variant(
+    before: int, said: str
+) -> None:
+    """One signal lost after 643 bytes that decoded right, no unusual gap: the trace said
+    "check the bit order and signals". Only a break at the very start points there."""
+    text = "a" * before + "é"  # c3 a9: a wrong bit turns the c3 into 0x83, a lone tail byte
+    symbols = PLAIN.encode(text.encode())
+    symbols[8 * before + 1] ^= 1
+    receiver = ClassicReceiver(PLAIN)
+    for index, symbol in enumerate(symbols):
+        receiver.receive(4, symbol, index * 0.0003)
+    [message] = written(receiver)
+    assert isinstance(message, ClassicMessage)
+    assert message.utf8_error == before
+    assert any(said in line for line in describe(message, PLAIN, Ack.BIT))
+
+
 # -- the sender -----------------------------------------------------------------------------
 
 
