@@ -430,6 +430,7 @@ class ClassicReceiver:
 class ClassicSenderState(Enum):
     PROBING = "first bit sent; an answer within probe_wait means paced by answers"
     PACED = "each bit waits for the server's answer to the one before"
+    GAP = "answered: the next bit waits answer_gap first, as some servers need"
     TIMED = "bits go out a fixed delay apart"
     ENDING = "all sent; waiting briefly for an end-of-message signal"
     DONE = "sent"
@@ -443,8 +444,9 @@ class ClassicSender:
     means the server answers each bit, and from then on every signal from it lets the next bit
     go. Otherwise bits go out ``delay`` apart. A paced send whose answer does not come within
     ``reply_timeout`` fails; nothing is ever sent twice (a plain server would take a repeat for
-    the next bit). After the last bit it waits ``end_wait`` for an end signal, which it counts
-    but does not require.
+    the next bit). With ``answer_gap`` a paced send waits that long after each answer before
+    the next bit (a server still busy after its answer, as its own client never shows it). After
+    the last bit it waits ``end_wait`` for an end signal, which it counts but does not require.
     """
 
     def __init__(
@@ -455,9 +457,11 @@ class ClassicSender:
         probe_wait: float = PROBE_WAIT,
         reply_timeout: float = REPLY_TIMEOUT,
         end_wait: float = END_WAIT,
+        answer_gap: float = 0.0,
     ) -> None:
-        if delay < 0 or probe_wait < 0 or reply_timeout <= 0 or end_wait < 0:
+        if min(delay, probe_wait, end_wait, answer_gap) < 0 or reply_timeout <= 0:
             raise LocalProtocolError("delays must not be negative, reply_timeout positive")
+        self.answer_gap = answer_gap
         self.symbols = symbols
         self.delay = delay
         self.probe_wait = probe_wait
@@ -505,12 +509,15 @@ class ClassicSender:
         if state in (ClassicSenderState.PROBING, ClassicSenderState.PACED):
             self.round_trips.append(now - self._sent_at)
             self.state = ClassicSenderState.PACED
-            if self.sent < len(self.symbols):
+            if self.sent >= len(self.symbols):
+                self._end(now)
+            elif self.answer_gap > 0:
+                self.state = ClassicSenderState.GAP
+                self._deadline = now + self.answer_gap
+            else:
                 self._send_next(now)
                 self._deadline = now + self.reply_timeout
-            else:
-                self._end(now)
-        # TIMED or ENDING: an answer at the end of the message, or late; counted only.
+        # TIMED, GAP or ENDING: an answer at the end of the message, or late; counted only.
 
     def handle_timer(self, now: float, *, server_holding: bool = False) -> None:
         """The deadline passed. ``server_holding``: a signal of ours is still pending at the
@@ -540,6 +547,10 @@ class ClassicSender:
                 self._deadline = now + self.delay
             else:
                 self._end(now)
+        elif state is ClassicSenderState.GAP:
+            self.state = ClassicSenderState.PACED
+            self._send_next(now)
+            self._deadline = now + self.reply_timeout
         elif state is ClassicSenderState.PACED:
             self.state = ClassicSenderState.FAILED
             self.error = NoAnswerError(

@@ -225,6 +225,7 @@ class ClassicClientConfig:
     probe_wait: float = PROBE_WAIT
     reply_timeout: float = REPLY_TIMEOUT
     end_wait: float = END_WAIT
+    answer_gap: float = 0.0  # paced: a pause after each answer, before the next bit
     timeout: float | None = None  # bound on the whole send
     force: bool = False  # skip the does-it-handle-the-signals check
 
@@ -259,6 +260,7 @@ def send_classic(
         probe_wait=config.probe_wait,
         reply_timeout=config.reply_timeout,
         end_wait=config.end_wait,
+        answer_gap=config.answer_gap,
     )
     try:
         started = monotonic()

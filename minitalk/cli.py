@@ -321,6 +321,17 @@ ForceOption = Annotated[
         "them). DANGEROUS: the first bit kills a process that does not.",
     ),
 ]
+AnswerGapOption = Annotated[
+    Optional[float],  # noqa: UP045
+    typer.Option(
+        "--answer-gap-us",
+        min=0.0,
+        max=1_000_000.0,
+        help="Microseconds to wait after each answer before the next bit, for a server that "
+        "is still busy after answering (as its own client's pause hides). Default: 0.",
+        rich_help_panel=_CLASSIC,
+    ),
+]
 DelayOption = Annotated[
     Optional[float],  # noqa: UP045
     typer.Option(
@@ -349,6 +360,7 @@ _CLASSIC_ONLY = (
     "ack_signal",
     "idle_timeout",
     "delay_us",
+    "answer_gap_us",
 )
 _FRAMED_ONLY = ("frame_timeout", "session_timeout", "attempts")
 
@@ -657,6 +669,7 @@ def send_command(
     force: ForceOption = False,
     classic: ClassicFlag = False,
     delay_us: DelayOption = None,
+    answer_gap_us: AnswerGapOption = None,
     bit_order: BitOrderOption = None,
     zero: ZeroOption = None,
     end: EndOption = None,
@@ -685,7 +698,7 @@ def send_command(
             length_prefix,
             prefix_order,
             length_counts_end,
-            **{"--delay-us": delay_us},
+            **{"--delay-us": delay_us, "--answer-gap-us": answer_gap_us},
         )
         tries = MAX_ATTEMPTS if attempts is None else attempts
         _check_options(_send_rules(reply_timeout, tries, timeout))
@@ -700,6 +713,7 @@ def send_command(
             classic_config = ClassicClientConfig(
                 fmt=fmt,
                 delay=(DEFAULT_DELAY * 1e6 if delay_us is None else delay_us) / 1e6,
+                answer_gap=(answer_gap_us or 0.0) / 1e6,
                 reply_timeout=reply_timeout,
                 timeout=timeout,
                 force=force,
@@ -839,7 +853,8 @@ _NEGATIVE_NUMBER = re.compile(r"^-\d+$|^-\d*\.\d+$")
 # The options of `send` that take a value (long forms, and short letters); a test checks
 # these against the command's own parameters.
 SEND_VALUE_OPTIONS = frozenset(
-    {"--file", "--reply-timeout", "--attempts", "--timeout", "--delay-us", "--bit-order"}
+    {"--file", "--reply-timeout", "--attempts", "--timeout", "--delay-us", "--answer-gap-us"}
+    | {"--bit-order"}
     | {"--zero", "--end", "--length-prefix", "--prefix-order"}  # classic mode
 )
 SEND_VALUE_SHORT = frozenset({"f"})

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from dataclasses import dataclass
 
 DATA_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)  # symbol 0 travels as SIGUSR1, 1 as SIGUSR2
@@ -134,20 +135,38 @@ def _every_thread_holds(pid: int, bit: int) -> bool:
         tids = os.listdir(f"/proc/{pid}/task")
     except OSError:
         return False
-    for tid in tids:
-        fields = read_status(f"{pid}/task/{tid}")
+    return bool(tids) and all(_thread_holds(f"{pid}/task/{tid}", bit) for tid in tids)
+
+
+def _thread_holds(task: str, bit: int) -> bool:
+    """One thread blocks the signal, or sleeps in sigtimedwait. A thread that runs without
+    blocking it may be on its way into sigtimedwait (which lifts the block before it sleeps),
+    and one just fallen asleep may not show where yet: it is watched for ``_ENTERING`` at
+    most, until it blocks the signal again or is seen asleep somewhere."""
+    deadline = time.monotonic() + _ENTERING
+    while True:
+        fields = read_status(task)
         if not fields:
             return False
         if mask(fields, "SigBlk") & bit:
-            continue
+            return True
         try:
-            with open(f"/proc/{pid}/task/{tid}/wchan", encoding="ascii") as wchan:
-                waiting = wchan.read().startswith("do_sigtimedwait")
+            with open(f"/proc/{task}/wchan", encoding="ascii") as wchan:
+                where = wchan.read()
         except OSError:
-            waiting = False
-        if not waiting:
+            where = ""
+        if where.startswith("do_sigtimedwait"):
+            return True
+        # Running, or asleep with no wchan to read yet (the kernel cannot name where a task
+        # sleeps while it is still switching away): look again, briefly. Asleep anywhere
+        # else (a timed client in nanosleep) is a plain no.
+        unknown = fields.get("State", "")[:1] == "R" or where.strip() in ("", "0")
+        if not unknown or time.monotonic() >= deadline:
             return False
-    return bool(tids)
+        time.sleep(_ENTERING / 20)
+
+
+_ENTERING = 0.002  # how long a running thread is watched on its way into its wait
 
 
 # Shells catch SIGUSR1/SIGUSR2 and exit on them (bash, when interactive); none is a minitalk.

@@ -252,6 +252,27 @@ def test_a_server_that_answers_paces_the_send() -> None:
     assert sender.answers == len(symbols)
 
 
+def test_an_answer_gap_holds_each_next_bit_back() -> None:
+    """Some servers are still busy after they answer (their own client pauses after each
+    answer): --answer-gap-us waits that long before the next bit; an answer meanwhile is
+    counted only."""
+    symbols = PLAIN.encode(b"a")
+    sender = ClassicSender(symbols, probe_wait=0.01, reply_timeout=1.0, answer_gap=0.0005)
+    sender.start(0.0)
+    assert sender.outbox == [symbols[0]]
+    sender.outbox.clear()
+    sender.receive(0.0001)  # the answer: the next bit waits the gap
+    assert sender.outbox == []
+    assert sender.get_timer() == pytest.approx(0.0006)
+    sender.receive(0.0002)  # a second signal during the gap: no bit for it
+    assert sender.outbox == []
+    timer = sender.get_timer()
+    assert timer is not None
+    sender.handle_timer(timer)
+    assert sender.outbox == [symbols[1]]
+    assert sender.state is ClassicSenderState.PACED
+
+
 def test_a_server_that_never_answers_is_paced_by_the_delay() -> None:
     symbols = PLAIN.encode(b"a")
     sender = ClassicSender(symbols, delay=0.0005, probe_wait=0.01)

@@ -343,6 +343,15 @@ def test_every_variant_round_trips(procs: Processes, variant: list[str]) -> None
     assert out == "variant ✓\n".encode()
 
 
+def test_a_send_with_a_gap_after_each_answer_round_trips(procs: Processes) -> None:
+    server = _classic_serve(procs, "--count", "1")
+    result = procs.send("--classic", str(server.pid), "gap ✓", "--answer-gap-us", "200")
+    assert result.returncode == 0, result.stderr
+    assert b"paced by its answers" in result.stdout
+    out, _, code = server.finish()
+    assert (out, code) == ("gap ✓\n".encode(), 0)
+
+
 # -- bad input: the same one-line errors and codes as the framed mode --------------------------
 
 
@@ -383,10 +392,13 @@ print(answers, flush=True)
 def test_a_client_that_waits_with_sigtimedwait_is_answered(procs: Processes) -> None:
     """It blocks the signals and waits for each answer in sigtimedwait, which lifts the block
     /proc shows while it waits: it was never answered ("it does not block, ignore or catch")."""
-    server = _classic_serve(procs, "--count", "1")
+    server = procs.serve("--classic", "--idle-timeout", "1", "--count", "1", "--trace")
     client = procs.popen([sys.executable, "-c", SIGTIMEDWAIT_CLIENT, str(server.pid), "hi ✓"])
     out, err = client.communicate(timeout=HANG_GUARD)
-    assert client.returncode == 0, err
+    if client.returncode != 0:
+        server.process.terminate()
+        server.process.wait(timeout=HANG_GUARD)
+    assert client.returncode == 0, (err, b"".join(server._err))
     assert out == f"{8 * len('hi ✓'.encode()) + 8}\n".encode()  # every bit answered
     printed, _, code = server.finish()
     assert (printed, code) == ("hi ✓\n".encode(), 0)
