@@ -638,17 +638,19 @@ def _utf8_break(record: SenderRecord, offset: int) -> str:
             "probably lost or merged there, and every byte after it is shifted"
         )
     if offset >= _DECODED_RIGHT:
-        # Bytes this many decoded as UTF-8 before it: the bit order and signals are right.
+        # So many bytes decoded as UTF-8 before it: if they read as what was sent, the variant
+        # is right and a signal went missing; a wrong bit order can decode for a while, too.
         return (
-            f"{where} after {offset} bytes that decoded right, with no unusual gap (largest "
-            f"{_ms(gap)}): a signal was most likely lost or merged there (two of one kind "
-            "pending at once are one), and every byte after it is shifted"
+            f"{where} after {offset} bytes that decoded as UTF-8, with no unusual gap (largest "
+            f"{_ms(gap)}): if they are what was sent, a signal was lost or merged there (two "
+            "of one kind pending at once are one) and every byte after it is shifted; if not, "
+            "check the bit order and signals"
         )
     return f"{where} with no unusual gap (largest {_ms(gap)}): check the bit order and signals"
 
 
-# A break this far into the text is not the variant's fault: so many bytes decoded right.
-_DECODED_RIGHT = 4
+# A break this far into the text may be a lost signal rather than the wrong variant.
+_DECODED_RIGHT = 16
 
 
 def describe_send(sender: ClassicSender, fmt: ClassicFormat, data: bytes) -> list[str]:

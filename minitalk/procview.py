@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from dataclasses import dataclass
 
 DATA_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)  # symbol 0 travels as SIGUSR1, 1 as SIGUSR2
@@ -128,45 +127,17 @@ def handles(pid: int, signum: int) -> bool:
 
 def _every_thread_holds(pid: int, bit: int) -> bool:
     """Blocking is per thread, and the kernel hands a signal sent to the process to any
-    thread that does not block it: only if every thread blocks it, or waits for it in
-    sigtimedwait (which lifts, while it waits, the block /proc shows), is it safe. (A thread
-    asleep in sigtimedwait is taken to wait for the signal it does not block.)"""
+    thread that does not block it: only if every thread blocks it is it safe. (A thread asleep
+    in sigtimedwait shows the signals it waits for as unblocked, and /proc does not say which
+    it waits for: one waiting for SIGCHLD would die of our SIGUSR1. So such a client, which
+    waits correctly, is not answered: safety first.)"""
     try:
         tids = os.listdir(f"/proc/{pid}/task")
     except OSError:
         return False
-    return bool(tids) and all(_thread_holds(f"{pid}/task/{tid}", bit) for tid in tids)
-
-
-def _thread_holds(task: str, bit: int) -> bool:
-    """One thread blocks the signal, or sleeps in sigtimedwait. A thread that runs without
-    blocking it may be on its way into sigtimedwait (which lifts the block before it sleeps),
-    and one just fallen asleep may not show where yet: it is watched for ``_ENTERING`` at
-    most, until it blocks the signal again or is seen asleep somewhere."""
-    deadline = time.monotonic() + _ENTERING
-    while True:
-        fields = read_status(task)
-        if not fields:
-            return False
-        if mask(fields, "SigBlk") & bit:
-            return True
-        try:
-            with open(f"/proc/{task}/wchan", encoding="ascii") as wchan:
-                where = wchan.read()
-        except OSError:
-            where = ""
-        if where.startswith("do_sigtimedwait"):
-            return True
-        # Running, or asleep with no wchan to read yet (the kernel cannot name where a task
-        # sleeps while it is still switching away): look again, briefly. Asleep anywhere
-        # else (a timed client in nanosleep) is a plain no.
-        unknown = fields.get("State", "")[:1] == "R" or where.strip() in ("", "0")
-        if not unknown or time.monotonic() >= deadline:
-            return False
-        time.sleep(_ENTERING / 20)
-
-
-_ENTERING = 0.002  # how long a running thread is watched on its way into its wait
+    return bool(tids) and all(
+        mask(read_status(f"{pid}/task/{tid}"), "SigBlk") & bit for tid in tids
+    )
 
 
 # Shells catch SIGUSR1/SIGUSR2 and exit on them (bash, when interactive); none is a minitalk.

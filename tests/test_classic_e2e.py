@@ -370,40 +370,6 @@ def test_send_classic_refuses_what_it_must_never_signal(procs: Processes) -> Non
     assert sleeper.poll() is None
 
 
-# A plain client that waits correctly: it blocks both signals and takes each answer with
-# sigtimedwait (MSB first, SIGUSR1 = 0, a NUL at the end).
-SIGTIMEDWAIT_CLIENT = """
-import os, signal, sys
-server, text = int(sys.argv[1]), sys.argv[2].encode() + b"\\0"
-USR = {signal.SIGUSR1, signal.SIGUSR2}
-signal.pthread_sigmask(signal.SIG_BLOCK, USR)
-answers = 0
-for byte in text:
-    for shift in range(7, -1, -1):
-        os.kill(server, signal.SIGUSR2 if byte >> shift & 1 else signal.SIGUSR1)
-        info = signal.sigtimedwait(USR, 5)
-        if info is None:
-            sys.exit(f"no answer after {answers} bits")
-        answers += info.si_pid == server
-print(answers, flush=True)
-"""
-
-
-def test_a_client_that_waits_with_sigtimedwait_is_answered(procs: Processes) -> None:
-    """It blocks the signals and waits for each answer in sigtimedwait, which lifts the block
-    /proc shows while it waits: it was never answered ("it does not block, ignore or catch")."""
-    server = procs.serve("--classic", "--idle-timeout", "1", "--count", "1", "--trace")
-    client = procs.popen([sys.executable, "-c", SIGTIMEDWAIT_CLIENT, str(server.pid), "hi ✓"])
-    out, err = client.communicate(timeout=HANG_GUARD)
-    if client.returncode != 0:
-        server.process.terminate()
-        server.process.wait(timeout=HANG_GUARD)
-    assert client.returncode == 0, (err, b"".join(server._err))
-    assert out == f"{8 * len('hi ✓'.encode()) + 8}\n".encode()  # every bit answered
-    printed, _, code = server.finish()
-    assert (printed, code) == ("hi ✓\n".encode(), 0)
-
-
 def test_a_shell_under_another_name_is_still_a_shell(procs: Processes, tmp_path: Path) -> None:
     """An interactive `rbash` (a link to bash) catches both signals and exits on them: it
     passed the shell check by name and was killed by the first bit. The program it runs says
