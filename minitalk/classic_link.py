@@ -14,6 +14,8 @@ cannot be forged.
 from __future__ import annotations
 
 import os
+import signal
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -36,7 +38,7 @@ from minitalk.classic_limits import (
 )
 from minitalk.errors import MinitalkError, NoAnswerError, ServerGoneError
 from minitalk.link import ServerSteps, Signal
-from minitalk.procview import DATA_SIGNALS, handles, is_shell
+from minitalk.procview import DATA_SIGNALS, StatFile, is_shell, start_ticks
 from minitalk.transport import Process, SignalWaiter, WaiterLink, block_signals, monotonic
 from minitalk.trust import open_plain_peer, open_plain_server
 
@@ -116,6 +118,8 @@ class ClassicServerDriver(ServerSteps):
     def _take(self, got: Signal, now: float) -> None:
         pid, symbol = got
         if self.link.accepts(pid):
+            if self.receiver.ack is not Ack.NONE:
+                self.link.hold(pid)
             self.receiver.receive(pid, symbol, now)
 
     def _count_forged(self, now: float) -> None:
@@ -159,40 +163,106 @@ class ClassicServerDriver(ServerSteps):
                 self.on_trace(event)
 
 
+@dataclass(slots=True)
+class PlainPeer:
+    """A sender the server may answer, held from its first signal on: its pidfd, and its
+    /proc/PID/stat kept open for the check before each answer; or why it is never answered."""
+
+    process: Process | None
+    stat: StatFile | None
+    refused: str = ""
+
+    def close(self) -> None:
+        if self.stat is not None:
+            self.stat.close()
+        if self.process is not None:
+            self.process.close()
+
+
 class SignalClassicLink(WaiterLink):
     """The real link of a classic server: a ``SignalWaiter``, and the plain peers held by
     pidfd. Its one rule of its own is this mode's safety: plain minitalk clients *catch* the
     signals (some install their handler late, some exit on the first signal they did not
     expect), so before every answer it checks, fresh from /proc, that the process handles
-    that very signal, is alive (held by a pidfd opened before the check) and is not a shell."""
+    that very signal, is alive (held by a pidfd) and is not a shell.
+
+    A sender is held the moment its first signal is taken (``hold``), not when the answer
+    goes: a PID freed meanwhile could otherwise be answered in its new holder. The one
+    window left is the signal's own time in flight, and that is long only if this server was
+    stopped: SIGCONT is blocked here, so a stop leaves it pending; then a sender whose process
+    started after this server was last seen running may be a newcomer on a freed PID, and is
+    not answered until every signal pending across the stop is taken.
+    """
 
     def __init__(self) -> None:
         super().__init__(SignalWaiter())
-        self.peers: dict[int, Process] = {}
+        self.peers: dict[int, PlainPeer] = {}
         self.own = os.getpid()
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCONT})
+        self._awake = _boot_seconds()  # when this server last began a wait, running
+        self._stopped_since: float | None = None  # a stop seen: began no earlier than this
 
     def accepts(self, pid: int) -> bool:
         """Signals from init, from ourselves or from PID 0 are never data."""
         return pid > 1 and pid != self.own
 
+    def wait(self, deadline: float | None, *, spin: bool) -> tuple[int, int] | None:
+        self._awake = _boot_seconds()
+        return self.waiter.wait(deadline, spin=spin)
+
+    def hold(self, pid: int) -> None:
+        """Hold the sender of a signal just taken (once per sender), or note why it will
+        never be answered."""
+        if pid in self.peers:
+            return
+        pending = signal.sigpending()
+        if signal.SIGCONT in pending:  # this server was stopped, and continued since
+            signal.sigtimedwait({signal.SIGCONT}, 0)
+            if self._stopped_since is None:
+                self._stopped_since = self._awake
+        self.peers[pid] = self._open(pid)
+        if self._stopped_since is not None and not pending & _DATA:
+            self._stopped_since = None  # nothing left from before: later signals are fresh
+
+    def _open(self, pid: int) -> PlainPeer:
+        if is_shell(pid):
+            return PlainPeer(None, None, "never answered: a shell")
+        try:
+            process = open_plain_peer(pid)
+        except MinitalkError as error:
+            return PlainPeer(None, None, str(error))
+        try:
+            stat = StatFile(pid)
+        except OSError:
+            process.close()
+            return PlainPeer(None, None, "it exited")
+        peer = PlainPeer(process, stat)
+        if not process.alive():
+            peer.refused = "it exited"
+        elif self._stopped_since is not None and _started_after(pid, self._stopped_since):
+            peer.refused = (
+                "it started while this server was stopped: its PID may have been freed by the "
+                "sender and taken by it, so it is not answered"
+            )
+        return peer
+
     def answer(self, pid: int, symbol: int) -> str:
         """Send ``symbol`` to ``pid`` only if that cannot kill or upset it; return "" once
         sent, else why not."""
-        process = self.peers.get(pid)
-        if process is None:
-            if not self.accepts(pid) or is_shell(pid):
-                return "never answered: a shell, init or this server"
-            try:
-                process = self.peers[pid] = open_plain_peer(pid)
-            except MinitalkError as error:
-                return str(error)
-        signum = DATA_SIGNALS[symbol]
-        if not process.alive():
-            return "it exited"
-        if not handles(pid, signum):
+        peer = self.peers.get(pid)
+        if peer is None:
+            return "never answered: not held (a shell, init or this server)"
+        if peer.process is None or peer.stat is None or peer.refused:
+            return peer.refused
+        process, signum = peer.process, DATA_SIGNALS[symbol]
+        if not peer.stat.handles(signum):
+            if not process.alive():
+                return "it exited"
             other = DATA_SIGNALS[1 - symbol]
-            hint = f"; it does handle {other.name}: --ack-signal" if handles(pid, other) else ""
-            return f"it does not block, ignore or catch {signum.name}{hint}"
+            hint = "; it does handle " + other.name + ": --ack-signal"
+            return f"it does not block, ignore or catch {signum.name}" + (
+                hint if peer.stat.handles(other) else ""
+            )
         try:
             process.send(symbol)
         except OSError as error:
@@ -200,20 +270,35 @@ class SignalClassicLink(WaiterLink):
         return ""
 
     def uid(self, pid: int) -> int:
-        process = self.peers.get(pid)
-        return process.uid if process is not None else -1
+        peer = self.peers.get(pid)
+        return peer.process.uid if peer is not None and peer.process is not None else -1
 
     def held(self) -> list[int]:
         return list(self.peers)
 
     def forget(self, pid: int) -> None:
-        process = self.peers.pop(pid, None)
-        if process is not None:
-            process.close()
+        peer = self.peers.pop(pid, None)
+        if peer is not None:
+            peer.close()
 
     def close(self) -> None:
         for pid in list(self.peers):
             self.forget(pid)
+
+
+_DATA = frozenset(DATA_SIGNALS)
+_TICK = 1 / os.sysconf("SC_CLK_TCK")
+
+
+def _boot_seconds() -> float:
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+def _started_after(pid: int, moment: float) -> bool:
+    """Whether ``pid`` may have started after ``moment`` (boot-clock seconds): its start is
+    known to a clock tick, so one within a tick before counts as after. Unknown counts too."""
+    ticks = start_ticks(pid)
+    return ticks is None or (ticks + 1) * _TICK > moment
 
 
 @dataclass(frozen=True, slots=True)
