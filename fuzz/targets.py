@@ -23,6 +23,7 @@ from minitalk.classic import (
     ClassicFormat,
     ClassicMessage,
     ClassicReceiver,
+    EndAt,
     SenderDropped,
     describe,
 )
@@ -422,33 +423,80 @@ CLASSIC_FORMATS = st.builds(
 @given(
     fmt=CLASSIC_FORMATS,
     ack=st.sampled_from(list(Ack)),
+    end=st.sampled_from([None, 0, 1]),
+    end_at=st.sampled_from(list(EndAt)),
+    delay=st.sampled_from([0.0, 0.0003]),
     signals=st.lists(
-        st.tuples(st.sampled_from([11, 12, 13]), st.sampled_from([0, 1]), st.floats(0, 0.3)),
+        st.tuples(
+            st.sampled_from([11, 12, 13]),
+            st.sampled_from([0, 1]),
+            st.floats(0, 0.3),
+            st.booleans(),  # what a look at the sender finds: still pending or not
+        ),
         max_size=400,
     ),
 )
 def fuzz_classic_receiver(
-    fmt: ClassicFormat, ack: Ack, signals: list[tuple[int, int, float]]
+    fmt: ClassicFormat,
+    ack: Ack,
+    end: int | None,
+    end_at: EndAt,
+    delay: float,
+    signals: list[tuple[int, int, float, bool]],
 ) -> None:
-    """Any symbol stream from several senders, at any pace: the assembler never crashes and
-    never mixes senders (each message is exactly what its sender's own symbols decode to), and
-    its answers go only to senders that signalled it."""
+    """Any symbol stream from several senders, at any pace, with any end signal and answer
+    delay: the assembler never crashes and never mixes senders (each message is exactly
+    what its sender's own symbols decode to), its answers go only to senders that signalled
+    it, with the answer or the end signal, and each answer owed is handed out or reported
+    once: when the senders stop, nothing stays owed."""
     _counted("classic_receiver")
-    receiver = ClassicReceiver(fmt, ack=ack, idle_timeout=0.5, max_message=64)
+    if ack is Ack.NONE:
+        end = None
+    receiver = ClassicReceiver(
+        fmt,
+        ack=ack,
+        ack_symbol=0,
+        end_symbol=end,
+        end_at=end_at,
+        answer_delay=delay,
+        idle_timeout=0.5,
+        max_message=64,
+    )
     streams: dict[int, list[int]] = {}
+    allowed = {0} if end is None else {0, end}
     now = 0.0
-    for pid, symbol, gap in signals:
-        now += gap
+
+    def deadline(pending: bool) -> None:
         timer = receiver.get_timer()
         if timer is not None and now >= timer:
-            receiver.handle_timer(now)
+            receiver.handle_timer(now, still_pending=pending and receiver.looks_at() is not None)
             _check_classic_events(receiver, streams, fmt, ack, now)
+        _answer(receiver, {p for p, _, _, _ in signals}, allowed)
+
+    for pid, symbol, gap, pending in signals:
+        now += gap
+        deadline(pending)
         receiver.receive(pid, symbol, now)
         streams.setdefault(pid, []).append(symbol)
         _check_classic_events(receiver, streams, fmt, ack, now)
-        replies = receiver.replies()
-        assert {pid for pid, _ in replies} <= {p for p, _, _ in signals}
-        assert all(answer == 0 for _, answer in replies)
+        _answer(receiver, {p for p, _, _, _ in signals}, allowed)
+    for _ in range(2000):  # the senders are silent from here: every answer goes or is said
+        timer = receiver.get_timer()
+        if timer is None:
+            break
+        now = max(now, timer)
+        deadline(False)
+    assert not receiver.owing
+    assert receiver.senders == {}
+
+
+def _answer(receiver: ClassicReceiver, senders: set[int], allowed: set[int]) -> None:
+    """Report every answer offered as sent, as the driver does."""
+    replies = receiver.replies()
+    assert {pid for pid, _ in replies} <= senders
+    assert {answer for _, answer in replies} <= allowed
+    for pid, _ in replies:
+        receiver.answered(pid)
 
 
 def _check_classic_events(

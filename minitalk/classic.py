@@ -21,7 +21,7 @@ from __future__ import annotations
 import statistics
 from array import array
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 
 from minitalk.classic_limits import (
@@ -35,6 +35,8 @@ from minitalk.classic_limits import (
     PROBE_WAIT,
     REPLY_TIMEOUT,
     SIGNAL_NAMES,
+    SPACED_LOOK,
+    SPACED_WAIT,
 )
 from minitalk.errors import LocalProtocolError, NoAnswerError
 
@@ -45,6 +47,29 @@ class Ack(Enum):
     BIT = "bit"  # one signal per bit received: the common handshake
     END = "end"  # one signal when the message is complete
     NONE = "none"  # never
+
+
+class EndAt(Enum):
+    """Where a server that answers each bit puts its end-of-message signal (14 of 24 per-bit
+    servers surveyed send one; their clients wait for it)."""
+
+    INSTEAD = "instead"  # in place of the last bit's answer
+    BEFORE = "before"  # just before the last bit's answer
+    AFTER = "after"  # just after it
+
+
+@dataclass(frozen=True, slots=True)
+class Owed:
+    """One answer owed to a sender: its signal, when it may go, and whether it ends the
+    message (for the trace)."""
+
+    pid: int
+    symbol: int
+    due: float
+    ends: bool = False
+    # Of the same kind as the answer just before it, with no bit of the sender's between:
+    # it goes only once the sender has taken that one (two pending at once are one).
+    spaced: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +146,7 @@ class SenderRecord:
     signals: int = 0
     answered: int = 0
     unanswered: int = 0  # answers owed that the server could not safely send
+    end_signal: str = ""  # the end-of-message signal: "sent", or why it was not
     unanswered_why: str = ""  # the last reason one could not be sent
     pending_bits: list[int] = field(default_factory=list)
     length: int | None = None  # from the prefix, once read
@@ -134,6 +160,7 @@ class SenderRecord:
     def received(self) -> int:
         """Bytes of the current message received (kept or, once refused, let go)."""
         return self.skipped + len(self.data)
+
     # Seconds between consecutive signals (the first MAX_GAPS), the longest gap before each
     # byte's bits, and the bits of the first MAX_TRACE_BYTES bytes as they arrived.
     gaps: array[float] = field(default_factory=lambda: array("d"))
@@ -205,17 +232,27 @@ class ClassicReceiver:
         *,
         ack: Ack = Ack.BIT,
         ack_symbol: int = 0,
+        end_symbol: int | None = None,
+        end_at: EndAt = EndAt.INSTEAD,
+        answer_delay: float = 0.0,
         idle_timeout: float = IDLE_TIMEOUT,
         max_message: int = DEFAULT_MAX_MESSAGE,
         max_senders: int = 64,
     ) -> None:
         if idle_timeout <= 0:
             raise LocalProtocolError("idle_timeout must be positive")
-        if ack_symbol not in (0, 1):
-            raise LocalProtocolError("ack_symbol must be 0 (SIGUSR1) or 1 (SIGUSR2)")
+        if answer_delay < 0:
+            raise LocalProtocolError("answer_delay must not be negative")
+        if ack_symbol not in (0, 1) or end_symbol not in (None, 0, 1):
+            raise LocalProtocolError("an answer is 0 (SIGUSR1) or 1 (SIGUSR2)")
+        if end_symbol is not None and ack is Ack.NONE:
+            raise LocalProtocolError("an end signal is an answer: not with Ack.NONE")
         self.fmt = fmt
         self.ack = ack
         self.ack_symbol = ack_symbol
+        self.end_symbol = end_symbol
+        self.end_at = end_at
+        self.answer_delay = answer_delay
         self.idle_timeout = idle_timeout
         self.max_message = max_message
         self.max_senders = max_senders
@@ -224,8 +261,13 @@ class ClassicReceiver:
         self._events: deque[ClassicEvent] = deque()
         self._ended: dict[int, SenderRecord] = {}  # ended, answers still owed: for the trace
         self._writing: set[int] = set()  # a message handed out, not yet written
-        self._owed: deque[int] = deque()  # one PID per answer owed, oldest first
+        self._owed: deque[Owed] = deque()  # the answers owed, oldest first
+        self._owing: dict[int, int] = {}  # how many answers each PID is owed
+        self._released: deque[Owed] = deque()  # handed out, not yet reported sent or not
         self._in_flight: int | None = None  # answered last; its next bit is on its way
+        self._spaced: Owed | None = None  # waits until the answer before it was taken
+        self._spaced_since = 0.0
+        self._spaced_look = 0.0  # the next look at the sender
         self._in_flight_since = 0.0
 
     def receive(self, pid: int, symbol: int, now: float) -> None:
@@ -246,7 +288,7 @@ class ClassicReceiver:
         if pid == self._in_flight:
             self._in_flight = None
         if self.ack is Ack.BIT:
-            self._owed.append(pid)
+            self._owe(Owed(pid, self.ack_symbol, now + self.answer_delay))
         self._assemble(record, now)
         self._release(now)
 
@@ -263,12 +305,37 @@ class ClassicReceiver:
         self._writing.discard(pid)
         self._release(now)
 
+    def _hand_out(self, answer: Owed, *, send: bool = True) -> None:
+        """``answer`` is no longer owed: it goes out (the driver reports how it went), or,
+        without ``send``, it is reported at once as not sent."""
+        pid = answer.pid
+        left = self._owing[pid] - 1
+        if left:
+            self._owing[pid] = left
+        else:
+            del self._owing[pid]
+        self._released.append(answer)
+        if send:
+            self._outbox.append((pid, answer.symbol))
+
+    def _owe(self, owed: Owed) -> None:
+        self._owed.append(owed)
+        self._owing[owed.pid] = self._owing.get(owed.pid, 0) + 1
+
     def _release(self, now: float) -> None:
-        """Send the oldest owed answers while no sender has a bit on its way and the next is
-        not held for a message being written."""
-        while self._in_flight is None and self._owed and self._owed[0] not in self._writing:
-            pid = self._owed.popleft()
-            self._outbox.append((pid, self.ack_symbol))
+        """Send the oldest owed answers while no sender has a bit on its way, the next is
+        not held for a message being written, and its ``answer_delay`` has passed."""
+        owed = self._owed
+        while self._in_flight is None and owed and owed[0].pid not in self._writing:
+            if self._spaced is not None or (self.answer_delay and owed[0].due > now):
+                return
+            answer = owed.popleft()
+            if answer.spaced:  # after a look at the sender: see looks_at
+                self._spaced, self._spaced_since = answer, now
+                self._spaced_look = now + SPACED_LOOK
+                return
+            self._hand_out(answer)
+            pid = answer.pid
             if pid in self.senders:  # mid-message: its next bit will follow our answer
                 self._in_flight, self._in_flight_since = pid, now
 
@@ -327,7 +394,9 @@ class ClassicReceiver:
             del record.data[:extra]
             record.skipped += extra
 
-    def _finish(self, record: SenderRecord, now: float) -> None:
+    def _finish(self, record: SenderRecord, now: float, *, by_bit: bool = True) -> None:
+        """``record``'s message is complete: by the bit just received (its answer is the
+        last owed), or by its silence (``by_bit`` False)."""
         if record.refused:  # the end of a refused message: nothing of it is printed
             del self.senders[record.pid]
             self._remember_ended(record)
@@ -339,9 +408,35 @@ class ClassicReceiver:
         del self.senders[record.pid]
         self._events.append(ClassicMessage(record.pid, data, now - record.started, record))
         self._writing.add(record.pid)
-        if self.ack is Ack.END:
-            self._owed.append(record.pid)
+        self._owe_end(record.pid, now, by_bit=by_bit)
         self._remember_ended(record)
+
+    def _owe_end(self, pid: int, now: float, *, by_bit: bool) -> None:
+        """The message of ``pid`` is complete: with ``Ack.END`` its one answer is owed (the
+        end signal's, or the usual); with ``Ack.BIT`` and an end signal, that signal goes in
+        place of the last bit's answer (owed last, by ``receive``), before it or after it,
+        or alone when the message was ended by silence (its last bit long answered)."""
+        due = now + self.answer_delay
+        if self.ack is Ack.END:
+            symbol = self.ack_symbol if self.end_symbol is None else self.end_symbol
+            self._owe(Owed(pid, symbol, due, ends=True))
+            return
+        if self.ack is not Ack.BIT or self.end_symbol is None:
+            return
+        if not by_bit:
+            self._owe(Owed(pid, self.end_symbol, due, ends=True))
+            return
+        last = self._owed.pop()  # the last bit's answer
+        if self.end_at is EndAt.INSTEAD:
+            self._owed.append(Owed(pid, self.end_symbol, due, ends=True))
+            return
+        same = self.end_symbol == last.symbol
+        if self.end_at is EndAt.BEFORE:
+            pair = (Owed(pid, self.end_symbol, due, ends=True), replace(last, spaced=same))
+        else:
+            pair = (last, Owed(pid, self.end_symbol, due, ends=True, spaced=same))
+        self._owed.extend(pair)
+        self._owing[pid] += 1
 
     def _drop(self, record: SenderRecord, reason: str) -> None:
         del self.senders[record.pid]
@@ -351,37 +446,70 @@ class ClassicReceiver:
     def _remember_ended(self, record: SenderRecord) -> None:
         """Keep an ended sender's record while answers to it are owed (the trace counts
         them); forget it once none are."""
-        if record.pid in self._owed:
+        if record.pid in self._owing:
             self._ended[record.pid] = record
         else:
             self._ended.pop(record.pid, None)
 
     def answered(self, pid: int) -> None:
-        """The driver sent an answer owed to ``pid``; noted for the trace."""
+        """The driver sent an answer owed to ``pid`` (the oldest one handed out by
+        ``replies``: the driver reports them in order); noted for the trace."""
+        ends = self._was_end(pid)
         record = self._record(pid)
         if record is not None:
-            record.answered += 1
+            if ends:
+                record.end_signal = f"{self._end_words()}: sent"
+            else:
+                record.answered += 1
 
     def not_answered(self, pid: int, now: float, why: str = "") -> None:
         """The driver could not safely send an answer owed to ``pid`` (``why``): noted for the
         trace, and no bit of that sender is on its way because of it."""
+        ends = self._was_end(pid)
         record = self._record(pid)
         if record is not None:
-            record.unanswered += 1
-            record.unanswered_why = why or record.unanswered_why
+            if ends:
+                record.end_signal = f"{self._end_words()}: not sent ({why or 'unsafe'})"
+            else:
+                record.unanswered += 1
+                record.unanswered_why = why or record.unanswered_why
         if pid == self._in_flight:
             self._in_flight = None
             self._release(now)
 
+    @property
+    def owing(self) -> bool:
+        """True while any answer is still owed (an answer delay may hold the last ones)."""
+        return bool(self._owed) or self._spaced is not None
+
     def owes(self, pid: int) -> bool:
         """True while an answer to ``pid`` is still owed (it may not be sent yet)."""
-        return pid in self._owed
+        return pid in self._owing
+
+    def _end_words(self) -> str:
+        if self.ack is Ack.END:
+            symbol = self.ack_symbol if self.end_symbol is None else self.end_symbol
+            return f"end signal {SIGNAL_NAMES[symbol]} (the one answer)"
+        where = {
+            EndAt.INSTEAD: "in place of the last bit's answer",
+            EndAt.BEFORE: "just before the last bit's answer",
+            EndAt.AFTER: "just after the last bit's answer",
+        }[self.end_at]
+        return f"end signal {SIGNAL_NAMES[self.end_symbol or 0]} {where}"
+
+    def _was_end(self, pid: int) -> bool:
+        """Whether the answer to ``pid`` being reported was an end-of-message signal."""
+        released = self._released
+        if released and released[0].pid == pid:
+            return released.popleft().ends
+        return False
 
     def _record(self, pid: int) -> SenderRecord | None:
         record = self.senders.get(pid)
         if record is None:
             record = self._ended.get(pid)
-            if record is not None and pid not in self._owed:
+            reported = pid not in self._owing and all(o.pid != pid for o in self._released)
+            if record is not None and reported:
                 del self._ended[pid]  # its last owed answer: nothing more to count
         return record
 
@@ -391,25 +519,52 @@ class ClassicReceiver:
         deadlines = [record.last + self.idle_timeout for record in self.senders.values()]
         if self._in_flight is not None and self._owed:
             deadlines.append(self._in_flight_since + ANSWER_HOLD)
+        elif self._spaced is not None:
+            deadlines.append(self._spaced_look)
+        elif self.answer_delay and self._owed and self._owed[0].pid not in self._writing:
+            deadlines.append(self._owed[0].due)  # held for answer_delay
         return min(deadlines, default=None)
 
-    def handle_timer(self, now: float) -> None:
+    def looks_at(self) -> tuple[int, int] | None:
+        """(PID, symbol) of an answer sent that must have been taken before the next one
+        goes (see ``Owed.spaced``): when the timer passes, the driver looks whether that
+        signal is still pending at that process and says so to ``handle_timer``."""
+        spaced = self._spaced
+        return None if spaced is None else (spaced.pid, spaced.symbol)
+
+    def handle_timer(self, now: float, *, still_pending: bool = False) -> None:
         """Stop waiting for the next bit of a sender that did not send one within
-        ``ANSWER_HOLD`` of our answer; end every sender silent for ``idle_timeout``: with no
-        terminator and no length prefix that silence ends its message, otherwise its partial
-        message is dropped."""
+        ``ANSWER_HOLD`` of our answer; send a spaced answer once the one before it is no
+        longer pending (``still_pending``: the driver's look, see ``looks_at``; not sent if
+        still pending after ``SPACED_WAIT``: it would merge into that one); end every sender
+        silent for ``idle_timeout``: with no terminator and no length prefix that silence ends
+        its message, otherwise its partial message is dropped."""
         if self._in_flight is not None and now >= self._in_flight_since + ANSWER_HOLD:
             self._in_flight = None
+        spaced = self._spaced
+        if spaced is not None and now >= self._spaced_look:
+            waited = now - self._spaced_since
+            if not still_pending:
+                self._spaced = None
+                self._hand_out(spaced)
+            elif waited >= SPACED_WAIT:
+                self._spaced = None
+                self._hand_out(spaced, send=False)
+                self.not_answered(
+                    spaced.pid, now, f"the signal before it was still pending after {waited:g} s"
+                )
+            else:
+                self._spaced_look = now + SPACED_LOOK  # look again
         self._end_silent(now)
         self._release(now)
 
     def _end_silent(self, now: float) -> None:
         for record in list(self.senders.values()):
-            if now - record.last < self.idle_timeout:
+            if now < record.last + self.idle_timeout:  # the very sum get_timer gives
                 continue
             fmt = self.fmt
             if record.refused or (not fmt.terminator and not fmt.length_bits and record.data):
-                self._finish(record, now)  # it ended (a refused one: in silence)
+                self._finish(record, now, by_bit=False)  # ended (a refused one: in silence)
             else:
                 self._drop(record, self._why_silent(record))
 
@@ -470,6 +625,9 @@ class ClassicSender:
         self.outbox: list[int] = []
         self.sent = 0
         self.answers = 0  # signals from the server, whatever they meant
+        self.answer_kinds = [0, 0]  # the answers that let a bit go, by signal
+        self.last_answer: int | None = None  # the signal that answered the last bit
+        self.after_last: list[int] = []  # signals after the last bit's answer (an end signal)
         self.round_trips: list[float] = []  # paced: from each bit to its answer
         self.error: NoAnswerError | None = None
         self.state = ClassicSenderState.DONE
@@ -502,14 +660,19 @@ class ClassicSender:
     def get_timer(self) -> float | None:
         return None if self.finished else self._deadline
 
-    def receive(self, now: float) -> None:
-        """A signal from the server (which one does not matter: plain servers differ)."""
+    def receive(self, now: float, symbol: int | None = None) -> None:
+        """A signal from the server, ``symbol`` saying which if known: whichever it is, it
+        answers the bit in flight (plain servers differ), and is noted for the trace. One
+        after the last bit's answer is an end-of-message signal: counted, never an error."""
         self.answers += 1
         state = self.state
         if state in (ClassicSenderState.PROBING, ClassicSenderState.PACED):
             self.round_trips.append(now - self._sent_at)
+            if symbol is not None:
+                self.answer_kinds[symbol] += 1
             self.state = ClassicSenderState.PACED
             if self.sent >= len(self.symbols):
+                self.last_answer = symbol
                 self._end(now)
             elif self.answer_gap > 0:
                 self.state = ClassicSenderState.GAP
@@ -517,7 +680,9 @@ class ClassicSender:
             else:
                 self._send_next(now)
                 self._deadline = now + self.reply_timeout
-        # TIMED, GAP or ENDING: an answer at the end of the message, or late; counted only.
+        elif symbol is not None and self.sent >= len(self.symbols):
+            self.after_last.append(symbol)  # TIMED or ENDING: at the end of the message
+        # GAP, or TIMED mid-message: late or stray; counted only.
 
     def handle_timer(self, now: float, *, server_holding: bool = False) -> None:
         """The deadline passed. ``server_holding``: a signal of ours is still pending at the
@@ -614,6 +779,8 @@ def describe(event: ClassicEvent, fmt: ClassicFormat, ack: Ack) -> list[str]:
         why = f": {record.unanswered_why}" if record.unanswered_why else ""
         missing = f", {record.unanswered} not sent (unsafe{why})" if record.unanswered else ""
         lines.append(f"{head} answers sent {record.answered} of {owed}{missing}")
+    if record.end_signal:
+        lines.append(f"{head} {record.end_signal}")
     if isinstance(event, SenderDropped):
         lines.append(f"{head} dropped: {event.reason}")
         return lines
@@ -674,6 +841,31 @@ def describe_send(sender: ClassicSender, fmt: ClassicFormat, data: bytes) -> lis
             f"{_ms(sender.probe_wait)} of the first bit); {sender.answers} answers received"
             + (" (an end-of-message signal)" if sender.answers == 1 else "")
         )
+    ending = _end_signal(sender)
+    if ending:
+        lines.append(ending)
     if sender.error is not None:
         lines.append(f"stopped: {sender.error}")
     return lines
+
+
+def _end_signal(sender: ClassicSender) -> str:
+    """What the server sent to end the message, by where it came among its answers."""
+    after = ", ".join(SIGNAL_NAMES[symbol] for symbol in sender.after_last)
+    if not sender.paced:
+        return f"at the end: {after} (an end-of-message signal)" if after else ""
+    kinds = sender.answer_kinds
+    usual = 0 if kinds[0] >= kinds[1] else 1
+    last = sender.last_answer
+    if last is None:
+        return ""
+    if last != usual and kinds[last] == 1:  # the last bit's answer was not the usual one
+        if not sender.after_last:
+            return f"end signal: {SIGNAL_NAMES[last]} in place of the last bit's answer"
+        return (
+            f"end signal: {SIGNAL_NAMES[last]} just before the last bit's answer ({after} after it)"
+        )
+    if sender.after_last:
+        same = " again" if sender.after_last[0] == last else ""
+        return f"end signal: {after}{same} after the last bit's answer"
+    return ""

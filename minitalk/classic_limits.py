@@ -18,3 +18,7 @@ MAX_TRACE_BYTES = 16  # --trace shows the bits of this many bytes per message, t
 ANSWER_HOLD = 0.05
 MAX_GAPS = 1 << 20  # gaps kept per sender for the trace's figures (8 MiB of doubles at most)
 DEFAULT_MAX_MESSAGE = 1024 * 1024  # a plain sender moves 1-10 KiB/s: 1 MiB takes minutes
+# An answer of the same kind as the one just before it (an end signal "again") goes once that
+# one is no longer pending at the client: looked at every SPACED_LOOK, for SPACED_WAIT at most.
+SPACED_LOOK = 0.0001
+SPACED_WAIT = 1.0

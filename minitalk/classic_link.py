@@ -26,9 +26,11 @@ from minitalk.classic import (
     ClassicMessage,
     ClassicReceiver,
     ClassicSender,
+    EndAt,
     describe_send,
 )
 from minitalk.classic_limits import (
+    ANSWER_HOLD,
     DEFAULT_DELAY,
     DEFAULT_MAX_MESSAGE,
     END_WAIT,
@@ -50,6 +52,9 @@ class ClassicServerConfig:
     fmt: ClassicFormat = field(default_factory=ClassicFormat)
     ack: Ack = Ack.BIT
     ack_symbol: int = 0  # the signal that answers: 0 = SIGUSR1, 1 = SIGUSR2
+    end_symbol: int | None = None  # the end-of-message signal, if one is sent
+    end_at: EndAt = EndAt.INSTEAD  # with Ack.BIT: where the end signal goes
+    answer_delay: float = 0.0  # seconds before each answer
     idle_timeout: float = IDLE_TIMEOUT
     max_message: int = DEFAULT_MAX_MESSAGE
     max_messages: int | None = None  # stop after this many messages
@@ -60,6 +65,9 @@ class ClassicServerConfig:
             self.fmt,
             ack=self.ack,
             ack_symbol=self.ack_symbol,
+            end_symbol=self.end_symbol,
+            end_at=self.end_at,
+            answer_delay=self.answer_delay,
             idle_timeout=self.idle_timeout,
             max_message=self.max_message,
         )
@@ -82,6 +90,11 @@ def serve_classic(
     try:
         while config.max_messages is None or driver.delivered < config.max_messages:
             driver.step()
+        # --count reached: the answers still due go out first (bounded: a sender that
+        # goes on sending does not keep the server)
+        stop_at = monotonic() + config.answer_delay + ANSWER_HOLD
+        while driver.receiver.owing and monotonic() < stop_at:
+            driver.step(until=stop_at)
     except KeyboardInterrupt:  # plain senders cannot be told anything: stop at once
         pass
     finally:
@@ -108,6 +121,7 @@ class ClassicServerDriver(ServerSteps):
         self.on_message = on_message
         self.on_trace = on_trace
         self.delivered = 0
+        self._untraced: list[ClassicEvent] = []  # traced once no answer to it is owed
 
     def _timer(self) -> float | None:
         return self.receiver.get_timer()
@@ -127,14 +141,16 @@ class ClassicServerDriver(ServerSteps):
         recover (the plain protocol has no resend), so the machine is not told."""
 
     def _deadline(self, now: float) -> None:
-        self.receiver.handle_timer(now)
+        looked = self.receiver.looks_at()
+        pending = looked is not None and self.link.holding(*looked)
+        self.receiver.handle_timer(now, still_pending=pending)
 
     def _bulk(self) -> None:
         """The plain protocol has no runs a machine could vouch for: every bit is checked."""
 
     def _flush(self, now: float) -> None:
         receiver, link = self.receiver, self.link
-        traced: list[ClassicEvent] = []
+        traced = self._untraced
         self._sent = False
         while True:
             replies = receiver.replies()
@@ -158,9 +174,15 @@ class ClassicServerDriver(ServerSteps):
         for pid in link.held():
             if pid not in receiver.senders and not receiver.owes(pid):
                 link.forget(pid)  # done with it: its pidfd is closed
-        if self.on_trace is not None:
-            for event in traced:  # after the answers: the trace counts them
+        if self.on_trace is not None and traced:
+            # after its answers, all of them (a delay or an end signal may hold the last):
+            # the trace counts them
+            done = [event for event in traced if not receiver.owes(event.pid)]
+            self._untraced = [event for event in traced if receiver.owes(event.pid)]
+            for event in done:
                 self.on_trace(event)
+        else:
+            self._untraced = []
 
 
 @dataclass(slots=True)
@@ -268,6 +290,12 @@ class SignalClassicLink(WaiterLink):
         except OSError as error:
             return f"cannot signal it: {error.strerror}"
         return ""
+
+    def holding(self, pid: int, symbol: int) -> bool:
+        """Whether the signal of ``symbol`` sent to ``pid`` is still pending there (or it is
+        stopped): then another of that kind would merge into it."""
+        peer = self.peers.get(pid)
+        return peer is not None and peer.process is not None and peer.process.holding(symbol)
 
     def uid(self, pid: int) -> int:
         peer = self.peers.get(pid)
@@ -379,7 +407,7 @@ def _run_sender(
         now = monotonic()
         if got is not None:
             if got[0] == server.pid:
-                sender.receive(now)
+                sender.receive(now, got[1])
             continue
         if give_up_at is not None and now >= give_up_at:
             raise NoAnswerError(f"gave up after the --timeout of {config.timeout:g} s")

@@ -137,6 +137,12 @@ class AckWhen(StrEnum):
     none = "none"
 
 
+class EndSignalAt(StrEnum):
+    instead = "instead"
+    before = "before"
+    after = "after"
+
+
 _CLASSIC = "Classic mode"  # the help panel of the options that only --classic takes
 ClassicFlag = Annotated[
     bool,
@@ -251,6 +257,36 @@ AckSignalOption = Annotated[
     Optional[Signal],  # noqa: UP045
     typer.Option(help="The signal that answers (default: usr1).", rich_help_panel=_CLASSIC),
 ]
+EndSignalOption = Annotated[
+    Optional[Signal],  # noqa: UP045
+    typer.Option(
+        "--end-signal",
+        help="Also end each message with this signal, as many plain servers do and their "
+        "clients wait for (with --ack bit: see --end-signal-at; with --ack end: the one "
+        "answer). Default: none.",
+        rich_help_panel=_CLASSIC,
+    ),
+]
+EndSignalAtOption = Annotated[
+    Optional[EndSignalAt],  # noqa: UP045
+    typer.Option(
+        "--end-signal-at",
+        help="Where --end-signal goes among the answers to each bit: instead of the last "
+        "bit's answer, just before it, or just after it (default: instead).",
+        rich_help_panel=_CLASSIC,
+    ),
+]
+AnswerDelayOption = Annotated[
+    Optional[float],  # noqa: UP045
+    typer.Option(
+        "--answer-delay-us",
+        min=0.0,
+        max=1_000_000.0,
+        help="Microseconds to wait before each answer, as many plain servers do (to "
+        "reproduce their timing when hunting a lost wake-up in a client). Default: 0.",
+        rich_help_panel=_CLASSIC,
+    ),
+]
 IdleTimeoutOption = Annotated[
     Optional[float],  # noqa: UP045
     typer.Option(
@@ -358,6 +394,9 @@ _CLASSIC_ONLY = (
     "trace",
     "ack",
     "ack_signal",
+    "end_signal",
+    "end_signal_at",
+    "answer_delay_us",
     "idle_timeout",
     "delay_us",
     "answer_gap_us",
@@ -429,6 +468,9 @@ def serve_command(
     classic: ClassicFlag = False,
     ack: AckOption = None,
     ack_signal: AckSignalOption = None,
+    end_signal: EndSignalOption = None,
+    end_signal_at: EndSignalAtOption = None,
+    answer_delay_us: AnswerDelayOption = None,
     idle_timeout: IdleTimeoutOption = None,
     bit_order: BitOrderOption = None,
     zero: ZeroOption = None,
@@ -455,8 +497,16 @@ def serve_command(
             length_prefix,
             prefix_order,
             length_counts_end,
-            **{"--idle-timeout": idle_timeout},
+            **{"--idle-timeout": idle_timeout, "--answer-delay-us": answer_delay_us},
         )
+        answers = ack or AckWhen.bit
+        if end_signal is not None and answers is AckWhen.none:
+            raise UsageError("--end-signal is an answer: not with --ack none")
+        if end_signal_at is not None and (end_signal is None or answers is not AckWhen.bit):
+            raise UsageError(
+                "--end-signal-at places --end-signal among per-bit answers: it "
+                "needs --end-signal and --ack bit"
+            )
         rules = _serve_rules(
             max_bytes,
             frame_timeout,
@@ -467,13 +517,16 @@ def serve_command(
         )
         _check_options(rules)
         if fmt is not None:
-            from minitalk.classic import Ack  # noqa: PLC0415 (see the imports)
+            from minitalk.classic import Ack, EndAt  # noqa: PLC0415 (see the imports)
             from minitalk.classic_link import ClassicServerConfig  # noqa: PLC0415
 
             classic_config = ClassicServerConfig(
                 fmt=fmt,
-                ack=Ack((ack or AckWhen.bit).value),
+                ack=Ack(answers.value),
                 ack_symbol=1 if ack_signal is Signal.usr2 else 0,
+                end_symbol=None if end_signal is None else int(end_signal is Signal.usr2),
+                end_at=EndAt((end_signal_at or EndSignalAt.instead).value),
+                answer_delay=(answer_delay_us or 0.0) / 1e6,
                 idle_timeout=CLASSIC_IDLE_TIMEOUT if idle_timeout is None else idle_timeout,
                 max_message=max_bytes,
                 max_messages=count,

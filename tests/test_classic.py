@@ -15,10 +15,12 @@ from minitalk.classic import (
     ClassicReceiver,
     ClassicSender,
     ClassicSenderState,
+    EndAt,
     SenderDropped,
     describe,
+    describe_send,
 )
-from minitalk.classic_limits import ANSWER_HOLD
+from minitalk.classic_limits import ANSWER_HOLD, SPACED_WAIT
 from minitalk.errors import LocalProtocolError, NoAnswerError
 
 PLAIN = ClassicFormat()
@@ -363,3 +365,116 @@ def test_a_send_paced_by_the_delay_waits_while_the_server_holds_its_last_signal(
     assert sender.finished
     assert sender.outbox == []
     assert "has not taken signal 2 of 16" in str(sender.error)
+
+
+# -- end signals, answer delay ------------------------------------------------------------------
+
+
+def _answers_to_one_message(receiver: ClassicReceiver, text: bytes) -> list[int]:
+    """Every answer's signal for ``text`` from PID 7 (each bit at 1 ms), the last ones once
+    the message is written, and the driver reporting each as sent."""
+    symbols = PLAIN.encode(text)
+    answers: list[int] = []
+    for index, symbol in enumerate(symbols):
+        receiver.receive(7, symbol, index * 0.001)
+        written(receiver)
+        for pid, answer in receiver.replies():
+            answers.append(answer)
+            receiver.answered(pid)
+    return answers
+
+
+@pytest.mark.parametrize(
+    ("end_at", "tail"),
+    [(EndAt.INSTEAD, [1]), (EndAt.BEFORE, [1, 0]), (EndAt.AFTER, [0, 1])],
+)
+def test_an_end_signal_goes_where_it_is_asked(end_at: EndAt, tail: list[int]) -> None:
+    receiver = ClassicReceiver(PLAIN, ack=Ack.BIT, end_symbol=1, end_at=end_at)
+    answers = _answers_to_one_message(receiver, b"ok")
+    bits = len(PLAIN.encode(b"ok"))
+    assert answers == [0] * (bits - 1) + tail
+    message = receiver.senders.get(7)
+    assert message is None  # the message ended; its record went with its last answer
+
+
+def test_an_end_signal_of_the_answers_kind_waits_until_the_answer_before_it_was_taken() -> None:
+    """Two SIGUSR1 pending at a client at once are one: "again" (one more SIGUSR1 after the
+    last answer) goes only once the driver's look says the one before is no longer pending."""
+    receiver = ClassicReceiver(PLAIN, ack=Ack.BIT, end_symbol=0, end_at=EndAt.AFTER)
+    answers = _answers_to_one_message(receiver, b"a")
+    assert answers == [0] * 16  # every bit answered; the end signal is held
+    assert receiver.looks_at() == (7, 0)
+    assert receiver.owes(7)
+    timer = receiver.get_timer()
+    assert timer is not None
+    receiver.handle_timer(timer, still_pending=True)  # not taken yet: look again later
+    assert receiver.replies() == []
+    later = receiver.get_timer()
+    assert later is not None
+    assert later > timer
+    receiver.handle_timer(later, still_pending=False)
+    assert receiver.replies() == [(7, 0)]
+    receiver.answered(7)
+    assert not receiver.owes(7)
+    assert not receiver.owing
+
+
+def test_an_end_signal_never_taken_room_for_is_not_sent_and_said() -> None:
+    receiver = ClassicReceiver(PLAIN, ack=Ack.BIT, end_symbol=0, end_at=EndAt.AFTER)
+    symbols = PLAIN.encode(b"a")
+    for index, symbol in enumerate(symbols):
+        receiver.receive(7, symbol, index * 0.001)
+    [message] = written(receiver)
+    for pid, _ in receiver.replies():
+        receiver.answered(pid)
+    now = 1.0 + SPACED_WAIT
+    receiver.handle_timer(now, still_pending=True)  # a stopped client: it never took it
+    assert receiver.replies() == []
+    assert not receiver.owing
+    assert "not sent (the signal before it was still pending" in message.record.end_signal
+
+
+def test_with_ack_end_the_end_signal_is_the_one_answer() -> None:
+    receiver = ClassicReceiver(PLAIN, ack=Ack.END, ack_symbol=0, end_symbol=1)
+    assert _answers_to_one_message(receiver, b"hi") == [1]
+
+
+def test_an_answer_delay_holds_each_answer_that_long() -> None:
+    receiver = ClassicReceiver(PLAIN, ack=Ack.BIT, answer_delay=0.0003)
+    receiver.receive(7, 0, 1.0)
+    assert receiver.replies() == []
+    assert receiver.get_timer() == pytest.approx(1.0003)
+    receiver.handle_timer(1.0003)
+    assert receiver.replies() == [(7, 0)]
+
+
+def test_an_end_signal_needs_answers() -> None:
+    with pytest.raises(LocalProtocolError):
+        ClassicReceiver(PLAIN, ack=Ack.NONE, end_symbol=1)
+
+
+@pytest.mark.parametrize(
+    ("answers", "said"),
+    [
+        ([0, 1], "SIGUSR2 in place of the last bit's answer"),
+        ([0, 1, 0], "SIGUSR2 just before the last bit's answer (SIGUSR1 after it)"),
+        ([0, 0, 1], "SIGUSR2 after the last bit's answer"),
+        ([0, 0, 0], "SIGUSR1 again after the last bit's answer"),
+        ([0, 0], ""),
+    ],
+)
+def test_the_send_trace_names_the_servers_end_signal(answers: list[int], said: str) -> None:
+    data = b"a"
+    symbols = PLAIN.encode(data)
+    sender = ClassicSender(symbols)
+    sender.start(0.0)
+    now = 0.0
+    for _ in range(len(symbols) - 1):  # every bit but the last answered with SIGUSR1
+        now += 0.001
+        sender.receive(now, 0)
+    for symbol in answers[1:]:  # the last bit's answer, then what follows it
+        now += 0.001
+        sender.receive(now, symbol)
+    lines = describe_send(sender, PLAIN, data)
+    ending = [line for line in lines if line.startswith("end signal")]
+    assert ending == ([f"end signal: {said}"] if said else [])

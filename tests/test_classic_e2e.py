@@ -47,7 +47,15 @@ def c_peers() -> Iterator[dict[str, str]]:
         for name in ("server", "client"):
             binary = folder / name
             subprocess.run(
-                [compiler, "-O2", "-Wall", "-o", str(binary), str(SOURCES / f"{name}.c")],
+                [
+                    compiler,
+                    "-O2",
+                    "-Wall",
+                    "-pthread",
+                    "-o",
+                    str(binary),
+                    str(SOURCES / f"{name}.c"),
+                ],
                 check=True,
                 capture_output=True,
                 timeout=HANG_GUARD,
@@ -220,6 +228,110 @@ def test_two_plain_clients_at_once_are_assembled_apart(
     assert sorted(_lines(server, 2)) == sorted([first.encode(), second.encode()])
 
 
+# -- real student clients: end signals, sigtimedwait, threads, long messages ------------------
+
+# Each end-signal form (--end-signal-at) and the C client argument that waits for it; "again"
+# is one more SIGUSR1 after the last answer (--end-signal usr1 --end-signal-at after).
+END_FORMS = {
+    "instead": (["--end-signal", "usr2", "--end-signal-at", "instead"], "usr2"),
+    "before": (["--end-signal", "usr2", "--end-signal-at", "before"], "usr2"),
+    "after": (["--end-signal", "usr2", "--end-signal-at", "after"], "usr2"),
+    "again": (["--end-signal", "usr1", "--end-signal-at", "after"], "again"),
+}
+
+
+@pytest.mark.parametrize("form", list(END_FORMS))
+def test_a_client_that_waits_for_an_end_signal_finishes(
+    procs: Processes, c_peers: dict[str, str], form: str
+) -> None:
+    """Five real clients hung after their message arrived: the server they were written for
+    ends each message with a signal minitalk could not send. Each form, against a C client
+    that exits only once it has that signal (exit 3 after 2 s without it)."""
+    options, awaits = END_FORMS[form]
+    server = _classic_serve(procs, "--count", "1", "--trace", *options)
+    client = procs.popen([c_peers["client"], str(server.pid), "end", EMOJI, awaits])
+    _, err = client.communicate(timeout=HANG_GUARD)
+    assert client.returncode == 0, err
+    out, trace, code = server.finish()
+    assert (out, code) == (f"{EMOJI}\n".encode(), 0)
+    said = {
+        "instead": "SIGUSR2 in place of the last bit's answer",
+        "before": "SIGUSR2 just before the last bit's answer",
+        "after": "SIGUSR2 just after the last bit's answer",
+        "again": "SIGUSR1 just after the last bit's answer",
+    }[form]
+    assert f"end signal {said}: sent".encode() in trace
+
+
+@pytest.mark.parametrize("form", list(END_FORMS))
+def test_send_classic_takes_each_end_signal_and_names_it(
+    procs: Processes, c_peers: dict[str, str], form: str
+) -> None:
+    server = _c_server(procs, c_peers, "--end", form)
+    result = procs.send("--classic", "--trace", str(server.pid), EMOJI)
+    assert result.returncode == 0, result.stderr
+    named = {
+        "instead": b"end signal: SIGUSR2 in place of the last bit's answer",
+        "before": b"end signal: SIGUSR2",  # just before it, or after if both were pending
+        "after": b"end signal: SIGUSR2 after the last bit's answer",
+        "again": b"end signal: SIGUSR1 again after the last bit's answer",
+    }[form]
+    assert named in result.stderr
+    assert _lines(server, 1) == [EMOJI.encode()]
+
+
+def test_a_client_that_waits_in_sigtimedwait_is_answered(
+    procs: Processes, c_peers: dict[str, str]
+) -> None:
+    """It blocks both signals and takes each answer with sigtimedwait (catching nothing):
+    while it sleeps there /proc shows the signals unblocked, and it used to get no answer
+    at all. It gives up (exit 3) after a second without one."""
+    server = _classic_serve(procs, "--count", "1")
+    client = procs.popen([c_peers["client"], str(server.pid), "timedwait", EMOJI, "1000"])
+    _, err = client.communicate(timeout=HANG_GUARD)
+    assert client.returncode == 0, err
+    out, _, code = server.finish()
+    assert (out, code) == (f"{EMOJI}\n".encode(), 0)
+
+
+def test_a_two_thread_client_that_blocks_in_one_thread_is_never_answered(
+    procs: Processes, c_peers: dict[str, str]
+) -> None:
+    """Its main thread blocks both signals, its other thread nothing: the kernel would hand
+    an answer to that thread, and the process would die. It sleeps between bits."""
+    server = _classic_serve(procs, "--count", "1", "--trace")
+    client = procs.popen([c_peers["client"], str(server.pid), "thread", ASCII, SLEEP_GAP_US])
+    client.communicate(timeout=HANG_GUARD)
+    assert client.returncode == 0, "the two-thread client was killed (or failed)"
+    out, trace, code = server.finish()
+    assert (out, code) == (f"{ASCII}\n".encode(), 0)
+    assert b"not sent (unsafe: it does not block, ignore or catch SIGUSR1)" in trace
+
+
+def test_a_long_message_from_a_client_that_waits_for_each_bit(
+    procs: Processes, c_peers: dict[str, str]
+) -> None:
+    """20,000 characters, 160,008 answered bits, as the survey's fastest client sends them."""
+    text = "".join(chr(0x61 + n % 26) for n in range(20_000))
+    server = _classic_serve(procs, "--count", "1")
+    client = procs.popen([c_peers["client"], str(server.pid), "wait", text])
+    client.communicate(timeout=HANG_GUARD)
+    assert client.returncode == 0
+    out, _, code = server.finish()
+    assert (out, code) == (f"{text}\n".encode(), 0)
+
+
+def test_an_answer_delay_keeps_a_waiting_client_going(
+    procs: Processes, c_peers: dict[str, str]
+) -> None:
+    server = _classic_serve(procs, "--count", "1", "--answer-delay-us", "300")
+    client = procs.popen([c_peers["client"], str(server.pid), "wait", ASCII])
+    client.communicate(timeout=HANG_GUARD)
+    assert client.returncode == 0
+    out, _, code = server.finish()
+    assert (out, code) == (f"{ASCII}\n".encode(), 0)
+
+
 def _pause(client: subprocess.Popen[bytes], server: Server) -> None:
     client.send_signal(signal.SIGSTOP)
     wait_for(lambda: _state(client.pid) == "T", "the client is stopped")
@@ -300,10 +412,13 @@ def test_a_message_over_max_bytes_prints_nothing_of_it(procs: Processes) -> None
     assert code == 0
     assert out == b"short\n"
     # its sender cannot be told: the server says it, even without --trace
-    assert err == (
-        f"minitalk: PID {sender[0]}: its message passed the limit of 10 bytes; none of it is "
-        "printed\n"
-    ).encode()
+    assert (
+        err
+        == (
+            f"minitalk: PID {sender[0]}: its message passed the limit of 10 bytes; none of it is "
+            "printed\n"
+        ).encode()
+    )
 
 
 # -- minitalk against itself, each answer mode ---------------------------------------------------

@@ -104,8 +104,7 @@ def refusal(verdict: Verdict, detail: int, size: int) -> MinitalkError:
         return TryLaterError("the server's queue of waiting clients is full; try again later")
     if verdict is Verdict.GOING_AWAY:
         return ServerGoneError(
-            "the server is shutting down; the message was not printed (any part it had is "
-            "dropped)"
+            "the server is shutting down; the message was not printed (any part it had is dropped)"
         )
     if verdict is Verdict.NOT_WRITTEN:
         return RefusedError("the server could not write the message out; it was not printed")

@@ -1,9 +1,24 @@
-/* A plain minitalk client, as the exercise's usual patterns: each byte MSB first, SIGUSR1 = 0,
- * then a NUL byte. "wait" waits for the server's answer to each bit (blocking the answer signal
- * first, so it cannot arrive before the wait); "sleep" sleeps between bits and catches nothing.
- * It prints "started" once its first byte is through.
- * Usage: client PID wait|sleep TEXT [GAP_US]   (sleep: GAP_US between bits, default 500) */
+/* A plain minitalk client in the ways real ones are written: each byte MSB first, SIGUSR1 = 0,
+ * then a NUL byte. It prints "started" once its first byte is through, and exits 0 once it has
+ * sent everything (and, for "end", once the server's end signal came).
+ *
+ * Usage: client PID MODE TEXT [ARG]
+ *   wait       waits for the server's answer to each bit with sigwait (SIGUSR1 blocked first,
+ *              a handler installed: the common "handshake" client)
+ *   sleep      sleeps ARG µs between bits (default 500) and catches nothing: any signal kills it
+ *   timedwait  blocks both signals, catches nothing, and takes each answer with sigtimedwait;
+ *              gives up (exit 3) after ARG ms without one (default 1000), as some give up
+ *              after 10 ms
+ *   end        catches both signals (SA_SIGINFO, counting only the server's), waits for an
+ *              answer to each bit with sigsuspend, and after the last bit waits for the
+ *              server's end signal: SIGUSR2 (ARG "usr2", the default: in place of the last
+ *              answer, just before or just after it), or a second SIGUSR1 after the last
+ *              answer (ARG "again"); exit 3 if none comes within 2 s
+ *   thread     like sleep (ARG µs), but with a second thread: the main thread blocks both
+ *              signals, the other blocks nothing, so a signal to the process kills it */
 #define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,48 +26,129 @@
 #include <time.h>
 #include <unistd.h>
 
+static volatile sig_atomic_t usr1, usr2;
+static pid_t server;
+
 static void ignore_answer(int signum) { (void)signum; }
+
+static void count_answer(int signum, siginfo_t *info, void *context)
+{
+    (void)context;
+    if (info->si_pid != server)
+        return;
+    if (signum == SIGUSR1)
+        usr1++;
+    else
+        usr2++;
+}
+
+static void *idle_thread(void *unused)
+{
+    (void)unused;
+    for (;;)
+        pause();
+    return NULL;
+}
+
+static void say_started(size_t i)
+{
+    if (i == 1) { /* one byte is through: for tests that start a second client */
+        fputs("started\n", stdout);
+        fflush(stdout);
+    }
+}
 
 int main(int argc, char **argv)
 {
-    sigset_t answer, old;
+    sigset_t answer, both, none;
     struct timespec gap = {0, 500000};
-    int waits, bit;
-    pid_t server;
+    struct sigaction action;
+    long giveup_ms = 1000;
+    int again = 0, bit, got, answers = 0;
+    const char *mode;
     size_t i, size;
     const unsigned char *text;
 
     if (argc != 4 && argc != 5)
         return 2;
-    if (argc == 5)
-        gap.tv_nsec = atol(argv[4]) * 1000L;
     server = (pid_t)atoi(argv[1]);
     if (server <= 1)
         return 2;
-    waits = strcmp(argv[2], "wait") == 0;
+    mode = argv[2];
     text = (const unsigned char *)argv[3];
     size = strlen(argv[3]) + 1; /* the NUL too */
+    if (argc == 5 && (strcmp(mode, "sleep") == 0 || strcmp(mode, "thread") == 0))
+        gap.tv_nsec = atol(argv[4]) * 1000L;
+    if (argc == 5 && strcmp(mode, "timedwait") == 0)
+        giveup_ms = atol(argv[4]);
+    if (argc == 5 && strcmp(mode, "end") == 0)
+        again = strcmp(argv[4], "again") == 0;
+    sigemptyset(&none);
     sigemptyset(&answer);
     sigaddset(&answer, SIGUSR1);
-    if (waits) {
+    sigemptyset(&both);
+    sigaddset(&both, SIGUSR1);
+    sigaddset(&both, SIGUSR2);
+    if (strcmp(mode, "wait") == 0) {
         signal(SIGUSR1, ignore_answer);
-        sigprocmask(SIG_BLOCK, &answer, &old);
+        sigprocmask(SIG_BLOCK, &answer, NULL);
+    } else if (strcmp(mode, "timedwait") == 0) {
+        sigprocmask(SIG_BLOCK, &both, NULL);
+    } else if (strcmp(mode, "end") == 0) {
+        memset(&action, 0, sizeof action);
+        action.sa_sigaction = count_answer;
+        action.sa_flags = SA_SIGINFO;
+        action.sa_mask = both;
+        sigaction(SIGUSR1, &action, NULL);
+        sigaction(SIGUSR2, &action, NULL);
+        sigprocmask(SIG_BLOCK, &both, NULL); /* no answer is missed between kill and wait */
+    } else if (strcmp(mode, "thread") == 0) {
+        pthread_t other;
+        if (pthread_create(&other, NULL, idle_thread, NULL) != 0)
+            return 1;
+        pthread_sigmask(SIG_BLOCK, &both, NULL); /* this thread only */
+    } else if (strcmp(mode, "sleep") != 0) {
+        return 2;
     }
     for (i = 0; i < size; i++) {
-        if (i == 1) { /* one byte is through: say so, for tests that start a second client */
-            fputs("started\n", stdout);
-            fflush(stdout);
-        }
+        say_started(i);
         for (bit = 7; bit >= 0; bit--) {
             if (kill(server, (text[i] >> bit) & 1 ? SIGUSR2 : SIGUSR1) != 0)
                 return 1;
-            if (waits) {
-                int got;
+            if (strcmp(mode, "wait") == 0) {
                 sigwait(&answer, &got);
+            } else if (strcmp(mode, "timedwait") == 0) {
+                struct timespec limit = {giveup_ms / 1000, (giveup_ms % 1000) * 1000000L};
+                siginfo_t info;
+                do
+                    got = sigtimedwait(&both, &info, &limit);
+                while (got > 0 && info.si_pid != server);
+                if (got < 0) {
+                    fprintf(stderr, "no answer within %ld ms after byte %zu\n", giveup_ms, i);
+                    return 3;
+                }
+            } else if (strcmp(mode, "end") == 0) {
+                answers++;
+                while (usr1 + usr2 < answers)
+                    sigsuspend(&none);
             } else {
                 nanosleep(&gap, NULL);
             }
         }
+    }
+    if (strcmp(mode, "end") == 0) {
+        struct timespec tick = {0, 1000000};
+        int waited;
+        for (waited = 0; waited < 2000; waited++) {
+            if (again ? usr1 > answers : usr2 > 0)
+                return 0;
+            sigprocmask(SIG_UNBLOCK, &both, NULL);
+            nanosleep(&tick, NULL);
+            sigprocmask(SIG_BLOCK, &both, NULL);
+        }
+        fprintf(stderr, "no end signal (SIGUSR1 %d, SIGUSR2 %d for %d bits)\n", (int)usr1,
+                (int)usr2, answers);
+        return 3;
     }
     return 0;
 }
