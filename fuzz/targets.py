@@ -432,6 +432,7 @@ CLASSIC_FORMATS = st.builds(
             st.sampled_from([0, 1]),
             st.floats(0, 0.3),
             st.booleans(),  # what a look at the sender finds: still pending or not
+            st.booleans(),  # whether the answers now are refused (not handled yet)
         ),
         max_size=400,
     ),
@@ -442,13 +443,14 @@ def fuzz_classic_receiver(
     end: int | None,
     end_at: EndAt,
     delay: float,
-    signals: list[tuple[int, int, float, bool]],
+    signals: list[tuple[int, int, float, bool, bool]],
 ) -> None:
     """Any symbol stream from several senders, at any pace, with any end signal and answer
     delay: the assembler never crashes and never mixes senders (each message is exactly
     what its sender's own symbols decode to), its answers go only to senders that signalled
     it, with the answer or the end signal, and each answer owed is handed out or reported
-    once: when the senders stop, nothing stays owed."""
+    once (a refused one tried again while its sender is silent): when the senders stop and
+    their answers go through, nothing stays owed."""
     _counted("classic_receiver")
     if ack is Ack.NONE:
         end = None
@@ -466,37 +468,45 @@ def fuzz_classic_receiver(
     allowed = {0} if end is None else {0, end}
     now = 0.0
 
-    def deadline(pending: bool) -> None:
+    senders = {signal[0] for signal in signals}
+
+    def deadline(pending: bool, refuse: bool) -> None:
         timer = receiver.get_timer()
         if timer is not None and now >= timer:
             receiver.handle_timer(now, still_pending=pending and receiver.looks_at() is not None)
             _check_classic_events(receiver, streams, fmt, ack, now)
-        _answer(receiver, {p for p, _, _, _ in signals}, allowed)
+        _answer(receiver, senders, allowed, now, refuse)
 
-    for pid, symbol, gap, pending in signals:
+    for pid, symbol, gap, pending, refuse in signals:
         now += gap
-        deadline(pending)
+        deadline(pending, refuse)
         receiver.receive(pid, symbol, now)
         streams.setdefault(pid, []).append(symbol)
         _check_classic_events(receiver, streams, fmt, ack, now)
-        _answer(receiver, {p for p, _, _, _ in signals}, allowed)
-    for _ in range(2000):  # the senders are silent from here: every answer goes or is said
+        _answer(receiver, senders, allowed, now, refuse)
+    for _ in range(20_000):  # the senders are silent from here: every answer goes or is said
         timer = receiver.get_timer()
         if timer is None:
             break
         now = max(now, timer)
-        deadline(False)
+        deadline(False, False)
     assert not receiver.owing
     assert receiver.senders == {}
 
 
-def _answer(receiver: ClassicReceiver, senders: set[int], allowed: set[int]) -> None:
-    """Report every answer offered as sent, as the driver does."""
+def _answer(
+    receiver: ClassicReceiver, senders: set[int], allowed: set[int], now: float, refuse: bool
+) -> None:
+    """Report every answer offered as sent, or as refused for a reason that may pass (the
+    sender does not handle the signal yet), as the driver does."""
     replies = receiver.replies()
     assert {pid for pid, _ in replies} <= senders
     assert {answer for _, answer in replies} <= allowed
     for pid, _ in replies:
-        receiver.answered(pid)
+        if refuse:
+            receiver.not_answered(pid, now, "not handled yet", may_change=True)
+        else:
+            receiver.answered(pid)
 
 
 def _check_classic_events(

@@ -26,6 +26,8 @@ from enum import Enum
 
 from minitalk.classic_limits import (
     ANSWER_HOLD,
+    ANSWER_RETRY,
+    ANSWER_RETRY_FOR,
     DEFAULT_DELAY,
     DEFAULT_MAX_MESSAGE,
     END_WAIT,
@@ -70,6 +72,7 @@ class Owed:
     # Of the same kind as the answer just before it, with no bit of the sender's between:
     # it goes only once the sender has taken that one (two pending at once are one).
     spaced: bool = False
+    retried_since: float | None = None  # refused then (the sender did not handle it yet)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +149,7 @@ class SenderRecord:
     signals: int = 0
     answered: int = 0
     unanswered: int = 0  # answers owed that the server could not safely send
+    answered_late: int = 0  # of the answered: refused first, sent once it handled the signal
     end_signal: str = ""  # the end-of-message signal: "sent", or why it was not
     unanswered_why: str = ""  # the last reason one could not be sent
     pending_bits: list[int] = field(default_factory=list)
@@ -264,6 +268,9 @@ class ClassicReceiver:
         self._owed: deque[Owed] = deque()  # the answers owed, oldest first
         self._owing: dict[int, int] = {}  # how many answers each PID is owed
         self._released: deque[Owed] = deque()  # handed out, not yet reported sent or not
+        # Refused answers to try again (at the time given) while their sender stays silent:
+        # one that installs its handler late, or just after its bit, waits for it.
+        self._retries: dict[int, tuple[Owed, float]] = {}
         self._in_flight: int | None = None  # answered last; its next bit is on its way
         self._spaced: Owed | None = None  # waits until the answer before it was taken
         self._spaced_since = 0.0
@@ -287,6 +294,9 @@ class ClassicReceiver:
         record.pending_bits.append(symbol ^ self.fmt.zero_symbol)
         if pid == self._in_flight:
             self._in_flight = None
+        if pid in self._retries:  # it sent on: it was not waiting for that answer
+            del self._retries[pid]
+            self._owed_less(pid)
         if self.ack is Ack.BIT:
             self._owe(Owed(pid, self.ack_symbol, now + self.answer_delay))
         self._assemble(record, now)
@@ -305,18 +315,20 @@ class ClassicReceiver:
         self._writing.discard(pid)
         self._release(now)
 
-    def _hand_out(self, answer: Owed, *, send: bool = True) -> None:
-        """``answer`` is no longer owed: it goes out (the driver reports how it went), or,
-        without ``send``, it is reported at once as not sent."""
-        pid = answer.pid
+    def _owed_less(self, pid: int) -> None:
         left = self._owing[pid] - 1
         if left:
             self._owing[pid] = left
         else:
             del self._owing[pid]
+
+    def _hand_out(self, answer: Owed, *, send: bool = True) -> None:
+        """``answer`` is no longer owed: it goes out (the driver reports how it went), or,
+        without ``send``, it is reported at once as not sent."""
+        self._owed_less(answer.pid)
         self._released.append(answer)
         if send:
-            self._outbox.append((pid, answer.symbol))
+            self._outbox.append((answer.pid, answer.symbol))
 
     def _owe(self, owed: Owed) -> None:
         self._owed.append(owed)
@@ -454,25 +466,41 @@ class ClassicReceiver:
     def answered(self, pid: int) -> None:
         """The driver sent an answer owed to ``pid`` (the oldest one handed out by
         ``replies``: the driver reports them in order); noted for the trace."""
-        ends = self._was_end(pid)
+        owed = self._reported(pid)
         record = self._record(pid)
         if record is not None:
-            if ends:
+            if owed is not None and owed.ends:
                 record.end_signal = f"{self._end_words()}: sent"
             else:
                 record.answered += 1
+                if owed is not None and owed.retried_since is not None:
+                    record.unanswered -= 1  # counted when it was refused
+                    record.answered_late += 1
 
-    def not_answered(self, pid: int, now: float, why: str = "") -> None:
+    def not_answered(
+        self, pid: int, now: float, why: str = "", *, may_change: bool = False
+    ) -> None:
         """The driver could not safely send an answer owed to ``pid`` (``why``): noted for the
-        trace, and no bit of that sender is on its way because of it."""
-        ends = self._was_end(pid)
+        trace, and no bit of that sender is on its way because of it. ``may_change``: the
+        sender does not handle that signal *yet* (it may install its handler late, or just
+        after sending): the answer is tried again every ``ANSWER_RETRY`` while it stays
+        silent, for ``ANSWER_RETRY_FOR`` at most."""
+        owed = self._reported(pid)
         record = self._record(pid)
+        first = owed is None or owed.retried_since is None
         if record is not None:
-            if ends:
+            if owed is not None and owed.ends:
                 record.end_signal = f"{self._end_words()}: not sent ({why or 'unsafe'})"
-            else:
+            elif first:
                 record.unanswered += 1
-                record.unanswered_why = why or record.unanswered_why
+            record.unanswered_why = why or record.unanswered_why
+        if owed is not None and may_change:
+            since = now if owed.retried_since is None else owed.retried_since
+            if now - since < ANSWER_RETRY_FOR:
+                self._retries[pid] = (replace(owed, retried_since=since), now + ANSWER_RETRY)
+                self._owing[pid] = self._owing.get(pid, 0) + 1
+                if record is not None and pid not in self.senders:
+                    self._ended[pid] = record  # kept while the answer is owed again
         if pid == self._in_flight:
             self._in_flight = None
             self._release(now)
@@ -497,12 +525,12 @@ class ClassicReceiver:
         }[self.end_at]
         return f"end signal {SIGNAL_NAMES[self.end_symbol or 0]} {where}"
 
-    def _was_end(self, pid: int) -> bool:
-        """Whether the answer to ``pid`` being reported was an end-of-message signal."""
+    def _reported(self, pid: int) -> Owed | None:
+        """The answer to ``pid`` being reported (the oldest handed out)."""
         released = self._released
         if released and released[0].pid == pid:
-            return released.popleft().ends
-        return False
+            return released.popleft()
+        return None
 
     def _record(self, pid: int) -> SenderRecord | None:
         record = self.senders.get(pid)
@@ -517,6 +545,7 @@ class ClassicReceiver:
         """The next deadline: an answer in flight while others wait (``ANSWER_HOLD``), or the
         quietest sender's silence passing ``idle_timeout``; None with no sender."""
         deadlines = [record.last + self.idle_timeout for record in self.senders.values()]
+        deadlines.extend(due for _, due in self._retries.values())
         if self._in_flight is not None and self._owed:
             deadlines.append(self._in_flight_since + ANSWER_HOLD)
         elif self._spaced is not None:
@@ -541,6 +570,10 @@ class ClassicReceiver:
         its message, otherwise its partial message is dropped."""
         if self._in_flight is not None and now >= self._in_flight_since + ANSWER_HOLD:
             self._in_flight = None
+        for pid, (owed, due) in list(self._retries.items()):
+            if now >= due:  # still silent: try it again (still owed: no new count)
+                del self._retries[pid]
+                self._owed.append(owed)
         spaced = self._spaced
         if spaced is not None and now >= self._spaced_look:
             waited = now - self._spaced_since
@@ -778,7 +811,12 @@ def describe(event: ClassicEvent, fmt: ClassicFormat, ack: Ack) -> list[str]:
         owed = record.answered + record.unanswered
         why = f": {record.unanswered_why}" if record.unanswered_why else ""
         missing = f", {record.unanswered} not sent (unsafe{why})" if record.unanswered else ""
-        lines.append(f"{head} answers sent {record.answered} of {owed}{missing}")
+        late = (
+            f" ({record.answered_late} late: tried again once it handled the signal)"
+            if record.answered_late
+            else ""
+        )
+        lines.append(f"{head} answers sent {record.answered} of {owed}{late}{missing}")
     if record.end_signal:
         lines.append(f"{head} {record.end_signal}")
     if isinstance(event, SenderDropped):

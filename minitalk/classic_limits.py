@@ -22,3 +22,11 @@ DEFAULT_MAX_MESSAGE = 1024 * 1024  # a plain sender moves 1-10 KiB/s: 1 MiB take
 # one is no longer pending at the client: looked at every SPACED_LOOK, for SPACED_WAIT at most.
 SPACED_LOOK = 0.0001
 SPACED_WAIT = 1.0
+# An answer refused because the client does not handle that signal (yet: some install their
+# handler late, or right after sending a bit) is tried again this often while the client stays
+# silent (one that sends on was not waiting for it), for ANSWER_RETRY_FOR at most.
+ANSWER_RETRY = 0.002
+ANSWER_RETRY_FOR = 1.0
+# A look that found a client not handling a signal stands this long (an answer is always
+# checked afresh): a timed client that catches nothing sends a bit every 100-600 µs.
+REFUSAL_STANDS = 0.001

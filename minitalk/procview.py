@@ -157,7 +157,10 @@ class StatFile:
             if (int(fields[30]) | int(fields[31])) & bit:  # ignored or caught: process-wide
                 return True
             if fields[17] == b"1":  # its one thread's mask is this one
-                return bool(int(fields[29]) & bit or self._waited(str(self.pid)) & bit)
+                if int(fields[29]) & bit:
+                    return True
+                # Asleep (S) it may wait for it in sigtimedwait; running, it does not block it.
+                return fields[0] == b"S" and bool(self._waited(str(self.pid)) & bit)
         except (OSError, IndexError, ValueError):  # it exited, or an unreadable line
             return False
         return _every_thread_holds(self.pid, bit)

@@ -222,16 +222,25 @@ def _check_pid_number(pid: int) -> None:
 
 
 def open_plain_peer(pid: int) -> Process:
-    """Hold a plain minitalk process by pidfd (opened before its /proc entry is read, which
-    must still be its own after): a classic server answering a client it has not yet heard
-    from, and nothing else. The caller checks ``handles`` before each signal."""
+    """Hold a plain minitalk process by pidfd: a classic server answering a client it has
+    just heard from, and nothing else. The caller checks ``handles`` before each signal, from
+    /proc files it opens after this (so they are this process's own while it lives). Cheap,
+    for it runs as the sender's first bit is taken, while its next bits arrive: its user
+    (``read_uid``) is read when a message is printed."""
     process = _hold(pid)
-    fields = read_status(pid)
-    if not fields or not process.alive():
+    if not process.alive():
         process.close()
         raise ServerGoneError(f"PID {pid} exited")
-    process.uid = int(fields.get("Uid", "-1 -1").split()[1])
     return process
+
+
+def read_uid(process: Process) -> int:
+    """The effective UID of a held process (read once, while it lives), or -1."""
+    if process.uid < 0:
+        fields = read_status(process.pid)
+        if fields and process.alive():
+            process.uid = int(fields.get("Uid", "-1 -1").split()[1])
+    return process.uid
 
 
 def open_plain_server(pid: int, *, force: bool = False) -> Process:

@@ -20,7 +20,7 @@ from minitalk.classic import (
     describe,
     describe_send,
 )
-from minitalk.classic_limits import ANSWER_HOLD, SPACED_WAIT
+from minitalk.classic_limits import ANSWER_HOLD, ANSWER_RETRY, ANSWER_RETRY_FOR, SPACED_WAIT
 from minitalk.errors import LocalProtocolError, NoAnswerError
 
 PLAIN = ClassicFormat()
@@ -478,3 +478,50 @@ def test_the_send_trace_names_the_servers_end_signal(answers: list[int], said: s
     lines = describe_send(sender, PLAIN, data)
     ending = [line for line in lines if line.startswith("end signal")]
     assert ending == ([f"end signal: {said}"] if said else [])
+
+
+def test_an_answer_refused_for_a_handler_not_yet_installed_is_tried_again_while_it_waits() -> None:
+    """Some clients install their handler late, or just after sending a bit: the answer
+    refused then is tried again while the client stays silent (it waits for it), and is
+    sent once the look finds the handler."""
+    receiver = ClassicReceiver(PLAIN, ack=Ack.BIT)
+    receiver.receive(7, 0, 1.0)
+    assert receiver.replies() == [(7, 0)]
+    receiver.not_answered(7, 1.0, "it does not block, ignore or catch SIGUSR1", may_change=True)
+    assert receiver.owes(7)
+    assert receiver.get_timer() == pytest.approx(1.0 + ANSWER_RETRY)
+    receiver.handle_timer(1.0 + ANSWER_RETRY)
+    assert receiver.replies() == [(7, 0)]  # tried again
+    receiver.answered(7)  # it handles it now
+    record = receiver.senders[7]
+    assert (record.answered, record.unanswered, record.answered_late) == (1, 0, 1)
+    assert not receiver.owes(7)
+
+
+def test_a_client_that_sends_on_was_not_waiting_for_the_refused_answer() -> None:
+    receiver = ClassicReceiver(PLAIN, ack=Ack.BIT)
+    receiver.receive(7, 0, 1.0)
+    receiver.replies()
+    receiver.not_answered(7, 1.0, "it does not block, ignore or catch SIGUSR1", may_change=True)
+    receiver.receive(7, 1, 1.0002)  # its next bit: a timed client, never to be answered
+    assert receiver.replies() == [(7, 0)]  # the new bit's answer only
+    receiver.not_answered(7, 1.0002, "it does not block, ignore or catch SIGUSR1")
+    assert not receiver.owes(7)
+    assert receiver.senders[7].unanswered == 2
+
+
+def test_a_refused_answer_is_not_tried_for_ever() -> None:
+    receiver = ClassicReceiver(PLAIN, ack=Ack.BIT, idle_timeout=10.0)
+    receiver.receive(7, 0, 0.0)
+    now = 0.0
+    while True:
+        for pid, _ in receiver.replies():
+            receiver.not_answered(pid, now, "not handled", may_change=True)
+        if not receiver.owes(7):
+            break
+        timer = receiver.get_timer()
+        assert timer is not None
+        now = timer
+        receiver.handle_timer(now)
+    assert now < ANSWER_RETRY_FOR + 2 * ANSWER_RETRY
+    assert receiver.senders[7].unanswered == 1
