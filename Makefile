@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench fuzz soak clean
+.PHONY: demo test bench bench-classic fuzz soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,12 @@ test: $(STAMP)
 ## bench: raw signal ceiling, throughput, CPU, memory and start-up figures (a few minutes)
 bench: $(STAMP)
 	$(BIN)/python bench/bench.py
+
+## bench-classic: classic mode against the C peers of tests/classic_c, beside a C receiver or
+##                sender in alternating rounds (BENCH_ROUNDS, default 3; a few minutes)
+BENCH_ROUNDS ?= 3
+bench-classic: $(STAMP)
+	$(BIN)/python bench/classic_peers.py --rounds $(BENCH_ROUNDS)
 
 ## fuzz: every fuzz target for FUZZ_SECONDS in all (default 60); non-zero exit on a failure
 FUZZ_SECONDS ?= 60

@@ -73,6 +73,8 @@ class Owed:
     # it goes only once the sender has taken that one (two pending at once are one).
     spaced: bool = False
     retried_since: float | None = None  # refused then (the sender did not handle it yet)
+    # the message it answers (counted there: its sender may be on its next one by then)
+    record: SenderRecord | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,7 +300,7 @@ class ClassicReceiver:
             del self._retries[pid]
             self._owed_less(pid)
         if self.ack is Ack.BIT:
-            self._owe(Owed(pid, self.ack_symbol, now + self.answer_delay))
+            self._owe(Owed(pid, self.ack_symbol, now + self.answer_delay, record=record))
         self._assemble(record, now)
         self._release(now)
 
@@ -420,33 +422,36 @@ class ClassicReceiver:
         del self.senders[record.pid]
         self._events.append(ClassicMessage(record.pid, data, now - record.started, record))
         self._writing.add(record.pid)
-        self._owe_end(record.pid, now, by_bit=by_bit)
+        self._owe_end(record, now, by_bit=by_bit)
         self._remember_ended(record)
 
-    def _owe_end(self, pid: int, now: float, *, by_bit: bool) -> None:
+    def _owe_end(self, record: SenderRecord, now: float, *, by_bit: bool) -> None:
         """The message of ``pid`` is complete: with ``Ack.END`` its one answer is owed (the
         end signal's, or the usual); with ``Ack.BIT`` and an end signal, that signal goes in
         place of the last bit's answer (owed last, by ``receive``), before it or after it,
         or alone when the message was ended by silence (its last bit long answered)."""
-        due = now + self.answer_delay
+        pid, due = record.pid, now + self.answer_delay
         if self.ack is Ack.END:
             symbol = self.ack_symbol if self.end_symbol is None else self.end_symbol
-            self._owe(Owed(pid, symbol, due, ends=True))
+            self._owe(Owed(pid, symbol, due, ends=True, record=record))
             return
         if self.ack is not Ack.BIT or self.end_symbol is None:
             return
         if not by_bit:
-            self._owe(Owed(pid, self.end_symbol, due, ends=True))
+            self._owe(Owed(pid, self.end_symbol, due, ends=True, record=record))
             return
         last = self._owed.pop()  # the last bit's answer
         if self.end_at is EndAt.INSTEAD:
-            self._owed.append(Owed(pid, self.end_symbol, due, ends=True))
+            self._owed.append(Owed(pid, self.end_symbol, due, ends=True, record=record))
             return
         same = self.end_symbol == last.symbol
         if self.end_at is EndAt.BEFORE:
-            pair = (Owed(pid, self.end_symbol, due, ends=True), replace(last, spaced=same))
+            pair = (
+                Owed(pid, self.end_symbol, due, ends=True, record=record),
+                replace(last, spaced=same),
+            )
         else:
-            pair = (last, Owed(pid, self.end_symbol, due, ends=True, spaced=same))
+            pair = (last, Owed(pid, self.end_symbol, due, ends=True, spaced=same, record=record))
         self._owed.extend(pair)
         self._owing[pid] += 1
 
@@ -467,7 +472,9 @@ class ClassicReceiver:
         """The driver sent an answer owed to ``pid`` (the oldest one handed out by
         ``replies``: the driver reports them in order); noted for the trace."""
         owed = self._reported(pid)
-        record = self._record(pid)
+        record = self._record(pid)  # (which also forgets an ended sender once all is said)
+        if owed is not None and owed.record is not None:
+            record = owed.record
         if record is not None:
             if owed is not None and owed.ends:
                 record.end_signal = f"{self._end_words()}: sent"
@@ -486,7 +493,9 @@ class ClassicReceiver:
         after sending): the answer is tried again every ``ANSWER_RETRY`` while it stays
         silent, for ``ANSWER_RETRY_FOR`` at most."""
         owed = self._reported(pid)
-        record = self._record(pid)
+        record = self._record(pid)  # (which also forgets an ended sender once all is said)
+        if owed is not None and owed.record is not None:
+            record = owed.record
         first = owed is None or owed.retried_since is None
         if record is not None:
             if owed is not None and owed.ends:
@@ -604,8 +613,16 @@ class ClassicReceiver:
     def _why_silent(self, record: SenderRecord) -> str:
         bits = len(record.pending_bits)
         where = f"{len(record.data)} bytes and {bits} bits"
-        if self.fmt.length_bits and record.length is None:
-            where = f"{bits} bits of its {self.fmt.length_bits}-bit length prefix"
+        fmt = self.fmt
+        if fmt.length_bits and record.length is None:
+            where = f"{bits} bits of its {fmt.length_bits}-bit length prefix"
+        elif fmt.length_bits and record.length is not None:
+            body = record.length + (0 if fmt.length_counts_terminator else len(fmt.terminator))
+            announced = fmt.length_bits + 8 * body
+            where += (
+                f"; {announced - record.signals} signals short of the {announced} its length "
+                f"prefix ({record.length}) announces"
+            )
         ending = "no NUL arrived" if self.fmt.terminator == b"\0" else "the message never ended"
         silent = f"silent for {self.idle_timeout:g} s after {record.signals} signals"
         return f"{silent} ({where}): {ending}"
@@ -717,11 +734,14 @@ class ClassicSender:
             self.after_last.append(symbol)  # TIMED or ENDING: at the end of the message
         # GAP, or TIMED mid-message: late or stray; counted only.
 
-    def handle_timer(self, now: float, *, server_holding: bool = False) -> None:
+    def handle_timer(
+        self, now: float, *, server_holding: bool = False, server_stopped: bool = False
+    ) -> None:
         """The deadline passed. ``server_holding``: a signal of ours is still pending at the
         server (it is stopped, or has not run since): the next one would merge into it if of
         the same kind, and could be taken before it if not (the kernel hands out the lower
-        signal first), so a send paced by the delay waits instead, up to ``reply_timeout``."""
+        signal first), so a send paced by the delay waits instead, up to ``reply_timeout``.
+        ``server_stopped``: it is stopped (said if the send gives up)."""
         if self._deadline is None or now < self._deadline:
             return
         state = self.state
@@ -730,10 +750,16 @@ class ClassicSender:
                 self._held_since = self._held_since if self._held_since is not None else now
                 if now - self._held_since >= self.reply_timeout:
                     self.state = ClassicSenderState.FAILED
+                    why = (
+                        "it is stopped"
+                        if server_stopped
+                        else "it runs but leaves it pending: it blocks that signal, or is stuck "
+                        "in its own handler"
+                    )
                     self.error = NoAnswerError(
                         f"the server has not taken signal {self.sent} of {len(self.symbols)} "
-                        f"for {self.reply_timeout:g} s (is it stopped?); the next would merge "
-                        "into it and be lost"
+                        f"for {self.reply_timeout:g} s ({why}); the next would merge into it "
+                        "and be lost"
                     )
                     return
                 self._deadline = now + max(self.delay, 0.0001)

@@ -17,7 +17,7 @@ import os
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from minitalk.classic import (
     Ack,
@@ -27,6 +27,8 @@ from minitalk.classic import (
     ClassicReceiver,
     ClassicSender,
     EndAt,
+    SenderDropped,
+    SenderRecord,
     describe_send,
 )
 from minitalk.classic_limits import (
@@ -41,7 +43,14 @@ from minitalk.classic_limits import (
 )
 from minitalk.errors import MinitalkError, NoAnswerError, ServerGoneError
 from minitalk.link import ServerSteps, Signal
-from minitalk.procview import DATA_SIGNALS, StatFile, is_shell, start_ticks
+from minitalk.procview import (
+    DATA_SIGNALS,
+    USR_MASK,
+    StatFile,
+    is_shell,
+    process_state,
+    start_ticks,
+)
 from minitalk.transport import Process, SignalWaiter, WaiterLink, block_signals, monotonic
 from minitalk.trust import open_plain_peer, open_plain_server, read_uid
 
@@ -159,23 +168,18 @@ class ClassicServerDriver(ServerSteps):
 
     def _flush(self, now: float) -> None:
         receiver, link = self.receiver, self.link
-        traced = self._untraced
         self._sent = False
         while True:
             replies = receiver.replies()
-            for pid, symbol in replies:
-                why = link.answer(pid, symbol, now)
-                if why:  # (may release the next answer)
-                    receiver.not_answered(pid, now, why, may_change=link.may_change(pid))
-                else:
-                    receiver.answered(pid)
-                    self._sent = True
+            self._answer(replies, now)
             event = receiver.next_event()
             if event is None:
                 if not replies:
                     break
                 continue
-            traced.append(event)
+            if isinstance(event, SenderDropped) and event.reason.startswith("silent"):
+                event = replace(event, reason=f"{event.reason}; {link.why_silent(event.record)}")
+            self._untraced.append(event)
             if isinstance(event, ClassicMessage):
                 self.on_message(event, link.uid(event.pid))
                 self.delivered += 1
@@ -183,15 +187,29 @@ class ClassicServerDriver(ServerSteps):
         for pid in link.held():
             if pid not in receiver.senders and not receiver.owes(pid):
                 link.forget(pid)  # done with it: its pidfd is closed
-        if self.on_trace is not None and traced:
-            # after its answers, all of them (a delay or an end signal may hold the last):
-            # the trace counts them
-            done = [event for event in traced if not receiver.owes(event.pid)]
-            self._untraced = [event for event in traced if receiver.owes(event.pid)]
-            for event in done:
-                self.on_trace(event)
-        else:
+        self._trace_done()
+
+    def _answer(self, replies: list[tuple[int, int]], now: float) -> None:
+        receiver, link = self.receiver, self.link
+        for pid, symbol in replies:
+            why = link.answer(pid, symbol, now)
+            if why:  # (may release the next answer)
+                receiver.not_answered(pid, now, why, may_change=link.may_change(pid))
+            else:
+                receiver.answered(pid)
+                self._sent = True
+
+    def _trace_done(self) -> None:
+        """Trace each event once no answer to its sender is owed: the trace counts them all
+        (a delay, an end signal or a retry may hold the last)."""
+        if self.on_trace is None:
             self._untraced = []
+            return
+        owed = self.receiver.owes
+        done = [event for event in self._untraced if not owed(event.pid)]
+        self._untraced = [event for event in self._untraced if owed(event.pid)]
+        for event in done:
+            self.on_trace(event)
 
 
 @dataclass(slots=True)
@@ -317,7 +335,7 @@ class SignalClassicLink(WaiterLink):
         if stat.handles(signum):
             peer.not_handled, peer.refused_until = "", 0.0
             return ""
-        if not process.alive():
+        if stat.exiting or not process.alive():
             peer.not_handled = ""
             return "it exited"
         peer.refused_until = now + REFUSAL_STANDS
@@ -328,6 +346,30 @@ class SignalClassicLink(WaiterLink):
                 hint if stat.handles(other) else ""
             )
         return peer.not_handled
+
+    def why_silent(self, record: SenderRecord) -> str:
+        """What the sender of ``record``, gone silent mid-message, is doing now, in words."""
+        peer = self.peers.get(record.pid)
+        process = peer.process if peer is not None else None
+        if process is None:
+            return "it was never answered" if peer is not None else "it was not answered"
+        if not process.alive():
+            if record.answered and record.answered >= record.signals:
+                return (
+                    f"it exited after our answer to its signal {record.signals}: a client "
+                    "that exits on the first signal it gets needs --ack end or --ack none"
+                )
+            return "it exited mid-message"
+        state = process_state(record.pid)
+        if state.stopped:
+            return "it is stopped (Ctrl-Z, or a debugger)"
+        if record.answered and record.answered >= record.signals:
+            return (
+                "it got our answer to its last signal and sent nothing more: it missed that "
+                "answer (a lost wake-up: it paused, or began to wait, after the answer had "
+                "come; try --answer-delay-us 100 to see it happen more often) or is stuck"
+            )
+        return "it runs, and sent nothing more"
 
     def may_change(self, pid: int) -> bool:
         """Whether the last answer refused to ``pid`` was refused for a reason that may pass:
@@ -455,8 +497,11 @@ def _run_sender(
             continue
         if give_up_at is not None and now >= give_up_at:
             raise NoAnswerError(f"gave up after the --timeout of {config.timeout:g} s")
-        holding = not sender.paced and sender.next_symbol is not None and server.holding_any()
-        sender.handle_timer(now, server_holding=holding)
+        looked = not sender.paced and sender.next_symbol is not None
+        state = process_state(server.pid) if looked else None
+        holding = state is not None and (state.stopped or bool(state.pending & USR_MASK))
+        stopped = state is not None and state.stopped
+        sender.handle_timer(now, server_holding=holding, server_stopped=stopped)
     if sender.error is not None:
         if not server.alive():
             raise ServerGoneError(f"the server (PID {server.pid}) exited")

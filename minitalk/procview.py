@@ -146,13 +146,17 @@ class StatFile:
         self.pid = pid
         self.fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
         self._syscall: int | None = None  # /proc/PID/task/PID/syscall, once needed
+        self.exiting = False  # seen exiting or exited by the last read
 
     def handles(self, signum: int) -> bool:
-        """``handles(pid, signum)``, from this open file."""
+        """``handles(pid, signum)``, from this open file (``exiting`` tells why not, if it
+        is exiting or gone)."""
+        self.exiting = True
         try:
             fields = os.pread(self.fd, 4096, 0).rpartition(b")")[2].split()
-            if fields[0] in (b"Z", b"X"):
+            if fields[0] in (b"Z", b"X") or int(fields[6]) & _PF_EXITING:
                 return False
+            self.exiting = False
             bit = 1 << (signum - 1)
             if (int(fields[30]) | int(fields[31])) & bit:  # ignored or caught: process-wide
                 return True
@@ -224,6 +228,9 @@ def waited_signals(pid: int, tid: str, syscall_fd: int = -1) -> int:
         os.close(memory)
 
 
+_PF_EXITING = 0x4  # /proc/PID/stat flags (field 9): the process is on its way out
+
+
 def start_ticks(pid: int) -> int | None:
     """When ``pid`` started, in clock ticks since boot (/proc/PID/stat, field 22), or None."""
     try:
@@ -242,10 +249,18 @@ def _every_thread_holds(pid: int, bit: int) -> bool:
         tids = os.listdir(f"/proc/{pid}/task")
     except OSError:
         return False
-    return bool(tids) and all(
-        mask(read_status(f"{pid}/task/{tid}"), "SigBlk") & bit or waited_signals(pid, tid) & bit
-        for tid in tids
-    )
+    return bool(tids) and all(_thread_holds(pid, tid, bit) for tid in tids)
+
+
+def _thread_holds(pid: int, tid: str, bit: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/task/{tid}/stat", "rb") as stat:
+            fields = stat.read().rpartition(b")")[2].split()
+        if int(fields[29]) & bit:  # it blocks it
+            return True
+    except (OSError, IndexError, ValueError):
+        return False
+    return fields[0] == b"S" and bool(waited_signals(pid, tid) & bit)
 
 
 # Shells catch SIGUSR1/SIGUSR2 and exit on them (bash, when interactive); none is a minitalk.

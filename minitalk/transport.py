@@ -35,7 +35,7 @@ from contextlib import contextmanager
 from types import FrameType
 
 from minitalk.errors import UnsupportedPlatformError
-from minitalk.procview import DATA_SIGNALS, PEER_MARK, USR_MASK, process_state
+from minitalk.procview import DATA_SIGNALS, PEER_MARK, process_state
 
 _WAITED = frozenset(DATA_SIGNALS)
 _SYMBOL: dict[int, int] = {signal.SIGUSR1: 0, signal.SIGUSR2: 1}
@@ -391,14 +391,6 @@ class Process:
         """True if the process is stopped, or the signal that carries ``symbol`` is still
         pending at it: it has not taken what we sent yet, so its silence is not a loss."""
         return process_state(self.pid).holding(symbol)
-
-    def holding_any(self) -> bool:
-        """True if the process is stopped or either data signal is still pending at it. A
-        sender paced by time must then wait: the same kind would merge into the pending one,
-        and the other kind could be taken first (the kernel delivers the lower-numbered
-        pending signal first, not the one sent first)."""
-        state = process_state(self.pid)
-        return state.stopped or bool(state.pending & USR_MASK)
 
     def asleep_waiting(self) -> bool:
         """True if the process is asleep in sigtimedwait/sigwaitinfo (see ``ProcState``)."""
