@@ -121,7 +121,8 @@ class ClassicFormat:
         words = [order, zero, end]
         if self.length_bits:
             prefix_order = "MSB" if self.prefix_msb_first else "LSB"
-            words.append(f"{self.length_bits}-bit length prefix ({prefix_order} first)")
+            counts = ", counting the terminator" if self.length_counts_terminator else ""
+            words.append(f"{self.length_bits}-bit length prefix ({prefix_order} first{counts})")
         return ", ".join(words)
 
 
@@ -135,6 +136,236 @@ def _value(bits: list[int], *, msb_first: bool) -> int:
     for bit in bits if msb_first else bits[::-1]:
         value = value << 1 | bit
     return value
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding the variant a sender speaks (serve --classic --detect)
+
+
+def _decode(symbols: list[int], zero: int, *, msb_first: bool) -> bytes:
+    """The bytes that whole groups of 8 ``symbols`` carry when ``zero`` is the 0 symbol."""
+    values = bytearray()
+    for start in range(0, len(symbols) - 7, 8):
+        values.append(_value([s ^ zero for s in symbols[start : start + 8]], msb_first=msb_first))
+    return bytes(values)
+
+
+def _plausible(data: bytes) -> float | None:
+    """How much ``data`` looks like text (the share of printable or white-space characters),
+    or None if it is not UTF-8, or holds a NUL (no plain message does: the NUL ends it)."""
+    if b"\0" in data:
+        return None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if not text:
+        return 1.0
+    return sum(char.isprintable() or char.isspace() for char in text) / len(text)
+
+
+@dataclass(slots=True)
+class VariantFinder:
+    """Reads one sender's message in every variant at once, as its signals arrive, and says
+    which reading ends here with valid UTF-8 (``add``), or at its silence (``at_silence``).
+
+    Bit order and signal mapping show in the text: text read in the wrong bit order, or with
+    the signals swapped, is almost never valid UTF-8 (and a NUL byte, 8 signals of the 0 kind,
+    tells the mapping). A length prefix shows in its value: only in the right reading does the
+    message end where the prefix said (a text's first bytes read as a length are millions).
+    Each reading is checked only where it could end (each byte boundary, for a NUL; the very
+    signal the prefix announces), so following them all costs little per signal. A newline
+    terminator is not looked for: it cannot be told from a newline inside a NUL-ended text.
+    """
+
+    max_message: int
+    symbols: list[int] = field(default_factory=list)
+    expected: dict[int, list[ClassicFormat]] = field(default_factory=dict)
+    nul_spent: set[int] = field(default_factory=set)  # mappings whose first NUL came and went
+    empty_nul: int | None = None  # a NUL was the first byte: an empty message, or not a NUL
+    # A reading that ended a message, held (the variant, the text, where it ended): one that
+    # its length prefix ended, for one byte (a NUL may follow it: 11 of 19 prefixed clients
+    # send one, and it is then its end, not the next message's first byte); or a NUL-ended
+    # one no longer than a 64-bit prefix, while a prefix reading may still explain more (a
+    # length's zero byte reads as a NUL).
+    held: tuple[ClassicFormat, bytes, int] | None = None
+    # Symbols after a held message that were not its NUL: the next message's first byte.
+    leftover: list[int] = field(default_factory=list)
+
+    @property
+    def too_long(self) -> bool:
+        return len(self.symbols) > 8 * (self.max_message + 2) + 64
+
+    def add(self, symbol: int) -> tuple[ClassicFormat, bytes] | None:
+        """One more signal; the variant and text of the message it ends, if it ends one
+        (then ``leftover`` holds the signals that began the next one, if any)."""
+        self.symbols.append(symbol)
+        count = len(self.symbols)
+        found = _best(self._prefixed_ends(count)) or _best(self._nul_ends(count))
+        end = count
+        held = self.held
+        if held is not None and _waits_for_nul(held[0]) and found is None:
+            if count < held[2] + 8:
+                return None
+            found, end = self._nul_after(held), held[2]
+            if not self.leftover:
+                end = count
+        if found is None:
+            if held is not None and count >= 64 and not self.expected:
+                self.held = None  # no prefix reading explained more: the next message began
+                self.leftover = self.symbols[held[2] :]
+                return held[0], held[1]
+            return None
+        if _waits_for_nul(found[0]):
+            self.held = (found[0], found[1], end)  # a NUL may follow it: _nul_after
+            return None
+        if end <= _SHORT and (count < 64 or self.expected):
+            # As short as a length prefix: its NUL may be a length's zero byte, its length
+            # the first bytes of a longer one. Held while a prefix reading may explain more.
+            self.held = (found[0], found[1], end)
+            self.leftover = []
+            return None
+        self.held = None
+        return found
+
+    def _nul_after(self, held: tuple[ClassicFormat, bytes, int]) -> tuple[ClassicFormat, bytes]:
+        """The byte after a message its prefix ended: its NUL, or the next message's start."""
+        fmt, data, ended = held
+        if self.symbols[ended:].count(fmt.zero_symbol) == 8:
+            return replace(fmt, terminator=b"\0"), data
+        self.leftover = self.symbols[ended:]
+        return fmt, data
+
+    def _nul_ends(self, count: int) -> list[tuple[ClassicFormat, bytes]]:
+        """The readings a NUL ends here: the first NUL of a mapping, at a byte boundary."""
+        found: list[tuple[ClassicFormat, bytes]] = []
+        if count % 8:
+            return found
+        last = self.symbols[-8:]
+        for zero in (0, 1):
+            if zero in self.nul_spent or last.count(zero) != 8:
+                continue
+            self.nul_spent.add(zero)  # the first NUL ends it in this mapping, or nothing does
+            if count == 8:
+                self.empty_nul = zero if self.empty_nul is None else self.empty_nul
+                continue
+            for msb_first in (True, False):
+                data = _decode(self.symbols[:-8], zero, msb_first=msb_first)
+                found.append((ClassicFormat(msb_first=msb_first, zero_symbol=zero), data))
+        return found
+
+    def _prefixed_ends(self, count: int) -> list[tuple[ClassicFormat, bytes]]:
+        """The readings whose length prefix ends the message here."""
+        if count in (32, 64):
+            self._expect(count)
+        found: list[tuple[ClassicFormat, bytes]] = []
+        for fmt in self.expected.pop(count, ()):
+            found.extend(self._prefixed(fmt))
+        return found
+
+    def at_silence(self) -> tuple[ClassicFormat, bytes] | None:
+        """The sender went silent: an empty message (a lone NUL), or one with no terminator."""
+        if self.held is not None:  # no NUL came after it: it ended where its prefix said
+            fmt, data, _ = self.held
+            return fmt, data
+        count = len(self.symbols)
+        if count == 8 and self.empty_nul is not None:
+            return ClassicFormat(zero_symbol=self.empty_nul), b""
+        if count == 0 or count % 8:
+            return None
+        found = [
+            (
+                ClassicFormat(msb_first=msb_first, zero_symbol=zero, terminator=b""),
+                _decode(self.symbols, zero, msb_first=msb_first),
+            )
+            for zero in (0, 1)
+            for msb_first in (True, False)
+        ]
+        return _best(found)
+
+    def _expect(self, width: int) -> None:
+        """The prefix has arrived in a ``width``-bit reading: note where each reading of it
+        would end the message."""
+        for zero in (0, 1):
+            bits = [s ^ zero for s in self.symbols]
+            for prefix_msb in (True, False):
+                length = _value(bits, msb_first=prefix_msb)
+                if length > self.max_message + 1:
+                    continue
+                for msb_first in (True, False):
+                    for terminator, counts in ((b"", False), (b"\0", False), (b"\0", True)):
+                        if counts and length == 0:
+                            continue
+                        size = length + (1 if terminator and not counts else 0)
+                        fmt = ClassicFormat(
+                            msb_first=msb_first,
+                            zero_symbol=zero,
+                            terminator=terminator,
+                            length_bits=width,
+                            length_msb_first=None if prefix_msb == msb_first else prefix_msb,
+                            length_counts_terminator=counts,
+                        )
+                        self.expected.setdefault(width + 8 * size, []).append(fmt)
+
+    def _prefixed(self, fmt: ClassicFormat) -> list[tuple[ClassicFormat, bytes]]:
+        data = _decode(self.symbols[fmt.length_bits :], fmt.zero_symbol, msb_first=fmt.msb_first)
+        if fmt.terminator:
+            if not data.endswith(fmt.terminator):
+                return []
+            data = data[:-1]
+        return [(fmt, data)]
+
+
+def _waits_for_nul(fmt: ClassicFormat) -> bool:
+    """A message its length prefix ended, with no NUL: one may still follow."""
+    return bool(fmt.length_bits) and not fmt.terminator
+
+
+# A message that ends within this many signals may be the start of a 64-bit length prefix
+# and a byte: --detect holds it while a prefix reading may still explain more.
+_SHORT = 72
+
+
+def _best(found: list[tuple[ClassicFormat, bytes]]) -> tuple[ClassicFormat, bytes] | None:
+    """The reading that looks most like text; on a tie, the commoner variant (MSB first,
+    SIGUSR1 = 0, no prefix, the prefix in the text's order, the NUL not counted)."""
+    scored = []
+    for fmt, data in found:
+        score = _plausible(data)
+        if score is not None:
+            commoner = (
+                fmt.msb_first,
+                fmt.zero_symbol == 0,
+                fmt.length_bits == 0,
+                fmt.length_msb_first is None,
+                not fmt.length_counts_terminator,
+                bool(fmt.terminator),
+            )
+            scored.append(((score, commoner), fmt, data))
+    if not scored:
+        return None
+    _, fmt, data = max(scored, key=lambda entry: entry[0])
+    return fmt, data
+
+
+def pinning_flags(fmt: ClassicFormat) -> str:
+    """The options that select ``fmt`` (on serve --classic and send --classic)."""
+    flags = []
+    if not fmt.msb_first:
+        flags.append("--bit-order lsb")
+    if fmt.zero_symbol:
+        flags.append("--zero usr2")
+    if not fmt.terminator:
+        flags.append("--end none")
+    elif fmt.terminator == b"\n":
+        flags.append("--end newline")
+    if fmt.length_bits:
+        flags.append(f"--length-prefix {fmt.length_bits}")
+        if fmt.length_msb_first is not None:
+            flags.append(f"--prefix-order {'msb' if fmt.length_msb_first else 'lsb'}")
+        if fmt.length_counts_terminator:
+            flags.append("--length-counts-end")
+    return " ".join(flags) or "none (the default variant)"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -152,6 +383,8 @@ class SenderRecord:
     answered: int = 0
     unanswered: int = 0  # answers owed that the server could not safely send
     answered_late: int = 0  # of the answered: refused first, sent once it handled the signal
+    finder: VariantFinder | None = None  # --detect: every reading of its signals at once
+    detected: ClassicFormat | None = None  # --detect: the variant its message was read in
     end_signal: str = ""  # the end-of-message signal: "sent", or why it was not
     unanswered_why: str = ""  # the last reason one could not be sent
     pending_bits: list[int] = field(default_factory=list)
@@ -244,6 +477,7 @@ class ClassicReceiver:
         idle_timeout: float = IDLE_TIMEOUT,
         max_message: int = DEFAULT_MAX_MESSAGE,
         max_senders: int = 64,
+        detect: bool = False,
     ) -> None:
         if idle_timeout <= 0:
             raise LocalProtocolError("idle_timeout must be positive")
@@ -253,7 +487,10 @@ class ClassicReceiver:
             raise LocalProtocolError("an answer is 0 (SIGUSR1) or 1 (SIGUSR2)")
         if end_symbol is not None and ack is Ack.NONE:
             raise LocalProtocolError("an end signal is an answer: not with Ack.NONE")
+        if detect and fmt != ClassicFormat():
+            raise LocalProtocolError("detect finds the variant: no format with it")
         self.fmt = fmt
+        self.detect = detect
         self.ack = ack
         self.ack_symbol = ack_symbol
         self.end_symbol = end_symbol
@@ -354,6 +591,9 @@ class ClassicReceiver:
                 self._in_flight, self._in_flight_since = pid, now
 
     def _assemble(self, record: SenderRecord, now: float) -> None:
+        if self.detect:
+            self._find_variant(record, now)
+            return
         fmt = self.fmt
         if fmt.length_bits and record.length is None:
             if len(record.pending_bits) == fmt.length_bits:
@@ -383,6 +623,47 @@ class ClassicReceiver:
             self._let_go(record)
         elif len(record.data) > self.max_message + len(fmt.terminator):
             self._refuse(record, f"its message passed the limit of {self.max_message} bytes")
+
+    def _find_variant(self, record: SenderRecord, now: float) -> None:
+        """--detect: the symbol just received (raw: the mapping is found too) goes to the
+        sender's ``VariantFinder``; a reading that ends a valid message here delivers it."""
+        if record.refused:  # the rest of a refused message: its end is unknown, silence ends it
+            record.pending_bits.clear()
+            return
+        finder = record.finder
+        if finder is None:
+            finder = record.finder = VariantFinder(self.max_message)
+        found = finder.add(record.pending_bits.pop())
+        if found is not None:
+            leftover = finder.leftover
+            self._deliver_found(record, found, now, by_bit=not leftover)
+            if leftover:  # the first signals of its next message
+                nextone = self.senders[record.pid] = SenderRecord(record.pid, now, now)
+                for symbol in leftover:
+                    nextone.signals += 1
+                    nextone.pending_bits.append(symbol)
+                    self._find_variant(nextone, now)
+        elif finder.too_long:
+            self._refuse(
+                record, f"no variant ended a message within the limit of {self.max_message} bytes"
+            )
+            record.finder = None
+
+    def _deliver_found(
+        self, record: SenderRecord, found: tuple[ClassicFormat, bytes], now: float, *, by_bit: bool
+    ) -> None:
+        fmt, data = found
+        record.detected = fmt
+        record.data = bytearray(data)
+        symbols = record.finder.symbols if record.finder is not None else []
+        start = fmt.length_bits
+        for index in range(min(len(data), MAX_TRACE_BYTES)):
+            bits = symbols[start + 8 * index : start + 8 * index + 8]
+            record.byte_bits.append("".join(str(s ^ fmt.zero_symbol) for s in bits))
+        if fmt.length_bits:
+            record.length = len(data) + (1 if fmt.length_counts_terminator else 0)
+        record.finder = None
+        self._finish(record, now, by_bit=by_bit)
 
     def _complete(self, record: SenderRecord) -> bool:
         fmt = self.fmt
@@ -416,7 +697,7 @@ class ClassicReceiver:
             self._remember_ended(record)
             return
         data = bytes(record.data)
-        terminator = self.fmt.terminator
+        terminator = b"" if record.detected is not None else self.fmt.terminator
         if terminator and data.endswith(terminator):
             data = data[: -len(terminator)]
         del self.senders[record.pid]
@@ -605,10 +886,23 @@ class ClassicReceiver:
             if now < record.last + self.idle_timeout:  # the very sum get_timer gives
                 continue
             fmt = self.fmt
-            if record.refused or (not fmt.terminator and not fmt.length_bits and record.data):
+            found = record.finder.at_silence() if record.finder is not None else None
+            if found is not None:
+                self._deliver_found(record, found, now, by_bit=False)
+            elif self.detect and not record.refused:
+                self._drop(record, self._why_no_variant(record))
+            elif record.refused or (not fmt.terminator and not fmt.length_bits and record.data):
                 self._finish(record, now, by_bit=False)  # ended (a refused one: in silence)
             else:
                 self._drop(record, self._why_silent(record))
+
+    def _why_no_variant(self, record: SenderRecord) -> str:
+        silent = f"silent for {self.idle_timeout:g} s after {record.signals} signals"
+        return (
+            f"{silent}: no variant reads them as a whole message of valid UTF-8 (a signal "
+            "lost or merged, a message cut short, or a variant --detect does not know: a "
+            "newline terminator, a handshake)"
+        )
 
     def _why_silent(self, record: SenderRecord) -> str:
         bits = len(record.pending_bits)
@@ -852,7 +1146,12 @@ def describe(event: ClassicEvent, fmt: ClassicFormat, ack: Ack) -> list[str]:
     if bad is not None:
         lines.append(f"{head} {_utf8_break(record, bad)}")
     size = f"{event.size} byte" + ("" if event.size == 1 else "s")
-    lines.append(f"{head} complete: {size} in {event.seconds:.3f} s ({fmt.describe()})")
+    spoken = record.detected or fmt
+    lines.append(f"{head} complete: {size} in {event.seconds:.3f} s ({spoken.describe()})")
+    if record.detected is not None:
+        lines.append(
+            f"{head} detected: {spoken.describe()}; the flags that pin it: " + pinning_flags(spoken)
+        )
     return lines
 
 

@@ -65,6 +65,7 @@ class ClassicServerConfig:
     end_symbol: int | None = None  # the end-of-message signal, if one is sent
     end_at: EndAt = EndAt.INSTEAD  # with Ack.BIT: where the end signal goes
     answer_delay: float = 0.0  # seconds before each answer
+    detect: bool = False  # find each sender's variant (fmt is then the default)
     idle_timeout: float = IDLE_TIMEOUT
     max_message: int = DEFAULT_MAX_MESSAGE
     max_messages: int | None = None  # stop after this many messages
@@ -78,6 +79,7 @@ class ClassicServerConfig:
             end_symbol=self.end_symbol,
             end_at=self.end_at,
             answer_delay=self.answer_delay,
+            detect=self.detect,
             idle_timeout=self.idle_timeout,
             max_message=self.max_message,
         )

@@ -190,6 +190,17 @@ CountsEndOption = Annotated[
         rich_help_panel=_CLASSIC,
     ),
 ]
+DetectOption = Annotated[
+    bool,
+    typer.Option(
+        "--detect",
+        help="Find each sender's variant from what arrives (bit order, which signal is 0, "
+        "a 32- or 64-bit length prefix, a NUL or none): only the right reading gives valid "
+        "UTF-8 and a length that fits. --trace names it and the flags that pin it. Not with "
+        "the variant options; a newline terminator is not looked for.",
+        rich_help_panel=_CLASSIC,
+    ),
+]
 TraceOption = Annotated[
     bool,
     typer.Option(
@@ -391,6 +402,7 @@ _CLASSIC_ONLY = (
     "length_prefix",
     "prefix_order",
     "length_counts_end",
+    "detect",
     "trace",
     "ack",
     "ack_signal",
@@ -478,6 +490,7 @@ def serve_command(
     length_prefix: PrefixOption = None,
     prefix_order: PrefixOrderOption = None,
     length_counts_end: CountsEndOption = False,
+    detect: DetectOption = False,
     trace: TraceOption = False,
 ) -> None:
     """Start a server: print its PID, then every message received, each on its own line.
@@ -499,6 +512,10 @@ def serve_command(
             length_counts_end,
             **{"--idle-timeout": idle_timeout, "--answer-delay-us": answer_delay_us},
         )
+        variant = ("bit_order", "zero", "end", "length_prefix", "prefix_order", "length_counts_end")
+        pinned = next((name for name in variant if _given(ctx, name)), None)
+        if detect and pinned is not None:
+            raise UsageError(f"--detect finds the variant: not with {_flag(pinned)}")
         answers = ack or AckWhen.bit
         if end_signal is not None and answers is AckWhen.none:
             raise UsageError("--end-signal is an answer: not with --ack none")
@@ -527,6 +544,7 @@ def serve_command(
                 end_symbol=None if end_signal is None else int(end_signal is Signal.usr2),
                 end_at=EndAt((end_signal_at or EndSignalAt.instead).value),
                 answer_delay=(answer_delay_us or 0.0) / 1e6,
+                detect=detect,
                 idle_timeout=CLASSIC_IDLE_TIMEOUT if idle_timeout is None else idle_timeout,
                 max_message=max_bytes,
                 max_messages=count,
@@ -589,6 +607,9 @@ def _print_classic_json(message: "ClassicMessage", uid: int) -> None:
         "text": message.text,
         "valid_utf8": message.utf8_error is None,
     }
+    detected = message.record.detected
+    if detected is not None:  # --detect: the variant it was read in
+        record["variant"] = detected.describe()
     _write_json(record)
 
 

@@ -299,7 +299,7 @@ QUEUED_GIVE_UP = textwrap.dedent(
 
 # The same program, with no timeout: Ctrl-C (SIGINT) ends its send while it is queued.
 QUEUED_INTERRUPTED = QUEUED_GIVE_UP.replace(
-    'timeout=0.5)\nexcept minitalk.errors.NoAnswerError as error:\n'
+    "timeout=0.5)\nexcept minitalk.errors.NoAnswerError as error:\n"
     '    print(json.dumps({"gave_up": str(error)}), flush=True)',
     ')\nexcept KeyboardInterrupt:\n    print(json.dumps({"gave_up": "interrupted"}), flush=True)',
 )

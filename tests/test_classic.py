@@ -525,3 +525,83 @@ def test_a_refused_answer_is_not_tried_for_ever() -> None:
         receiver.handle_timer(now)
     assert now < ANSWER_RETRY_FOR + 2 * ANSWER_RETRY
     assert receiver.senders[7].unanswered == 1
+
+
+# -- --detect: the variant found from what arrives ------------------------------------------------
+
+DETECTABLE = [
+    ClassicFormat(),
+    ClassicFormat(msb_first=False),
+    ClassicFormat(zero_symbol=1),
+    ClassicFormat(msb_first=False, zero_symbol=1),
+    ClassicFormat(length_bits=32, terminator=b""),
+    ClassicFormat(length_bits=32),
+    ClassicFormat(length_bits=32, length_counts_terminator=True),
+    ClassicFormat(length_bits=64, msb_first=False, terminator=b""),
+    ClassicFormat(length_bits=32, length_msb_first=False),
+    ClassicFormat(length_bits=64, zero_symbol=1, length_msb_first=True, msb_first=False),
+    ClassicFormat(terminator=b""),  # ended by silence
+]
+SAMPLE = "hello, world 🎉 ça marche: 日本語"
+
+
+@pytest.mark.parametrize("fmt", DETECTABLE, ids=lambda fmt: fmt.describe())
+def test_detect_finds_each_variant_and_reads_the_message(fmt: ClassicFormat) -> None:
+    receiver = ClassicReceiver(ack=Ack.BIT, detect=True, idle_timeout=0.5)
+    symbols = fmt.encode(SAMPLE.encode())
+    for index, symbol in enumerate(symbols):
+        receiver.receive(7, symbol, index * 0.001)
+    receiver.handle_timer(len(symbols) * 0.001 + 0.5)  # silence ends one with no terminator
+    [message] = written(receiver)
+    assert isinstance(message, ClassicMessage)
+    assert message.text == SAMPLE
+    detected = message.record.detected
+    assert detected is not None
+    assert detected.encode(SAMPLE.encode()) == symbols  # a reading of exactly what was sent
+    lines = describe(message, PLAIN, Ack.BIT)
+    assert f"PID 7: detected: {detected.describe()}; the flags that pin it: " in "\n".join(lines)
+
+
+@given(
+    text=st.text(min_size=1, max_size=30).map(lambda t: t.replace("\0", "") + " 🎉 a"),
+    fmt=st.sampled_from(DETECTABLE[:-1]),
+)
+def test_detect_reads_what_any_variant_sends(text: str, fmt: ClassicFormat) -> None:
+    receiver = ClassicReceiver(ack=Ack.BIT, detect=True, idle_timeout=0.5)
+    for index, symbol in enumerate(fmt.encode(text.encode())):
+        receiver.receive(7, symbol, index * 0.001)
+    receiver.handle_timer(1000.0)  # its silence ends a message held for a NUL that may follow
+    [message] = written(receiver)
+    assert isinstance(message, ClassicMessage)
+    assert message.text == text
+
+
+def test_detect_drops_what_no_variant_reads() -> None:
+    receiver = ClassicReceiver(ack=Ack.NONE, detect=True, idle_timeout=0.5)
+    symbols = PLAIN.encode(b"hello")[:-3]  # cut short: no NUL, no whole byte
+    for index, symbol in enumerate(symbols):
+        receiver.receive(7, symbol, index * 0.001)
+    receiver.handle_timer(1.0)
+    [dropped] = written(receiver)
+    assert isinstance(dropped, SenderDropped)
+    assert "no variant reads them as a whole message" in dropped.reason
+
+
+def test_detect_takes_no_format() -> None:
+    with pytest.raises(LocalProtocolError):
+        ClassicReceiver(ClassicFormat(msb_first=False), detect=True)
+
+
+@pytest.mark.parametrize("text", ["hi", "", "été!"])
+def test_detect_holds_a_short_message_until_no_prefix_can_explain_more(text: str) -> None:
+    """A message as short as a length prefix may be one (its NUL a length's zero byte): it
+    is printed at its sender's silence."""
+    receiver = ClassicReceiver(ack=Ack.BIT, detect=True, idle_timeout=0.5)
+    symbols = PLAIN.encode(text.encode())
+    for index, symbol in enumerate(symbols):
+        receiver.receive(7, symbol, index * 0.001)
+    assert written(receiver) == []
+    receiver.handle_timer(len(symbols) * 0.001 + 0.5)
+    [message] = written(receiver)
+    assert isinstance(message, ClassicMessage)
+    assert message.text == text

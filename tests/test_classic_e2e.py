@@ -8,6 +8,7 @@ for each answer, and one that sleeps between bits and catches nothing. They are 
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import subprocess
@@ -465,6 +466,41 @@ def test_a_send_with_a_gap_after_each_answer_round_trips(procs: Processes) -> No
     assert b"paced by its answers" in result.stdout
     out, _, code = server.finish()
     assert (out, code) == ("gap ✓\n".encode(), 0)
+
+
+DETECT_VARIANTS = [
+    [],
+    ["--bit-order", "lsb"],
+    ["--zero", "usr2", "--bit-order", "lsb"],
+    ["--length-prefix", "32"],
+    ["--length-prefix", "64", "--prefix-order", "lsb", "--end", "none"],
+    ["--length-prefix", "32", "--length-counts-end"],
+]
+
+
+def test_serve_detect_reads_every_variant_and_names_it(procs: Processes) -> None:
+    """One server, no variant flag, a sender of each variant: each message printed exact,
+    with the variant it was read in (JSON) and the flags that pin it (trace)."""
+    server = _classic_serve(procs, "--detect", "--json", "--trace", "--idle-timeout", "0.3")
+    for variant in DETECT_VARIANTS:
+        result = procs.send("--classic", "-q", str(server.pid), f"{variant} ✓", *variant)
+        assert result.returncode == 0, result.stderr
+    wait_for(
+        lambda: b"".join(server._out).count(b"\n") >= len(DETECT_VARIANTS), "every message printed"
+    )
+    out, trace, _ = server.stop()
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert sorted(line["text"] for line in lines) == sorted(f"{v} ✓" for v in DETECT_VARIANTS)
+    for line in lines:
+        assert "variant" in line
+    assert b"the flags that pin it: --end none --length-prefix 64 --prefix-order lsb" in trace
+
+
+def test_detect_is_not_given_a_variant(procs: Processes) -> None:
+    serve = procs.popen([*MINITALK, "serve", "--classic", "--detect", "--bit-order", "lsb"])
+    _, err = serve.communicate(timeout=HANG_GUARD)
+    assert serve.returncode == ExitCode.USAGE
+    assert err == b"minitalk: --detect finds the variant: not with --bit-order\n"
 
 
 # -- bad input: the same one-line errors and codes as the framed mode --------------------------

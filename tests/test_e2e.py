@@ -396,8 +396,10 @@ def test_a_process_that_only_inherited_the_ignoring_is_refused_at_once(
     child = int(_read_line(program.stdout, HANG_GUARD))
     trap = procs.popen(["sh", "-c", "trap '' USR1 USR2; exec sleep 600"])
     wait_for(
-        lambda: Path(f"/proc/{trap.pid}/comm").read_text().strip() == "sleep"
-        and signal_masks(trap.pid)["SigIgn"] & USR_BITS == USR_BITS,
+        lambda: (
+            Path(f"/proc/{trap.pid}/comm").read_text().strip() == "sleep"
+            and signal_masks(trap.pid)["SigIgn"] & USR_BITS == USR_BITS
+        ),
         "the trap sleeper ignores both signals and sleeps",
     )
     for target in (child, trap.pid):

@@ -177,10 +177,13 @@ def test_a_second_server_on_a_running_servers_pid_file_is_refused(
     out, err = second.communicate(timeout=HANG_GUARD)
     assert second.returncode == ExitCode.USAGE, err
     assert out == b""
-    assert err == (
-        f"minitalk: --pid-file {pid_file} names minitalk server {first.pid}, which is running: "
-        "stop it first, or give another file\n"
-    ).encode()
+    assert (
+        err
+        == (
+            f"minitalk: --pid-file {pid_file} names minitalk server {first.pid}, which is running: "
+            "stop it first, or give another file\n"
+        ).encode()
+    )
     assert pid_file.read_text() == f"{first.pid}\n"  # the first one's file stays
     _, _, code = first.stop()
     assert code == 0

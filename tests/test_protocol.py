@@ -1067,7 +1067,6 @@ def test_a_retry_under_the_same_nonce_of_a_printed_message_is_not_printed_again(
     assert net.printed_texts() == ["hello"]
 
 
-
 def test_a_server_that_heard_nobody_for_a_while_keeps_its_queue() -> None:
     """Stopped (or blocked writing) for longer than the place is kept, the server could hear
     no queued client's poll (they merged while pending): that time is not counted against
