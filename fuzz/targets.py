@@ -537,6 +537,59 @@ def _alone(fmt: ClassicFormat, symbols: list[int]) -> bytes:
     return message.data
 
 
+# The variants --detect finds (a newline terminator is not looked for).
+DETECTABLE_FORMATS = CLASSIC_FORMATS.filter(
+    lambda fmt: fmt.terminator != b"\n" and (fmt.length_bits or not fmt.length_counts_terminator)
+)
+
+
+@given(
+    fmt=DETECTABLE_FORMATS,
+    text=st.text(max_size=40).map(lambda t: t.replace("\0", "") + " 🎉 a"),
+    cut=st.integers(0, 24),
+    noise=st.lists(st.tuples(st.integers(0, 10_000), st.sampled_from([0, 1])), max_size=3),
+)
+def fuzz_classic_detect(
+    fmt: ClassicFormat, text: str, cut: int, noise: list[tuple[int, int]]
+) -> None:
+    """Any variant's message, whole or cut short or with signals lost and added: --detect never
+    crashes, never delivers invalid UTF-8 or a NUL, and reads a whole message exactly."""
+    _counted("classic_detect")
+    symbols = fmt.encode(text.encode())
+    whole = not cut and not noise
+    symbols = symbols[: len(symbols) - cut]
+    for at, symbol in noise:  # a lost signal, or a stray one
+        where = at % (len(symbols) + 1)
+        if symbol and symbols:
+            del symbols[where % len(symbols)]
+        else:
+            symbols.insert(where, symbol)
+    receiver = ClassicReceiver(ack=Ack.BIT, detect=True, idle_timeout=0.5, max_message=64)
+    messages: list[bytes] = []
+    now = 0.0
+    for symbol in symbols:
+        now += 0.001
+        receiver.receive(7, symbol, now)
+        _collect(receiver, messages, now)
+    receiver.handle_timer(now + 0.5)
+    _collect(receiver, messages, now + 0.5)
+    for data in messages:
+        assert b"\0" not in data
+        data.decode("utf-8")  # valid, or this raises
+    if whole and len(text.encode()) <= 64:
+        assert messages == [text.encode()], (messages, fmt)
+
+
+def _collect(receiver: ClassicReceiver, messages: list[bytes], now: float) -> None:
+    while (event := receiver.next_event()) is not None:
+        if isinstance(event, ClassicMessage):
+            messages.append(event.data)
+            receiver.message_written(event.pid, now)
+        describe(event, ClassicFormat(), Ack.BIT)
+    for pid, _ in receiver.replies():
+        receiver.answered(pid)
+
+
 TARGETS = {
     "frame_decoder": fuzz_frame_decoder,
     "frame_bit_stream": fuzz_frame_bit_stream,
@@ -544,5 +597,6 @@ TARGETS = {
     "receiver": fuzz_receiver,
     "faulty_link": fuzz_faulty_link,
     "classic_receiver": fuzz_classic_receiver,
+    "classic_detect": fuzz_classic_detect,
 }
 assert HEADER_LEN == 21  # _well_formed above spells out the offset/64-bit-nonce header (0x52)
