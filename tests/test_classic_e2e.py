@@ -468,6 +468,38 @@ def test_a_send_with_a_gap_after_each_answer_round_trips(procs: Processes) -> No
     assert (out, code) == ("gap ✓\n".encode(), 0)
 
 
+def test_after_a_stop_a_sender_that_started_meanwhile_is_not_answered(
+    procs: Processes, c_peers: dict[str, str]
+) -> None:
+    """While a server is stopped, a sender may send a bit and exit, and a new process take its
+    PID: the continued server must not answer the newcomer. It cannot tell a newcomer from a
+    sender that started during the stop, so it answers neither (and says why); a sender that
+    started before the stop is answered as usual."""
+    # Silence longer than the stop (the early client is stopped too) ends neither message.
+    server = _classic_serve(procs, "--trace", "--idle-timeout", "3")
+    # (sigwait: a sigtimedwait of its own fails with EINTR once it is stopped and continued)
+    early = procs.popen([c_peers["client"], str(server.pid), "wait", "early"])
+    assert early.stdout is not None
+    assert early.stdout.readline() == b"started\n"  # its first byte went through: answered
+    # Nothing of its may be pending at the server across the stop: a second signal of one
+    # kind pending there (the late client's) would merge into it.
+    _pause(early, server)
+    server.process.send_signal(signal.SIGSTOP)
+    wait_for(lambda: _state(server.pid) == "T", "the server is stopped")
+    late = procs.popen([c_peers["client"], str(server.pid), "timedwait", "late", "1000"])
+    wait_for(lambda: _state(late.pid) == "S", "the late client sent its first bit and waits")
+    server.process.send_signal(signal.SIGCONT)
+    _, late_err = late.communicate(timeout=HANG_GUARD)
+    early.send_signal(signal.SIGCONT)
+    early.communicate(timeout=HANG_GUARD)
+    assert late.returncode == 3, late_err  # never answered: it gave up on its own
+    assert early.returncode == 0  # answered before, and after, the stop
+    wait_for(lambda: b"dropped" in b"".join(server._err), "the late sender was dropped")
+    out, trace, _ = server.stop()
+    assert out == b"early\n"
+    assert b"it started while this server was stopped" in trace
+
+
 DETECT_VARIANTS = [
     [],
     ["--bit-order", "lsb"],
