@@ -3,17 +3,19 @@
 A plain minitalk (the exercise's C client and server) sends each byte of the text as 8 signals,
 with no frame, no check and no sequence number, and ends the message with a NUL byte. About
 half of them send a length prefix first; some send bits least significant first, or use
-SIGUSR2 for 0 (docs/classic.md, from 40 public implementations). ``ClassicFormat`` says which
-variant is spoken and turns text into symbols. ``ClassicReceiver`` assembles the bytes of each
-sender apart, by the PID the kernel stamped on its signals, and says when to answer.
-``ClassicSender`` sends one message and decides how to pace it: by the server's answers when it
-gives them, else by a fixed delay. It never sends a bit twice: a plain server has no way to
-tell a repeat from the next bit.
+SIGUSR2 for 0 (docs/classic.md, from 40 public implementations). ``ClassicFormat``
+(``classic_format``) says which variant is spoken and turns text into symbols.
+``ClassicReceiver`` assembles the bytes of each sender apart, by the PID the kernel stamped on
+its signals, and owes answers; its ``AnswerSchedule`` (``classic_answers``) says when each
+goes, and with ``detect`` a ``VariantFinder`` (``classic_detect``) reads each sender in every
+variant at once. ``ClassicSender`` sends one message and decides how to pace it: by the
+server's answers when it gives them, else by a fixed delay. It never sends a bit twice: a
+plain server has no way to tell a repeat from the next bit.
 
 Sans-I/O like ``protocol``: a symbol is a signal (0 = SIGUSR1, 1 = SIGUSR2, as everywhere in
 minitalk); time is an argument; the driver pulls answers (``replies()``) and events
-(``next_event()``). Each
-sender's timing is recorded so that ``describe`` can explain what crossed the line (``--trace``).
+(``next_event()``). Each sender's timing is recorded so that ``describe`` can explain what
+crossed the line (``--trace``).
 """
 
 from __future__ import annotations
@@ -21,13 +23,13 @@ from __future__ import annotations
 import statistics
 from array import array
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import Enum
 
+from minitalk.classic_answers import AnswerSchedule
+from minitalk.classic_detect import VariantFinder, pinning_flags
+from minitalk.classic_format import Ack, ClassicFormat, EndAt, bits_of, value_of
 from minitalk.classic_limits import (
-    ANSWER_HOLD,
-    ANSWER_RETRY,
-    ANSWER_RETRY_FOR,
     DEFAULT_DELAY,
     DEFAULT_MAX_MESSAGE,
     END_WAIT,
@@ -37,336 +39,19 @@ from minitalk.classic_limits import (
     PROBE_WAIT,
     REPLY_TIMEOUT,
     SIGNAL_NAMES,
-    SPACED_LOOK,
-    SPACED_WAIT,
 )
 from minitalk.errors import LocalProtocolError, NoAnswerError
 
-
-class Ack(Enum):
-    """When a classic server answers a sender."""
-
-    BIT = "bit"  # one signal per bit received: the common handshake
-    END = "end"  # one signal when the message is complete
-    NONE = "none"  # never
-
-
-class EndAt(Enum):
-    """Where a server that answers each bit puts its end-of-message signal (14 of 24 per-bit
-    servers surveyed send one; their clients wait for it)."""
-
-    INSTEAD = "instead"  # in place of the last bit's answer
-    BEFORE = "before"  # just before the last bit's answer
-    AFTER = "after"  # just after it
+__all__ = [  # the variants and the variant finder live apart; importers know them from here
+    "Ack",
+    "ClassicFormat",
+    "EndAt",
+    "VariantFinder",
+    "pinning_flags",
+]
 
 
-@dataclass(frozen=True, slots=True)
-class Owed:
-    """One answer owed to a sender: its signal, when it may go, and whether it ends the
-    message (for the trace)."""
-
-    pid: int
-    symbol: int
-    due: float
-    ends: bool = False
-    # Of the same kind as the answer just before it, with no bit of the sender's between:
-    # it goes only once the sender has taken that one (two pending at once are one).
-    spaced: bool = False
-    retried_since: float | None = None  # refused then (the sender did not handle it yet)
-    # the message it answers (counted there: its sender may be on its next one by then)
-    record: SenderRecord | None = field(default=None, compare=False, repr=False)
-
-
-@dataclass(frozen=True, slots=True)
-class ClassicFormat:
-    """One variant of the plain protocol. The default is the exercise's plain form: 8-bit
-    bytes, most significant bit first, SIGUSR1 = 0, the message ended by a NUL byte."""
-
-    msb_first: bool = True
-    zero_symbol: int = 0  # the signal that carries a 0 bit: 0 = SIGUSR1, 1 = SIGUSR2
-    terminator: bytes = b"\0"  # b"\0", b"\n", or b"" for none
-    length_bits: int = 0  # a length prefix of 32 or 64 bits before the text; 0 for none
-    length_msb_first: bool | None = None  # the prefix's own bit order; None: as the text
-    length_counts_terminator: bool = False  # the prefix counts the terminator too
-
-    def __post_init__(self) -> None:
-        if self.zero_symbol not in (0, 1):
-            raise LocalProtocolError("zero_symbol must be 0 (SIGUSR1) or 1 (SIGUSR2)")
-        if self.terminator not in (b"\0", b"\n", b""):
-            raise LocalProtocolError("the terminator is a NUL, a newline, or none")
-        if self.length_bits not in (0, 32, 64):
-            raise LocalProtocolError("a length prefix has 32 or 64 bits, or is absent")
-
-    @property
-    def prefix_msb_first(self) -> bool:
-        return self.msb_first if self.length_msb_first is None else self.length_msb_first
-
-    def encode(self, data: bytes) -> list[int]:
-        """The symbols that carry ``data`` (without its terminator) in this variant."""
-        bits: list[int] = []
-        if self.length_bits:
-            length = len(data) + (len(self.terminator) if self.length_counts_terminator else 0)
-            if length >= 1 << self.length_bits:
-                raise LocalProtocolError("message too long for the length prefix")
-            bits += _bits(length, self.length_bits, msb_first=self.prefix_msb_first)
-        for byte in data + self.terminator:
-            bits += _bits(byte, 8, msb_first=self.msb_first)
-        return [bit ^ self.zero_symbol for bit in bits]
-
-    def describe(self) -> str:
-        """The variant in a few words, for receipts and traces."""
-        order = "MSB first" if self.msb_first else "LSB first"
-        zero = f"{SIGNAL_NAMES[self.zero_symbol]} = 0"
-        end = {b"\0": "NUL-ended", b"\n": "newline-ended", b"": "no terminator"}[self.terminator]
-        words = [order, zero, end]
-        if self.length_bits:
-            prefix_order = "MSB" if self.prefix_msb_first else "LSB"
-            counts = ", counting the terminator" if self.length_counts_terminator else ""
-            words.append(f"{self.length_bits}-bit length prefix ({prefix_order} first{counts})")
-        return ", ".join(words)
-
-
-def _bits(value: int, width: int, *, msb_first: bool) -> list[int]:
-    bits = [(value >> shift) & 1 for shift in range(width)]  # LSB first
-    return bits[::-1] if msb_first else bits
-
-
-def _value(bits: list[int], *, msb_first: bool) -> int:
-    value = 0
-    for bit in bits if msb_first else bits[::-1]:
-        value = value << 1 | bit
-    return value
-
-
-# ---------------------------------------------------------------------------------------------
-# Finding the variant a sender speaks (serve --classic --detect)
-
-
-def _decode(symbols: list[int], zero: int, *, msb_first: bool) -> bytes:
-    """The bytes that whole groups of 8 ``symbols`` carry when ``zero`` is the 0 symbol."""
-    values = bytearray()
-    for start in range(0, len(symbols) - 7, 8):
-        values.append(_value([s ^ zero for s in symbols[start : start + 8]], msb_first=msb_first))
-    return bytes(values)
-
-
-def _plausible(data: bytes) -> float | None:
-    """How much ``data`` looks like text (the share of printable or white-space characters),
-    or None if it is not UTF-8, or holds a NUL (no plain message does: the NUL ends it)."""
-    if b"\0" in data:
-        return None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    if not text:
-        return 1.0
-    return sum(char.isprintable() or char.isspace() for char in text) / len(text)
-
-
-@dataclass(slots=True)
-class VariantFinder:
-    """Reads one sender's message in every variant at once, as its signals arrive, and says
-    which reading ends here with valid UTF-8 (``add``), or at its silence (``at_silence``).
-
-    Bit order and signal mapping show in the text: text read in the wrong bit order, or with
-    the signals swapped, is almost never valid UTF-8 (and a NUL byte, 8 signals of the 0 kind,
-    tells the mapping). A length prefix shows in its value: only in the right reading does the
-    message end where the prefix said (a text's first bytes read as a length are millions).
-    Each reading is checked only where it could end (each byte boundary, for a NUL; the very
-    signal the prefix announces), so following them all costs little per signal. A newline
-    terminator is not looked for: it cannot be told from a newline inside a NUL-ended text.
-    """
-
-    max_message: int
-    symbols: list[int] = field(default_factory=list)
-    expected: dict[int, list[ClassicFormat]] = field(default_factory=dict)
-    nul_spent: set[int] = field(default_factory=set)  # mappings whose first NUL came and went
-    empty_nul: int | None = None  # a NUL was the first byte: an empty message, or not a NUL
-    # A reading that ended a message, held (the variant, the text, where it ended): one that
-    # its length prefix ended, for one byte (a NUL may follow it: 11 of 19 prefixed clients
-    # send one, and it is then its end, not the next message's first byte); or a NUL-ended
-    # one no longer than a 64-bit prefix, while a prefix reading may still explain more (a
-    # length's zero byte reads as a NUL).
-    held: tuple[ClassicFormat, bytes, int] | None = None
-    # Symbols after a held message that were not its NUL: the next message's first byte.
-    leftover: list[int] = field(default_factory=list)
-
-    @property
-    def too_long(self) -> bool:
-        return len(self.symbols) > 8 * (self.max_message + 2) + 64
-
-    def add(self, symbol: int) -> tuple[ClassicFormat, bytes] | None:
-        """One more signal; the variant and text of the message it ends, if it ends one
-        (then ``leftover`` holds the signals that began the next one, if any)."""
-        self.symbols.append(symbol)
-        count = len(self.symbols)
-        found = _best(self._prefixed_ends(count)) or _best(self._nul_ends(count))
-        end = count
-        held = self.held
-        if held is not None and _waits_for_nul(held[0]) and found is None:
-            if count < held[2] + 8:
-                return None
-            found, end = self._nul_after(held), held[2]
-            if not self.leftover:
-                end = count
-        if found is None:
-            if held is not None and count >= 64 and not self.expected:
-                self.held = None  # no prefix reading explained more: the next message began
-                self.leftover = self.symbols[held[2] :]
-                return held[0], held[1]
-            return None
-        if _waits_for_nul(found[0]):
-            self.held = (found[0], found[1], end)  # a NUL may follow it: _nul_after
-            return None
-        if end <= _SHORT and (count < 64 or self.expected):
-            # As short as a length prefix: its NUL may be a length's zero byte, its length
-            # the first bytes of a longer one. Held while a prefix reading may explain more.
-            self.held = (found[0], found[1], end)
-            self.leftover = []
-            return None
-        self.held = None
-        return found
-
-    def _nul_after(self, held: tuple[ClassicFormat, bytes, int]) -> tuple[ClassicFormat, bytes]:
-        """The byte after a message its prefix ended: its NUL, or the next message's start."""
-        fmt, data, ended = held
-        if self.symbols[ended:].count(fmt.zero_symbol) == 8:
-            return replace(fmt, terminator=b"\0"), data
-        self.leftover = self.symbols[ended:]
-        return fmt, data
-
-    def _nul_ends(self, count: int) -> list[tuple[ClassicFormat, bytes]]:
-        """The readings a NUL ends here: the first NUL of a mapping, at a byte boundary."""
-        found: list[tuple[ClassicFormat, bytes]] = []
-        if count % 8:
-            return found
-        last = self.symbols[-8:]
-        for zero in (0, 1):
-            if zero in self.nul_spent or last.count(zero) != 8:
-                continue
-            self.nul_spent.add(zero)  # the first NUL ends it in this mapping, or nothing does
-            if count == 8:
-                self.empty_nul = zero if self.empty_nul is None else self.empty_nul
-                continue
-            for msb_first in (True, False):
-                data = _decode(self.symbols[:-8], zero, msb_first=msb_first)
-                found.append((ClassicFormat(msb_first=msb_first, zero_symbol=zero), data))
-        return found
-
-    def _prefixed_ends(self, count: int) -> list[tuple[ClassicFormat, bytes]]:
-        """The readings whose length prefix ends the message here."""
-        if count in (32, 64):
-            self._expect(count)
-        found: list[tuple[ClassicFormat, bytes]] = []
-        for fmt in self.expected.pop(count, ()):
-            found.extend(self._prefixed(fmt))
-        return found
-
-    def at_silence(self) -> tuple[ClassicFormat, bytes] | None:
-        """The sender went silent: an empty message (a lone NUL), or one with no terminator."""
-        if self.held is not None:  # no NUL came after it: it ended where its prefix said
-            fmt, data, _ = self.held
-            return fmt, data
-        count = len(self.symbols)
-        if count == 8 and self.empty_nul is not None:
-            return ClassicFormat(zero_symbol=self.empty_nul), b""
-        if count == 0 or count % 8:
-            return None
-        found = [
-            (
-                ClassicFormat(msb_first=msb_first, zero_symbol=zero, terminator=b""),
-                _decode(self.symbols, zero, msb_first=msb_first),
-            )
-            for zero in (0, 1)
-            for msb_first in (True, False)
-        ]
-        return _best(found)
-
-    def _expect(self, width: int) -> None:
-        """The prefix has arrived in a ``width``-bit reading: note where each reading of it
-        would end the message."""
-        for zero in (0, 1):
-            bits = [s ^ zero for s in self.symbols]
-            for prefix_msb in (True, False):
-                length = _value(bits, msb_first=prefix_msb)
-                if length > self.max_message + 1:
-                    continue
-                for msb_first in (True, False):
-                    for terminator, counts in ((b"", False), (b"\0", False), (b"\0", True)):
-                        if counts and length == 0:
-                            continue
-                        size = length + (1 if terminator and not counts else 0)
-                        fmt = ClassicFormat(
-                            msb_first=msb_first,
-                            zero_symbol=zero,
-                            terminator=terminator,
-                            length_bits=width,
-                            length_msb_first=None if prefix_msb == msb_first else prefix_msb,
-                            length_counts_terminator=counts,
-                        )
-                        self.expected.setdefault(width + 8 * size, []).append(fmt)
-
-    def _prefixed(self, fmt: ClassicFormat) -> list[tuple[ClassicFormat, bytes]]:
-        data = _decode(self.symbols[fmt.length_bits :], fmt.zero_symbol, msb_first=fmt.msb_first)
-        if fmt.terminator:
-            if not data.endswith(fmt.terminator):
-                return []
-            data = data[:-1]
-        return [(fmt, data)]
-
-
-def _waits_for_nul(fmt: ClassicFormat) -> bool:
-    """A message its length prefix ended, with no NUL: one may still follow."""
-    return bool(fmt.length_bits) and not fmt.terminator
-
-
-# A message that ends within this many signals may be the start of a 64-bit length prefix
-# and a byte: --detect holds it while a prefix reading may still explain more.
-_SHORT = 72
-
-
-def _best(found: list[tuple[ClassicFormat, bytes]]) -> tuple[ClassicFormat, bytes] | None:
-    """The reading that looks most like text; on a tie, the commoner variant (MSB first,
-    SIGUSR1 = 0, no prefix, the prefix in the text's order, the NUL not counted)."""
-    scored = []
-    for fmt, data in found:
-        score = _plausible(data)
-        if score is not None:
-            commoner = (
-                fmt.msb_first,
-                fmt.zero_symbol == 0,
-                fmt.length_bits == 0,
-                fmt.length_msb_first is None,
-                not fmt.length_counts_terminator,
-                bool(fmt.terminator),
-            )
-            scored.append(((score, commoner), fmt, data))
-    if not scored:
-        return None
-    _, fmt, data = max(scored, key=lambda entry: entry[0])
-    return fmt, data
-
-
-def pinning_flags(fmt: ClassicFormat) -> str:
-    """The options that select ``fmt`` (on serve --classic and send --classic)."""
-    flags = []
-    if not fmt.msb_first:
-        flags.append("--bit-order lsb")
-    if fmt.zero_symbol:
-        flags.append("--zero usr2")
-    if not fmt.terminator:
-        flags.append("--end none")
-    elif fmt.terminator == b"\n":
-        flags.append("--end newline")
-    if fmt.length_bits:
-        flags.append(f"--length-prefix {fmt.length_bits}")
-        if fmt.length_msb_first is not None:
-            flags.append(f"--prefix-order {'msb' if fmt.length_msb_first else 'lsb'}")
-        if fmt.length_counts_terminator:
-            flags.append("--length-counts-end")
-    return " ".join(flags) or "none (the default variant)"
-
+_PLAIN = ClassicFormat()  # the exercise's own variant
 
 # ---------------------------------------------------------------------------------------------
 # Receiving: one assembly per sender
@@ -467,7 +152,7 @@ class ClassicReceiver:
 
     def __init__(
         self,
-        fmt: ClassicFormat = ClassicFormat(),
+        fmt: ClassicFormat = _PLAIN,
         *,
         ack: Ack = Ack.BIT,
         ack_symbol: int = 0,
@@ -487,7 +172,7 @@ class ClassicReceiver:
             raise LocalProtocolError("an answer is 0 (SIGUSR1) or 1 (SIGUSR2)")
         if end_symbol is not None and ack is Ack.NONE:
             raise LocalProtocolError("an end signal is an answer: not with Ack.NONE")
-        if detect and fmt != ClassicFormat():
+        if detect and fmt != _PLAIN:
             raise LocalProtocolError("detect finds the variant: no format with it")
         self.fmt = fmt
         self.detect = detect
@@ -500,21 +185,15 @@ class ClassicReceiver:
         self.max_message = max_message
         self.max_senders = max_senders
         self.senders: dict[int, SenderRecord] = {}
-        self._outbox: list[tuple[int, int]] = []
         self._events: deque[ClassicEvent] = deque()
-        self._ended: dict[int, SenderRecord] = {}  # ended, answers still owed: for the trace
-        self._writing: set[int] = set()  # a message handed out, not yet written
-        self._owed: deque[Owed] = deque()  # the answers owed, oldest first
-        self._owing: dict[int, int] = {}  # how many answers each PID is owed
-        self._released: deque[Owed] = deque()  # handed out, not yet reported sent or not
-        # Refused answers to try again (at the time given) while their sender stays silent:
-        # one that installs its handler late, or just after its bit, waits for it.
-        self._retries: dict[int, tuple[Owed, float]] = {}
-        self._in_flight: int | None = None  # answered last; its next bit is on its way
-        self._spaced: Owed | None = None  # waits until the answer before it was taken
-        self._spaced_since = 0.0
-        self._spaced_look = 0.0  # the next look at the sender
-        self._in_flight_since = 0.0
+        self.answers = AnswerSchedule(
+            self.senders,
+            ack=ack,
+            ack_symbol=ack_symbol,
+            end_symbol=end_symbol,
+            end_at=end_at,
+            answer_delay=answer_delay,
+        )
 
     def receive(self, pid: int, symbol: int, now: float) -> None:
         """One signal from ``pid``: symbol 0 for SIGUSR1, 1 for SIGUSR2."""
@@ -531,19 +210,13 @@ class ClassicReceiver:
         record.last = now
         record.signals += 1
         record.pending_bits.append(symbol ^ self.fmt.zero_symbol)
-        if pid == self._in_flight:
-            self._in_flight = None
-        if pid in self._retries:  # it sent on: it was not waiting for that answer
-            del self._retries[pid]
-            self._owed_less(pid)
-        if self.ack is Ack.BIT:
-            self._owe(Owed(pid, self.ack_symbol, now + self.answer_delay, record=record))
+        self.answers.bit_from(record, now)
         self._assemble(record, now)
-        self._release(now)
+        self.answers.release(now)
 
     def replies(self) -> list[tuple[int, int]]:
         """The (PID, symbol) answers to send now, in order (drained)."""
-        replies, self._outbox = self._outbox, []
+        replies, self.answers.outbox = self.answers.outbox, []
         return replies
 
     def next_event(self) -> ClassicEvent | None:
@@ -551,44 +224,7 @@ class ClassicReceiver:
 
     def message_written(self, pid: int, now: float) -> None:
         """The message of ``pid``'s last ``ClassicMessage`` is printed: its answers may go."""
-        self._writing.discard(pid)
-        self._release(now)
-
-    def _owed_less(self, pid: int) -> None:
-        left = self._owing[pid] - 1
-        if left:
-            self._owing[pid] = left
-        else:
-            del self._owing[pid]
-
-    def _hand_out(self, answer: Owed, *, send: bool = True) -> None:
-        """``answer`` is no longer owed: it goes out (the driver reports how it went), or,
-        without ``send``, it is reported at once as not sent."""
-        self._owed_less(answer.pid)
-        self._released.append(answer)
-        if send:
-            self._outbox.append((answer.pid, answer.symbol))
-
-    def _owe(self, owed: Owed) -> None:
-        self._owed.append(owed)
-        self._owing[owed.pid] = self._owing.get(owed.pid, 0) + 1
-
-    def _release(self, now: float) -> None:
-        """Send the oldest owed answers while no sender has a bit on its way, the next is
-        not held for a message being written, and its ``answer_delay`` has passed."""
-        owed = self._owed
-        while self._in_flight is None and owed and owed[0].pid not in self._writing:
-            if self._spaced is not None or (self.answer_delay and owed[0].due > now):
-                return
-            answer = owed.popleft()
-            if answer.spaced:  # after a look at the sender: see looks_at
-                self._spaced, self._spaced_since = answer, now
-                self._spaced_look = now + SPACED_LOOK
-                return
-            self._hand_out(answer)
-            pid = answer.pid
-            if pid in self.senders:  # mid-message: its next bit will follow our answer
-                self._in_flight, self._in_flight_since = pid, now
+        self.answers.written(pid, now)
 
     def _assemble(self, record: SenderRecord, now: float) -> None:
         if self.detect:
@@ -597,7 +233,7 @@ class ClassicReceiver:
         fmt = self.fmt
         if fmt.length_bits and record.length is None:
             if len(record.pending_bits) == fmt.length_bits:
-                record.length = _value(record.pending_bits, msb_first=fmt.prefix_msb_first)
+                record.length = value_of(record.pending_bits, msb_first=fmt.prefix_msb_first)
                 record.pending_bits.clear()
                 counted = len(fmt.terminator) if fmt.length_counts_terminator else 0
                 if record.length - counted > self.max_message:
@@ -612,7 +248,7 @@ class ClassicReceiver:
         if len(record.pending_bits) < 8:
             return
         bits = record.pending_bits
-        record.data.append(_value(bits, msb_first=fmt.msb_first))
+        record.data.append(value_of(bits, msb_first=fmt.msb_first))
         if len(record.byte_bits) < MAX_TRACE_BYTES:
             record.byte_bits.append("".join(map(str, bits)))
         record.byte_gaps.append(max(record.gaps[-8:], default=0.0))
@@ -694,7 +330,6 @@ class ClassicReceiver:
         last owed), or by its silence (``by_bit`` False)."""
         if record.refused:  # the end of a refused message: nothing of it is printed
             del self.senders[record.pid]
-            self._remember_ended(record)
             return
         data = bytes(record.data)
         terminator = b"" if record.detected is not None else self.fmt.terminator
@@ -702,68 +337,16 @@ class ClassicReceiver:
             data = data[: -len(terminator)]
         del self.senders[record.pid]
         self._events.append(ClassicMessage(record.pid, data, now - record.started, record))
-        self._writing.add(record.pid)
-        self._owe_end(record, now, by_bit=by_bit)
-        self._remember_ended(record)
-
-    def _owe_end(self, record: SenderRecord, now: float, *, by_bit: bool) -> None:
-        """The message of ``pid`` is complete: with ``Ack.END`` its one answer is owed (the
-        end signal's, or the usual); with ``Ack.BIT`` and an end signal, that signal goes in
-        place of the last bit's answer (owed last, by ``receive``), before it or after it,
-        or alone when the message was ended by silence (its last bit long answered)."""
-        pid, due = record.pid, now + self.answer_delay
-        if self.ack is Ack.END:
-            symbol = self.ack_symbol if self.end_symbol is None else self.end_symbol
-            self._owe(Owed(pid, symbol, due, ends=True, record=record))
-            return
-        if self.ack is not Ack.BIT or self.end_symbol is None:
-            return
-        if not by_bit:
-            self._owe(Owed(pid, self.end_symbol, due, ends=True, record=record))
-            return
-        last = self._owed.pop()  # the last bit's answer
-        if self.end_at is EndAt.INSTEAD:
-            self._owed.append(Owed(pid, self.end_symbol, due, ends=True, record=record))
-            return
-        same = self.end_symbol == last.symbol
-        if self.end_at is EndAt.BEFORE:
-            pair = (
-                Owed(pid, self.end_symbol, due, ends=True, record=record),
-                replace(last, spaced=same),
-            )
-        else:
-            pair = (last, Owed(pid, self.end_symbol, due, ends=True, spaced=same, record=record))
-        self._owed.extend(pair)
-        self._owing[pid] += 1
+        self.answers.message_ended(record, now, by_bit=by_bit)
 
     def _drop(self, record: SenderRecord, reason: str) -> None:
         del self.senders[record.pid]
         self._events.append(SenderDropped(record.pid, reason, record))
-        self._remember_ended(record)
-
-    def _remember_ended(self, record: SenderRecord) -> None:
-        """Keep an ended sender's record while answers to it are owed (the trace counts
-        them); forget it once none are."""
-        if record.pid in self._owing:
-            self._ended[record.pid] = record
-        else:
-            self._ended.pop(record.pid, None)
 
     def answered(self, pid: int) -> None:
         """The driver sent an answer owed to ``pid`` (the oldest one handed out by
         ``replies``: the driver reports them in order); noted for the trace."""
-        owed = self._reported(pid)
-        record = self._record(pid)  # (which also forgets an ended sender once all is said)
-        if owed is not None and owed.record is not None:
-            record = owed.record
-        if record is not None:
-            if owed is not None and owed.ends:
-                record.end_signal = f"{self._end_words()}: sent"
-            else:
-                record.answered += 1
-                if owed is not None and owed.retried_since is not None:
-                    record.unanswered -= 1  # counted when it was refused
-                    record.answered_late += 1
+        self.answers.answered(pid)
 
     def not_answered(
         self, pid: int, now: float, why: str = "", *, may_change: bool = False
@@ -773,113 +356,36 @@ class ClassicReceiver:
         sender does not handle that signal *yet* (it may install its handler late, or just
         after sending): the answer is tried again every ``ANSWER_RETRY`` while it stays
         silent, for ``ANSWER_RETRY_FOR`` at most."""
-        owed = self._reported(pid)
-        record = self._record(pid)  # (which also forgets an ended sender once all is said)
-        if owed is not None and owed.record is not None:
-            record = owed.record
-        first = owed is None or owed.retried_since is None
-        if record is not None:
-            if owed is not None and owed.ends:
-                record.end_signal = f"{self._end_words()}: not sent ({why or 'unsafe'})"
-            elif first:
-                record.unanswered += 1
-            record.unanswered_why = why or record.unanswered_why
-        if owed is not None and may_change:
-            since = now if owed.retried_since is None else owed.retried_since
-            if now - since < ANSWER_RETRY_FOR:
-                self._retries[pid] = (replace(owed, retried_since=since), now + ANSWER_RETRY)
-                self._owing[pid] = self._owing.get(pid, 0) + 1
-                if record is not None and pid not in self.senders:
-                    self._ended[pid] = record  # kept while the answer is owed again
-        if pid == self._in_flight:
-            self._in_flight = None
-            self._release(now)
+        self.answers.not_answered(pid, now, why, may_change=may_change)
 
     @property
     def owing(self) -> bool:
         """True while any answer is still owed (an answer delay may hold the last ones)."""
-        return bool(self._owed) or self._spaced is not None
+        return self.answers.owing
 
     def owes(self, pid: int) -> bool:
         """True while an answer to ``pid`` is still owed (it may not be sent yet)."""
-        return pid in self._owing
-
-    def _end_words(self) -> str:
-        if self.ack is Ack.END:
-            symbol = self.ack_symbol if self.end_symbol is None else self.end_symbol
-            return f"end signal {SIGNAL_NAMES[symbol]} (the one answer)"
-        where = {
-            EndAt.INSTEAD: "in place of the last bit's answer",
-            EndAt.BEFORE: "just before the last bit's answer",
-            EndAt.AFTER: "just after the last bit's answer",
-        }[self.end_at]
-        return f"end signal {SIGNAL_NAMES[self.end_symbol or 0]} {where}"
-
-    def _reported(self, pid: int) -> Owed | None:
-        """The answer to ``pid`` being reported (the oldest handed out)."""
-        released = self._released
-        if released and released[0].pid == pid:
-            return released.popleft()
-        return None
-
-    def _record(self, pid: int) -> SenderRecord | None:
-        record = self.senders.get(pid)
-        if record is None:
-            record = self._ended.get(pid)
-            reported = pid not in self._owing and all(o.pid != pid for o in self._released)
-            if record is not None and reported:
-                del self._ended[pid]  # its last owed answer: nothing more to count
-        return record
-
-    def get_timer(self) -> float | None:
-        """The next deadline: an answer in flight while others wait (``ANSWER_HOLD``), or the
-        quietest sender's silence passing ``idle_timeout``; None with no sender."""
-        deadlines = [record.last + self.idle_timeout for record in self.senders.values()]
-        deadlines.extend(due for _, due in self._retries.values())
-        if self._in_flight is not None and self._owed:
-            deadlines.append(self._in_flight_since + ANSWER_HOLD)
-        elif self._spaced is not None:
-            deadlines.append(self._spaced_look)
-        elif self.answer_delay and self._owed and self._owed[0].pid not in self._writing:
-            deadlines.append(self._owed[0].due)  # held for answer_delay
-        return min(deadlines, default=None)
+        return self.answers.owes(pid)
 
     def looks_at(self) -> tuple[int, int] | None:
-        """(PID, symbol) of an answer sent that must have been taken before the next one
-        goes (see ``Owed.spaced``): when the timer passes, the driver looks whether that
-        signal is still pending at that process and says so to ``handle_timer``."""
-        spaced = self._spaced
-        return None if spaced is None else (spaced.pid, spaced.symbol)
+        """See ``AnswerSchedule.looks_at``."""
+        return self.answers.looks_at()
+
+    def get_timer(self) -> float | None:
+        """The next deadline: the answer schedule's (``AnswerSchedule.deadlines``), or the
+        quietest sender's silence passing ``idle_timeout``; None with neither."""
+        deadlines = [record.last + self.idle_timeout for record in self.senders.values()]
+        deadlines.extend(self.answers.deadlines())
+        return min(deadlines, default=None)
 
     def handle_timer(self, now: float, *, still_pending: bool = False) -> None:
-        """Stop waiting for the next bit of a sender that did not send one within
-        ``ANSWER_HOLD`` of our answer; send a spaced answer once the one before it is no
-        longer pending (``still_pending``: the driver's look, see ``looks_at``; not sent if
-        still pending after ``SPACED_WAIT``: it would merge into that one); end every sender
-        silent for ``idle_timeout``: with no terminator and no length prefix that silence ends
-        its message, otherwise its partial message is dropped."""
-        if self._in_flight is not None and now >= self._in_flight_since + ANSWER_HOLD:
-            self._in_flight = None
-        for pid, (owed, due) in list(self._retries.items()):
-            if now >= due:  # still silent: try it again (still owed: no new count)
-                del self._retries[pid]
-                self._owed.append(owed)
-        spaced = self._spaced
-        if spaced is not None and now >= self._spaced_look:
-            waited = now - self._spaced_since
-            if not still_pending:
-                self._spaced = None
-                self._hand_out(spaced)
-            elif waited >= SPACED_WAIT:
-                self._spaced = None
-                self._hand_out(spaced, send=False)
-                self.not_answered(
-                    spaced.pid, now, f"the signal before it was still pending after {waited:g} s"
-                )
-            else:
-                self._spaced_look = now + SPACED_LOOK  # look again
+        """The answer schedule's deadlines (``still_pending``: the driver's look, see
+        ``looks_at``); then every sender silent for ``idle_timeout`` ends: with no terminator
+        and no length prefix that silence ends its message, otherwise its partial message is
+        dropped."""
+        self.answers.on_timer(now, still_pending=still_pending)
         self._end_silent(now)
-        self._release(now)
+        self.answers.release(now)
 
     def _end_silent(self, now: float) -> None:
         for record in list(self.senders.values()):
@@ -1188,7 +694,7 @@ def describe_send(sender: ClassicSender, fmt: ClassicFormat, data: bytes) -> lis
     lines = [f"sending {len(data)} bytes as {len(sender.symbols)} signals ({fmt.describe()})"]
     wire = data + fmt.terminator
     for index, value in enumerate(wire[:MAX_TRACE_BYTES]):
-        bits = "".join(map(str, _bits(value, 8, msb_first=fmt.msb_first)))
+        bits = "".join(map(str, bits_of(value, 8, msb_first=fmt.msb_first)))
         lines.append(f"byte {index}: bits {bits} = {_show(value)}")
     if len(wire) > MAX_TRACE_BYTES:
         lines.append(f"... {len(wire) - MAX_TRACE_BYTES} more bytes")

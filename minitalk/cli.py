@@ -468,6 +468,29 @@ def _trace(lines: list[str]) -> None:
         print(f"trace: {line}", file=sys.stderr, flush=True)
 
 
+def _check_classic_answers(
+    ctx: typer.Context,
+    detect: bool,
+    ack: AckWhen | None,
+    end_signal: Signal | None,
+    end_signal_at: EndSignalAt | None,
+) -> AckWhen:
+    """The rules between serve --classic's answer options (and --detect); the answer mode."""
+    variant = ("bit_order", "zero", "end", "length_prefix", "prefix_order", "length_counts_end")
+    pinned = next((name for name in variant if _given(ctx, name)), None)
+    if detect and pinned is not None:
+        raise UsageError(f"--detect finds the variant: not with {_flag(pinned)}")
+    answers = ack or AckWhen.bit
+    if end_signal is not None and answers is AckWhen.none:
+        raise UsageError("--end-signal is an answer: not with --ack none")
+    if end_signal_at is not None and (end_signal is None or answers is not AckWhen.bit):
+        raise UsageError(
+            "--end-signal-at places --end-signal among per-bit answers: it needs --end-signal "
+            "and --ack bit"
+        )
+    return answers
+
+
 @app.command("serve")
 def serve_command(
     ctx: typer.Context,
@@ -512,18 +535,7 @@ def serve_command(
             length_counts_end,
             **{"--idle-timeout": idle_timeout, "--answer-delay-us": answer_delay_us},
         )
-        variant = ("bit_order", "zero", "end", "length_prefix", "prefix_order", "length_counts_end")
-        pinned = next((name for name in variant if _given(ctx, name)), None)
-        if detect and pinned is not None:
-            raise UsageError(f"--detect finds the variant: not with {_flag(pinned)}")
-        answers = ack or AckWhen.bit
-        if end_signal is not None and answers is AckWhen.none:
-            raise UsageError("--end-signal is an answer: not with --ack none")
-        if end_signal_at is not None and (end_signal is None or answers is not AckWhen.bit):
-            raise UsageError(
-                "--end-signal-at places --end-signal among per-bit answers: it "
-                "needs --end-signal and --ack bit"
-            )
+        answers = _check_classic_answers(ctx, detect, ack, end_signal, end_signal_at)
         rules = _serve_rules(
             max_bytes,
             frame_timeout,

@@ -528,6 +528,30 @@ def test_serve_detect_reads_every_variant_and_names_it(procs: Processes) -> None
     assert b"the flags that pin it: --end none --length-prefix 64 --prefix-order lsb" in trace
 
 
+@pytest.mark.parametrize(
+    ("options", "said"),
+    [
+        (
+            ["--ack", "none", "--end-signal", "usr2"],
+            "--end-signal is an answer: not with --ack none",
+        ),
+        (["--end-signal-at", "before"], "--end-signal-at places --end-signal among per-bit"),
+        (
+            ["--ack", "end", "--end-signal", "usr2", "--end-signal-at", "after"],
+            "needs --end-signal",
+        ),
+    ],
+)
+def test_end_signal_options_that_mean_nothing_are_refused(
+    procs: Processes, options: list[str], said: str
+) -> None:
+    serve = procs.popen([*MINITALK, "serve", "--classic", *options])
+    _, err = serve.communicate(timeout=HANG_GUARD)
+    assert serve.returncode == ExitCode.USAGE
+    assert said.encode() in err
+    assert err.count(b"\n") == 1
+
+
 def test_detect_is_not_given_a_variant(procs: Processes) -> None:
     serve = procs.popen([*MINITALK, "serve", "--classic", "--detect", "--bit-order", "lsb"])
     _, err = serve.communicate(timeout=HANG_GUARD)
