@@ -263,7 +263,7 @@ def test_python_dash_m_help_and_version() -> None:
     for args, words in (
         (["--help"], "serve"),
         (["send", "--help"], "--file"),
-        (["--version"], "minitalk 2.0.0 (frame format 0x52; classic mode)"),
+        (["--version"], "minitalk 2.1.0 (frame format 0x52; classic mode)"),
     ):
         result = subprocess.run(
             [*MINITALK, *args], capture_output=True, timeout=HANG_GUARD, check=False
