@@ -79,7 +79,7 @@ class AnswerSchedule:
         self._released: deque[Owed] = deque()  # handed out, not yet reported sent or not
         # Refused answers to try again (at the time given) while their sender stays silent:
         # one that installs its handler late, or just after its bit, waits for it.
-        self._retries: dict[int, tuple[Owed, float]] = {}
+        self._retries: list[tuple[Owed, float]] = []
         self._in_flight: int | None = None  # answered last; its next bit is on its way
         self._in_flight_since = 0.0
         self._spaced: Owed | None = None  # waits until the answer before it was taken
@@ -94,9 +94,11 @@ class AnswerSchedule:
         pid = record.pid
         if pid == self._in_flight:
             self._in_flight = None
-        if pid in self._retries:  # it sent on: it was not waiting for that answer
-            del self._retries[pid]
-            self._owed_less(pid)
+        if self._retries:  # it sent on: it was not waiting for its refused answers
+            kept = [(owed, due) for owed, due in self._retries if owed.pid != pid]
+            for _ in range(len(self._retries) - len(kept)):
+                self._owed_less(pid)
+            self._retries = kept
         if self.ack is Ack.BIT:
             self._owe(Owed(pid, self.ack_symbol, now + self.answer_delay, record=record))
 
@@ -159,13 +161,13 @@ class AnswerSchedule:
         if record is not None and owed is not None:
             if owed.ends:
                 record.end_signal = f"{self._end_words()}: not sent ({why or 'unsafe'})"
-            elif owed.retried_since is None:
+            elif owed.retried_since is None:  # (a retry was counted, and said why, before)
                 record.unanswered += 1
-            record.unanswered_why = why or record.unanswered_why
+                record.unanswered_why = why or record.unanswered_why
         if owed is not None and may_change:
             since = now if owed.retried_since is None else owed.retried_since
             if now - since < ANSWER_RETRY_FOR:
-                self._retries[pid] = (replace(owed, retried_since=since), now + ANSWER_RETRY)
+                self._retries.append((replace(owed, retried_since=since), now + ANSWER_RETRY))
                 self._owing[pid] = self._owing.get(pid, 0) + 1
         if pid == self._in_flight:
             self._in_flight = None
@@ -176,7 +178,7 @@ class AnswerSchedule:
     @property
     def owing(self) -> bool:
         """True while any answer is still owed (an answer delay may hold the last ones)."""
-        return bool(self._owed) or self._spaced is not None
+        return bool(self._owed or self._retries) or self._spaced is not None
 
     def owes(self, pid: int) -> bool:
         """True while an answer to ``pid`` is still owed (it may not be sent yet)."""
@@ -192,7 +194,7 @@ class AnswerSchedule:
     def deadlines(self) -> list[float]:
         """When this schedule must act next: a retry, an answer in flight while others wait
         (``ANSWER_HOLD``), a look before a spaced answer, or an answer delay ending."""
-        found = [due for _, due in self._retries.values()]
+        found = [due for _, due in self._retries]
         if self._in_flight is not None and self._owed:
             found.append(self._in_flight_since + ANSWER_HOLD)
         elif self._spaced is not None:
@@ -208,10 +210,9 @@ class AnswerSchedule:
         sent if still pending after ``SPACED_WAIT``: it would merge into that one)."""
         if self._in_flight is not None and now >= self._in_flight_since + ANSWER_HOLD:
             self._in_flight = None
-        for pid, (owed, due) in list(self._retries.items()):
-            if now >= due:  # still silent: try it again (still owed: no new count)
-                del self._retries[pid]
-                self._owed.append(owed)
+        if self._retries:  # those still silent: try again (still owed: no new count)
+            self._owed.extend(owed for owed, due in self._retries if now >= due)
+            self._retries = [(owed, due) for owed, due in self._retries if now < due]
         spaced = self._spaced
         if spaced is not None and now >= self._spaced_look:
             waited = now - self._spaced_since

@@ -33,6 +33,7 @@ from minitalk.classic import (
 )
 from minitalk.classic_limits import (
     ANSWER_HOLD,
+    ANSWER_RETRY_FOR,
     DEFAULT_DELAY,
     DEFAULT_MAX_MESSAGE,
     END_WAIT,
@@ -102,9 +103,9 @@ def serve_classic(
     try:
         while config.max_messages is None or driver.delivered < config.max_messages:
             driver.step()
-        # --count reached: the answers still due go out first (bounded: a sender that
-        # goes on sending does not keep the server)
-        stop_at = monotonic() + config.answer_delay + ANSWER_HOLD
+        # --count reached: the answers still due go out first, a refused one tried again
+        # while its client is silent (bounded: a sender that goes on does not keep it)
+        stop_at = monotonic() + config.answer_delay + ANSWER_HOLD + ANSWER_RETRY_FOR
         while driver.receiver.owing and monotonic() < stop_at:
             driver.step(until=stop_at)
     except KeyboardInterrupt:  # plain senders cannot be told anything: stop at once
@@ -228,6 +229,7 @@ class PlainPeer:
     # client that catches nothing costs next to nothing. Only a refusal is kept: an answer
     # is always checked afresh, and a refused one is tried again (the machine's retry).
     not_handled: str = ""
+    refused_signal: int = 0  # the signal that look refused
     refused_until: float = 0.0
 
     def close(self) -> None:
@@ -246,19 +248,23 @@ class SignalClassicLink(WaiterLink):
 
     A sender is held the moment its first signal is taken (``hold``), not when the answer
     goes: a PID freed meanwhile could otherwise be answered in its new holder. The one
-    window left is the signal's own time in flight, and that is long only if this server was
-    stopped: SIGCONT is blocked here, so a stop leaves it pending; then a sender whose process
-    started after this server was last seen running may be a newcomer on a freed PID, and is
-    not answered until every signal pending across the stop is taken.
+    window left is the signal's own time in flight, long if this server was stopped: SIGCONT
+    is blocked here and taken by the waiter (after every pending data signal: lower numbers
+    come first), so a signal taken while it is still pending waited across a stop, and its
+    sender, if it started after this server was last seen running, may be a newcomer on a
+    freed PID: it is not answered. (A server held up without a stop, by a write to a full
+    pipe, ptrace or the cgroup freezer, sends no SIGCONT: that window stays open, as narrow
+    as PID reuse within it.)
     """
 
     def __init__(self) -> None:
-        super().__init__(SignalWaiter())
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCONT})
+        super().__init__(SignalWaiter(wakes={signal.SIGCONT}))
         self.peers: dict[int, PlainPeer] = {}
         self.own = os.getpid()
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCONT})
         self._awake = _boot_seconds()  # when this server last began a wait, running
         self._stopped_since: float | None = None  # a stop seen: began no earlier than this
+        self._continues = 0  # SIGCONTs taken by the waiter
         # The first sender's checks run as its first bits arrive: run them once beforehand,
         # on this process, so that they do not run cold then (300 µs cold, 60 µs warm).
         warm = self._open(self.own)
@@ -271,22 +277,35 @@ class SignalClassicLink(WaiterLink):
         return pid > 1 and pid != self.own
 
     def wait(self, deadline: float | None, *, spin: bool) -> tuple[int, int] | None:
-        self._awake = _boot_seconds()
-        return self.waiter.wait(deadline, spin=spin)
+        if signal.SIGCONT not in signal.sigpending():  # else stopped since: keep the time before
+            self._awake = _boot_seconds()
+        got = self.waiter.wait(deadline, spin=spin)
+        self._after_continue()
+        return got
+
+    def take_pending(self) -> tuple[int, int] | None:
+        got = self.waiter.take_pending()
+        self._after_continue()
+        return got
+
+    def _after_continue(self) -> None:
+        """The waiter takes SIGCONT only once no data signal is pending (it hands out the
+        lower-numbered ones first): every signal pending across a stop has been taken, and
+        later ones are fresh."""
+        if self.waiter.woken != self._continues:
+            self._continues = self.waiter.woken
+            self._stopped_since = None
 
     def hold(self, pid: int) -> None:
         """Hold the sender of a signal just taken (once per sender), or note why it will
         never be answered."""
         if pid in self.peers:
             return
-        pending = signal.sigpending()
-        if signal.SIGCONT in pending:  # this server was stopped, and continued since
-            signal.sigtimedwait({signal.SIGCONT}, 0)
-            if self._stopped_since is None:
-                self._stopped_since = self._awake
+        if signal.SIGCONT in signal.sigpending() and self._stopped_since is None:
+            # stopped and continued since it last began a wait, running: this signal may
+            # have waited across the stop (SIGCONT is taken after every pending data signal)
+            self._stopped_since = self._awake
         self.peers[pid] = self._open(pid)
-        if self._stopped_since is not None and not pending & _DATA:
-            self._stopped_since = None  # nothing left from before: later signals are fresh
 
     def _open(self, pid: int) -> PlainPeer:
         if is_shell(pid):
@@ -332,7 +351,7 @@ class SignalClassicLink(WaiterLink):
         peer: PlainPeer, process: Process, stat: StatFile, signum: signal.Signals, now: float
     ) -> str:
         """Why ``signum`` must not be sent to the peer now, or "" if it may."""
-        if now < peer.refused_until and signum.name in peer.not_handled:
+        if now < peer.refused_until and signum == peer.refused_signal:
             return peer.not_handled  # looked at just now
         if stat.handles(signum):
             peer.not_handled, peer.refused_until = "", 0.0
@@ -341,7 +360,8 @@ class SignalClassicLink(WaiterLink):
             peer.not_handled = ""
             return "it exited"
         peer.refused_until = now + REFUSAL_STANDS
-        if signum.name not in peer.not_handled:
+        if signum != peer.refused_signal or not peer.not_handled:
+            peer.refused_signal = signum
             other = DATA_SIGNALS[1 - DATA_SIGNALS.index(signum)]
             hint = f"; it does handle {other.name}: --ack-signal"
             peer.not_handled = f"it does not block, ignore or catch {signum.name}" + (
@@ -402,7 +422,6 @@ class SignalClassicLink(WaiterLink):
             self.forget(pid)
 
 
-_DATA = frozenset(DATA_SIGNALS)
 _TICK = 1 / os.sysconf("SC_CLK_TCK")
 
 

@@ -10,9 +10,7 @@ module only reads.
 from __future__ import annotations
 
 import os
-import platform
 import signal
-import sys
 from dataclasses import dataclass
 
 DATA_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)  # symbol 0 travels as SIGUSR1, 1 as SIGUSR2
@@ -145,7 +143,6 @@ class StatFile:
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
-        self._syscall: int | None = None  # /proc/PID/task/PID/syscall, once needed
         self.exiting = False  # seen exiting or exited by the last read
 
     def handles(self, signum: int) -> bool:
@@ -161,71 +158,13 @@ class StatFile:
             if (int(fields[30]) | int(fields[31])) & bit:  # ignored or caught: process-wide
                 return True
             if fields[17] == b"1":  # its one thread's mask is this one
-                if int(fields[29]) & bit:
-                    return True
-                # Asleep (S) it may wait for it in sigtimedwait; running, it does not block it.
-                return fields[0] == b"S" and bool(self._waited(str(self.pid)) & bit)
+                return bool(int(fields[29]) & bit)
         except (OSError, IndexError, ValueError):  # it exited, or an unreadable line
             return False
         return _every_thread_holds(self.pid, bit)
 
-    def _waited(self, tid: str) -> int:
-        if self._syscall is None:
-            self._syscall = _open_quietly(f"/proc/{self.pid}/task/{tid}/syscall")
-        return waited_signals(self.pid, tid, self._syscall)
-
     def close(self) -> None:
         os.close(self.fd)
-        if self._syscall is not None and self._syscall >= 0:
-            os.close(self._syscall)
-
-
-def _open_quietly(path: str) -> int:
-    """An fd for ``path``, or -1 if it cannot be opened."""
-    try:
-        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return -1
-
-
-# The number of rt_sigtimedwait (what sigtimedwait, sigwaitinfo and sigwait call) on each
-# machine Linux runs minitalk on; elsewhere no thread is seen waiting.
-_SIGTIMEDWAIT = {"x86_64": 128, "aarch64": 137, "riscv64": 137, "ppc64le": 176, "s390x": 177}.get(
-    platform.machine(), -1
-)
-
-
-def waited_signals(pid: int, tid: str, syscall_fd: int = -1) -> int:
-    """The signals thread ``tid`` of ``pid`` sleeps in sigtimedwait for, as a mask (0 if it
-    does not sleep there or we may not look: /proc/PID/task/TID/syscall and the process's
-    memory, where the set it waits for lies, need the right to trace it).
-
-    While a thread sleeps in sigtimedwait the kernel lifts the waited signals from its
-    SigBlk, so SigBlk alone cannot tell a client that waits for SIGUSR1 there (any SIGUSR1
-    ends its wait) from one that waits for SIGCHLD and would die of our SIGUSR1: the set it
-    passed can. ``syscall_fd``: that file kept open, re-read here."""
-    own = syscall_fd < 0
-    fd = _open_quietly(f"/proc/{pid}/task/{tid}/syscall") if own else syscall_fd
-    if fd < 0:
-        return 0
-    try:
-        words = os.pread(fd, 256, 0).split()
-    except OSError:
-        return 0
-    finally:
-        if own:
-            os.close(fd)
-    if len(words) < 5 or words[0] != str(_SIGTIMEDWAIT).encode() or words[4] != b"0x8":
-        return 0  # running, elsewhere, or not the 64-bit set of this machine
-    memory = _open_quietly(f"/proc/{pid}/mem")
-    if memory < 0:
-        return 0
-    try:
-        return int.from_bytes(os.pread(memory, 8, int(words[1], 16)), sys.byteorder)
-    except (OSError, ValueError):
-        return 0
-    finally:
-        os.close(memory)
 
 
 _PF_EXITING = 0x4  # /proc/PID/stat flags (field 9): the process is on its way out
@@ -243,8 +182,14 @@ def start_ticks(pid: int) -> int | None:
 
 def _every_thread_holds(pid: int, bit: int) -> bool:
     """Blocking is per thread, and the kernel hands a signal sent to the process to any
-    thread that does not block it: only if every thread blocks it, or sleeps in sigtimedwait
-    for it (``waited_signals``), is it safe."""
+    thread that does not block it: only if every thread blocks it is it safe.
+
+    A thread asleep in sigtimedwait shows the signals it waits for as unblocked, and is not
+    counted as holding them even when the set it waits for holds ours: the kernel kills the
+    process for a signal whose action is the default one unless the thread had blocked it
+    *before* its wait (``real_blocked``, which /proc does not show), and a client that waits
+    without blocking first dies of the answer (a review reproduced it: exit 138). So a client
+    that waits correctly in sigtimedwait, catching nothing, is not answered: safety first."""
     try:
         tids = os.listdir(f"/proc/{pid}/task")
     except OSError:
@@ -253,14 +198,13 @@ def _every_thread_holds(pid: int, bit: int) -> bool:
 
 
 def _thread_holds(pid: int, tid: str, bit: int) -> bool:
+    """Thread ``tid`` blocks the signal (read from its own /proc stat, field 32)."""
     try:
         with open(f"/proc/{pid}/task/{tid}/stat", "rb") as stat:
             fields = stat.read().rpartition(b")")[2].split()
-        if int(fields[29]) & bit:  # it blocks it
-            return True
+        return bool(int(fields[29]) & bit)
     except (OSError, IndexError, ValueError):
         return False
-    return fields[0] == b"S" and bool(waited_signals(pid, tid) & bit)
 
 
 # Shells catch SIGUSR1/SIGUSR2 and exit on them (bash, when interactive); none is a minitalk.

@@ -136,18 +136,29 @@ class SignalWaiter:
     the CPU while polling when the machine looks crowded (see ``_SPIN_POLLS``). It never
     polls on a single-CPU machine, where polling only takes the CPU from the peer.
 
+    ``wakes``: other blocked signals that end a wait (as a timeout would) and are counted in
+    ``woken``: SIGCONT, for a server that must know it was stopped.
+
     ``stops``: the stop signals to take in the same ``sigtimedwait`` (what
     ``block_signals(stops=True)`` returned; they must be blocked). One taken ends the wait at
     once, as a timeout would, sets ``stop_requested`` and is counted in ``stops``. Whoever
     may signal us may stop us, so a stop needs no SI_USER check.
     """
 
-    def __init__(self, *, spin: bool | None = None, stops: Collection[int] = ()) -> None:
+    def __init__(
+        self,
+        *,
+        spin: bool | None = None,
+        stops: Collection[int] = (),
+        wakes: Collection[int] = (),
+    ) -> None:
         self._spins = range(_SPIN_POLLS if (_may_spin() if spin is None else spin) else 0)
         self._crowded = False
         self._prompt = 0
         self._stops = frozenset(stops)
-        self._waited = _WAITED | self._stops
+        self._wakes = frozenset(wakes)
+        self._waited = _WAITED | self._stops | self._wakes
+        self.woken = 0  # ``wakes`` signals taken (each ended a wait, as a timeout would)
         # signals dropped here: their sender was not stamped by the kernel, or their siginfo
         # could not be trusted (see _STOPPED_PAST)
         self.forged = 0
@@ -302,6 +313,8 @@ class SignalWaiter:
     def _stopped(self, info: signal.struct_siginfo) -> None:
         if info.si_signo in self._stops:
             self._note_stop()
+        elif info.si_signo in self._wakes:
+            self.woken += 1
 
     def _note_stop(self) -> None:
         self.stops += 1

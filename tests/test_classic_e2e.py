@@ -281,18 +281,21 @@ def test_send_classic_takes_each_end_signal_and_names_it(
     assert _lines(server, 1) == [EMOJI.encode()]
 
 
-def test_a_client_that_waits_in_sigtimedwait_is_answered(
+def test_a_client_that_waits_in_sigtimedwait_is_never_killed_nor_answered(
     procs: Processes, c_peers: dict[str, str]
 ) -> None:
-    """It blocks both signals and takes each answer with sigtimedwait (catching nothing):
-    while it sleeps there /proc shows the signals unblocked, and it used to get no answer
-    at all. It gives up (exit 3) after a second without one."""
-    server = _classic_serve(procs, "--count", "1")
+    """It blocks both signals and takes each answer with sigtimedwait, catching nothing.
+    While it sleeps there /proc shows the signals unblocked, and nothing in /proc tells it
+    from a client that waits without having blocked them, which the answer kills: it is not
+    answered, gives up on its own (exit 3, after a second), and the trace says why."""
+    server = _classic_serve(procs, "--trace", "--idle-timeout", "0.5")
     client = procs.popen([c_peers["client"], str(server.pid), "timedwait", EMOJI, "1000"])
     _, err = client.communicate(timeout=HANG_GUARD)
-    assert client.returncode == 0, err
-    out, _, code = server.finish()
-    assert (out, code) == (f"{EMOJI}\n".encode(), 0)
+    assert client.returncode == 3, err  # not killed (that would be -SIGUSR1)
+    wait_for(lambda: b"dropped" in b"".join(server._err), "the server dropped it")
+    out, trace, _ = server.stop()
+    assert out == b""
+    assert b"(unsafe: it does not block, ignore or catch SIGUSR1)" in trace
 
 
 def test_a_two_thread_client_that_blocks_in_one_thread_is_never_answered(
@@ -486,17 +489,26 @@ def test_after_a_stop_a_sender_that_started_meanwhile_is_not_answered(
     _pause(early, server)
     server.process.send_signal(signal.SIGSTOP)
     wait_for(lambda: _state(server.pid) == "T", "the server is stopped")
-    late = procs.popen([c_peers["client"], str(server.pid), "timedwait", "late", "1000"])
+    # The late client catches the answer (a handler, sigwait): only the stop keeps it
+    # unanswered, and then it waits for ever; the test ends it once the server gave up on it.
+    late = procs.popen([c_peers["client"], str(server.pid), "wait", "late"])
     wait_for(lambda: _state(late.pid) == "S", "the late client sent its first bit and waits")
     server.process.send_signal(signal.SIGCONT)
-    _, late_err = late.communicate(timeout=HANG_GUARD)
     early.send_signal(signal.SIGCONT)
     early.communicate(timeout=HANG_GUARD)
-    assert late.returncode == 3, late_err  # never answered: it gave up on its own
     assert early.returncode == 0  # answered before, and after, the stop
     wait_for(lambda: b"dropped" in b"".join(server._err), "the late sender was dropped")
+    assert late.poll() is None  # never answered: still waiting for its first answer
+    late.kill()
+    late.wait(timeout=HANG_GUARD)
+    # A client that starts after the continue is fresh: answered (a stale SIGCONT once
+    # refused the next client for its whole message).
+    after = procs.popen([c_peers["client"], str(server.pid), "wait", "after"])
+    _, after_err = after.communicate(timeout=HANG_GUARD)
+    assert after.returncode == 0, after_err
+    wait_for(lambda: b"".join(server._out).count(b"\n") >= 2, "both messages printed")
     out, trace, _ = server.stop()
-    assert out == b"early\n"
+    assert out == b"early\nafter\n"
     assert b"it started while this server was stopped" in trace
 
 
