@@ -548,14 +548,21 @@ DETECTABLE_FORMATS = CLASSIC_FORMATS.filter(
     text=st.text(max_size=40).map(lambda t: t.replace("\0", "") + " 🎉 a"),
     cut=st.integers(0, 24),
     noise=st.lists(st.tuples(st.integers(0, 10_000), st.sampled_from([0, 1])), max_size=3),
+    second=st.none() | st.text(max_size=20).map(lambda t: t.replace("\0", "") + " ✓ b"),
 )
 def fuzz_classic_detect(
-    fmt: ClassicFormat, text: str, cut: int, noise: list[tuple[int, int]]
+    fmt: ClassicFormat, text: str, cut: int, noise: list[tuple[int, int]], second: str | None
 ) -> None:
-    """Any variant's message, whole or cut short or with signals lost and added: --detect never
-    crashes, never delivers invalid UTF-8 or a NUL, and reads a whole message exactly."""
+    """Any variant's message (and a second one from the same sender, unless nothing but
+    silence parts them: with no NUL, a prefix-ended message's next prefix byte, zero, reads
+    as its NUL), whole or cut short or
+    with signals lost and added: --detect never crashes, never delivers invalid UTF-8 or a
+    NUL, and reads whole messages exactly."""
     _counted("classic_detect")
-    symbols = fmt.encode(text.encode())
+    if not fmt.terminator:  # no NUL: only silence can part two messages (or, see above)
+        second = None
+    texts = [text] if second is None else [text, second]
+    symbols = [symbol for one in texts for symbol in fmt.encode(one.encode())]
     whole = not cut and not noise
     symbols = symbols[: len(symbols) - cut]
     for at, symbol in noise:  # a lost signal, or a stray one
@@ -576,8 +583,8 @@ def fuzz_classic_detect(
     for data in messages:
         assert b"\0" not in data
         data.decode("utf-8")  # valid, or this raises
-    if whole and len(text.encode()) <= 64:
-        assert messages == [text.encode()], (messages, fmt)
+    if whole and all(len(one.encode()) <= 64 for one in texts):
+        assert messages == [one.encode() for one in texts], (messages, fmt)
 
 
 def _collect(receiver: ClassicReceiver, messages: list[bytes], now: float) -> None:

@@ -42,15 +42,6 @@ from minitalk.classic_limits import (
 )
 from minitalk.errors import LocalProtocolError, NoAnswerError
 
-__all__ = [  # the variants and the variant finder live apart; importers know them from here
-    "Ack",
-    "ClassicFormat",
-    "EndAt",
-    "VariantFinder",
-    "pinning_flags",
-]
-
-
 _PLAIN = ClassicFormat()  # the exercise's own variant
 
 # ---------------------------------------------------------------------------------------------
@@ -271,14 +262,7 @@ class ClassicReceiver:
             finder = record.finder = VariantFinder(self.max_message)
         found = finder.add(record.pending_bits.pop())
         if found is not None:
-            leftover = finder.leftover
-            self._deliver_found(record, found, now, by_bit=not leftover)
-            if leftover:  # the first signals of its next message
-                nextone = self.senders[record.pid] = SenderRecord(record.pid, now, now)
-                for symbol in leftover:
-                    nextone.signals += 1
-                    nextone.pending_bits.append(symbol)
-                    self._find_variant(nextone, now)
+            self._deliver_found(record, found, now, by_bit=not finder.leftover)
         elif finder.too_long:
             self._refuse(
                 record, f"no variant ended a message within the limit of {self.max_message} bytes"
@@ -298,8 +282,15 @@ class ClassicReceiver:
             record.byte_bits.append("".join(str(s ^ fmt.zero_symbol) for s in bits))
         if fmt.length_bits:
             record.length = len(data) + (1 if fmt.length_counts_terminator else 0)
+        leftover = record.finder.leftover if record.finder is not None else []
         record.finder = None
         self._finish(record, now, by_bit=by_bit)
+        if leftover:  # the first signals of its next message
+            nextone = self.senders[record.pid] = SenderRecord(record.pid, now, now)
+            for symbol in leftover:
+                nextone.signals += 1
+                nextone.pending_bits.append(symbol)
+                self._find_variant(nextone, now)
 
     def _complete(self, record: SenderRecord) -> bool:
         fmt = self.fmt

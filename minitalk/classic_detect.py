@@ -30,7 +30,18 @@ def _plausible(data: bytes) -> float | None:
         return None
     if not text:
         return 1.0
-    return sum(char.isprintable() or char.isspace() for char in text) / len(text)
+    return sum(char.isprintable() or char in "\t\n\r" for char in text) / len(text)
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """A message a reading ended, held: its variant, its text, the signal it ended at, and
+    whether the byte after it is awaited (a NUL may follow a prefix-ended message)."""
+
+    fmt: ClassicFormat
+    data: bytes
+    end: int
+    awaits_nul: bool
 
 
 @dataclass(slots=True)
@@ -57,7 +68,7 @@ class VariantFinder:
     # send one, and it is then its end, not the next message's first byte); or a NUL-ended
     # one no longer than a 64-bit prefix, while a prefix reading may still explain more (a
     # length's zero byte reads as a NUL).
-    held: tuple[ClassicFormat, bytes, int] | None = None
+    held: Held | None = None
     # Symbols after a held message that were not its NUL: the next message's first byte.
     leftover: list[int] = field(default_factory=list)
 
@@ -73,37 +84,41 @@ class VariantFinder:
         found = _best(self._prefixed_ends(count)) or _best(self._nul_ends(count))
         end = count
         held = self.held
-        if held is not None and _waits_for_nul(held[0]) and found is None:
-            if count < held[2] + 8:
+        if held is not None and held.awaits_nul and found is None:
+            if count < held.end + 8:
                 return None
-            found, end = self._nul_after(held), held[2]
-            if not self.leftover:
-                end = count
+            found, end = self._nul_after(held), (count if self.leftover == [] else held.end)
+        elif found is not None and _waits_for_nul(found[0]):
+            self.held = Held(found[0], found[1], count, awaits_nul=True)  # see _nul_after
+            return None
         if found is None:
             if held is not None and count >= 64 and not self.expected:
-                self.held = None  # no prefix reading explained more: the next message began
-                self.leftover = self.symbols[held[2] :]
-                return held[0], held[1]
-            return None
-        if _waits_for_nul(found[0]):
-            self.held = (found[0], found[1], end)  # a NUL may follow it: _nul_after
+                return self._release(held)  # no prefix reading explained more
             return None
         if end <= _SHORT and (count < 64 or self.expected):
             # As short as a length prefix: its NUL may be a length's zero byte, its length
             # the first bytes of a longer one. Held while a prefix reading may explain more.
-            self.held = (found[0], found[1], end)
+            self.held = Held(found[0], found[1], end, awaits_nul=False)
             self.leftover = []
             return None
         self.held = None
         return found
 
-    def _nul_after(self, held: tuple[ClassicFormat, bytes, int]) -> tuple[ClassicFormat, bytes]:
-        """The byte after a message its prefix ended: its NUL, or the next message's start."""
-        fmt, data, ended = held
-        if self.symbols[ended:].count(fmt.zero_symbol) == 8:
-            return replace(fmt, terminator=b"\0"), data
-        self.leftover = self.symbols[ended:]
-        return fmt, data
+    def _release(self, held: Held) -> tuple[ClassicFormat, bytes]:
+        """Let a held message go; the signals after it began the next one."""
+        self.held = None
+        self.leftover = self.symbols[held.end :]
+        return held.fmt, held.data
+
+    def _nul_after(self, held: Held) -> tuple[ClassicFormat, bytes]:
+        """The byte after a message its prefix ended: its NUL, or the next message's start
+        (then in ``leftover``)."""
+        self.held = None
+        self.leftover = []
+        if self.symbols[held.end :].count(held.fmt.zero_symbol) == 8:
+            return replace(held.fmt, terminator=b"\0"), held.data
+        self.leftover = self.symbols[held.end :]
+        return held.fmt, held.data
 
     def _nul_ends(self, count: int) -> list[tuple[ClassicFormat, bytes]]:
         """The readings a NUL ends here: the first NUL of a mapping, at a byte boundary."""
@@ -134,9 +149,8 @@ class VariantFinder:
 
     def at_silence(self) -> tuple[ClassicFormat, bytes] | None:
         """The sender went silent: an empty message (a lone NUL), or one with no terminator."""
-        if self.held is not None:  # no NUL came after it: it ended where its prefix said
-            fmt, data, _ = self.held
-            return fmt, data
+        if self.held is not None:  # nothing more explained it (or no NUL followed it)
+            return self._release(self.held)
         count = len(self.symbols)
         if count == 8 and self.empty_nul is not None:
             return ClassicFormat(zero_symbol=self.empty_nul), b""
