@@ -42,6 +42,24 @@ from minitalk.classic_limits import (
 )
 from minitalk.errors import LocalProtocolError, NoAnswerError
 
+__all__ = [  # with the variants (classic_format) and the finder (classic_detect) it builds on
+    "Ack",
+    "ClassicEvent",
+    "ClassicFormat",
+    "ClassicMessage",
+    "ClassicReceiver",
+    "ClassicSender",
+    "ClassicSenderState",
+    "EndAt",
+    "SenderDropped",
+    "SenderRecord",
+    "VariantFinder",
+    "describe",
+    "describe_send",
+    "gap_summary",
+    "pinning_flags",
+]
+
 _PLAIN = ClassicFormat()  # the exercise's own variant
 
 # ---------------------------------------------------------------------------------------------
