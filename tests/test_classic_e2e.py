@@ -494,6 +494,9 @@ def test_after_a_stop_a_sender_that_started_meanwhile_is_not_answered(
     late = procs.popen([c_peers["client"], str(server.pid), "wait", "late"])
     wait_for(lambda: _state(late.pid) == "S", "the late client sent its first bit and waits")
     server.process.send_signal(signal.SIGCONT)
+    # The early client's next bit must not find the late one still pending there: of one
+    # kind, the two would merge and the early client wait for ever.
+    wait_for(lambda: at_rest(server.pid), "the server took the late client's bit")
     early.send_signal(signal.SIGCONT)
     early.communicate(timeout=HANG_GUARD)
     assert early.returncode == 0  # answered before, and after, the stop
