@@ -106,6 +106,9 @@ def one_round(
     return exact, code == 0, seconds
 
 
+ONLY: list[str] = []  # --only: run just the rows whose name holds one of these
+
+
 def row(
     name: str,
     rounds: int,
@@ -113,6 +116,8 @@ def row(
     sides: dict[str, tuple[list[str], Callable[[int], list[str]]]],
 ) -> dict[str, Tally]:
     tallies = {side: Tally() for side in sides}
+    if ONLY and not any(word in name for word in ONLY):
+        return tallies
     for _ in range(rounds):
         for side, (server_args, client_args) in sides.items():
             exact, exited, seconds = one_round(server_args, client_args, text)
@@ -131,7 +136,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--chars", type=int, default=2000)
+    parser.add_argument("--only", action="append", default=[], help="rows whose name has this")
     options = parser.parse_args()
+    ONLY.extend(options.only)
     rounds, text = options.rounds, "".join(chr(0x61 + n % 26) for n in range(options.chars))
     long_text = "".join(chr(0x61 + n % 26) for n in range(20_000))
     folder = Path(tempfile.mkdtemp(prefix="minitalk-bench-c-"))
