@@ -269,6 +269,16 @@ class ClassicReceiver:
         elif len(record.data) > self.max_message + len(fmt.terminator):
             self._refuse(record, f"its message passed the limit of {self.max_message} bytes")
 
+    def end_held(self, now: float) -> None:
+        """On the way out (--detect): a message a reading ended but held (a NUL, or a longer
+        prefix, may have followed) is delivered now rather than lost."""
+        for record in list(self.senders.values()):
+            finder = record.finder
+            if finder is not None and finder.held is not None:
+                self._deliver_found(
+                    record, finder.at_silence() or (ClassicFormat(), b""), now, by_bit=False
+                )
+
     def _find_variant(self, record: SenderRecord, now: float) -> None:
         """--detect: the symbol just received (raw: the mapping is found too) goes to the
         sender's ``VariantFinder``; a reading that ends a valid message here delivers it."""

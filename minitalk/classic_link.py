@@ -109,7 +109,7 @@ def serve_classic(
         while driver.receiver.owing and monotonic() < stop_at:
             driver.step(until=stop_at)
     except KeyboardInterrupt:  # plain senders cannot be told anything: stop at once
-        pass
+        driver.print_held()
     finally:
         driver.trace_the_rest()
         link.close()
@@ -136,6 +136,16 @@ class ClassicServerDriver(ServerSteps):
         self.on_trace = on_trace
         self.delivered = 0
         self._untraced: list[ClassicEvent] = []  # traced once no answer to it is owed
+
+    def print_held(self) -> None:
+        """On a stop: print the messages --detect held (complete, but a NUL or a longer
+        prefix might have followed), with no answer: the server is going."""
+        self.receiver.end_held(self.link.now())
+        while (event := self.receiver.next_event()) is not None:
+            self._untraced.append(event)
+            if isinstance(event, ClassicMessage):
+                self.on_message(event, self.link.uid(event.pid))
+                self.delivered += 1
 
     def trace_the_rest(self) -> None:
         """On the way out: trace the messages whose last answers are still owed."""
@@ -364,8 +374,11 @@ class SignalClassicLink(WaiterLink):
             peer.refused_signal = signum
             other = DATA_SIGNALS[1 - DATA_SIGNALS.index(signum)]
             hint = f"; it does handle {other.name}: --ack-signal"
-            peer.not_handled = f"it does not block, ignore or catch {signum.name}" + (
-                hint if stat.handles(other) else ""
+            asleep = process_state(process.pid, status=False).asleep_waiting
+            peer.not_handled = (
+                f"it does not block, ignore or catch {signum.name}"
+                + (hint if stat.handles(other) else "")
+                + (_WAITER_HINT if asleep else "")
             )
         return peer.not_handled
 
@@ -423,6 +436,14 @@ class SignalClassicLink(WaiterLink):
 
 
 _TICK = 1 / os.sysconf("SC_CLK_TCK")
+
+
+# Said of a client refused while asleep in sigtimedwait/sigwait(info): it may well have blocked
+# the signal, which the kernel lifts while it waits (docs/classic.md, "Never a fatal answer").
+_WAITER_HINT = (
+    " (asleep in sigwait/sigtimedwait, which shows it unblocked, and one that did not block it "
+    "first dies of it: catch it, even with an empty handler, to be answered)"
+)
 
 
 def _boot_seconds() -> float:

@@ -451,6 +451,8 @@ def _classic_format(
     prefix_bits = int(length_prefix.value) if length_prefix not in (None, Prefix.none) else 0
     if counts_end and not prefix_bits:
         raise UsageError("--length-counts-end needs --length-prefix 32 or 64")
+    if prefix_order is not None and not prefix_bits:
+        raise UsageError("--prefix-order needs --length-prefix 32 or 64")
     from minitalk.classic import ClassicFormat  # noqa: PLC0415 (see the imports)
 
     return ClassicFormat(

@@ -551,6 +551,7 @@ def test_serve_detect_reads_every_variant_and_names_it(procs: Processes) -> None
             "--end-signal is an answer: not with --ack none",
         ),
         (["--end-signal-at", "before"], "--end-signal-at places --end-signal among per-bit"),
+        (["--prefix-order", "lsb"], "--prefix-order needs --length-prefix 32 or 64"),
         (
             ["--ack", "end", "--end-signal", "usr2", "--end-signal-at", "after"],
             "needs --end-signal",
@@ -565,6 +566,17 @@ def test_end_signal_options_that_mean_nothing_are_refused(
     assert serve.returncode == ExitCode.USAGE
     assert said.encode() in err
     assert err.count(b"\n") == 1
+
+
+def test_a_stop_prints_what_detect_held(procs: Processes, c_peers: dict[str, str]) -> None:
+    """A message as short as a length prefix is held until its sender's silence (its NUL may
+    be a length's zero byte): a stop meanwhile prints it rather than losing it."""
+    server = _classic_serve(procs, "--detect")
+    client = procs.popen([c_peers["client"], str(server.pid), "wait", "hi"])
+    client.communicate(timeout=HANG_GUARD)
+    assert client.returncode == 0
+    out, _, code = server.stop()  # well within the 30 s of silence that would print it
+    assert (out, code) == (b"hi\n", 0)
 
 
 def test_detect_is_not_given_a_variant(procs: Processes) -> None:
