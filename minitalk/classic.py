@@ -145,18 +145,13 @@ class ClassicReceiver:
     answers (pid, symbol) and events out.
 
     Senders are told apart by the PID the kernel stamped on each signal (the transport hands
-    over nothing else), so two clients sending at once never mix. Their *signals* can still
-    merge: two SIGUSR1 pending at once are one. A client that waits for each answer sends its
-    next bit at once, so answers are released one at a time: the next owed answer goes out only
-    once the sender answered last has sent its next bit (or ``ANSWER_HOLD`` passed, for one
-    that does not wait). Then at most one waiting client has a bit on its way at any moment,
-    and two such clients cannot merge into each other. A sender silent for
-    ``idle_timeout`` mid-message is dropped, and with no terminator and no length prefix a
-    message ends at that silence. A finished message's answers (its last bit's, or the one at
-    its end) are held until the driver says ``message_written``, so no answer tells a client
-    its message arrived before it is printed. The driver checks before each answer that the
-    process handles that signal (a plain client that expects no answer dies of one) and
-    reports ``answered`` or ``not_answered``.
+    over nothing else), so two clients sending at once never mix; their *signals* can still
+    merge (two SIGUSR1 pending at once are one). When each owed answer goes is its
+    ``AnswerSchedule``'s business: one at a time, a finished message's held until the driver
+    says ``message_written`` (so none tells a client its message arrived before it is
+    printed). A sender silent for ``idle_timeout`` mid-message is dropped; with no terminator
+    and no length prefix that silence ends its message. The driver checks before each answer
+    that the process handles that signal and reports ``answered`` or ``not_answered``.
     """
 
     def __init__(
@@ -270,14 +265,11 @@ class ClassicReceiver:
             self._refuse(record, f"its message passed the limit of {self.max_message} bytes")
 
     def end_held(self, now: float) -> None:
-        """On the way out (--detect): a message a reading ended but held (a NUL, or a longer
-        prefix, may have followed) is delivered now rather than lost."""
+        """On the way out: deliver what --detect held (see ``VariantFinder.held``)."""
         for record in list(self.senders.values()):
-            finder = record.finder
-            if finder is not None and finder.held is not None:
-                self._deliver_found(
-                    record, finder.at_silence() or (ClassicFormat(), b""), now, by_bit=False
-                )
+            held = record.finder.at_silence() if record.finder and record.finder.held else None
+            if held is not None:
+                self._deliver_found(record, held, now, by_bit=False)
 
     def _find_variant(self, record: SenderRecord, now: float) -> None:
         """--detect: the symbol just received (raw: the mapping is found too) goes to the

@@ -281,21 +281,26 @@ def test_send_classic_takes_each_end_signal_and_names_it(
     assert _lines(server, 1) == [EMOJI.encode()]
 
 
-def test_a_client_that_waits_in_sigtimedwait_is_never_killed_nor_answered(
+def test_a_client_that_waits_in_sigtimedwait_is_never_killed(
     procs: Processes, c_peers: dict[str, str]
 ) -> None:
     """It blocks both signals and takes each answer with sigtimedwait, catching nothing.
     While it sleeps there /proc shows the signals unblocked, and nothing in /proc tells it
-    from a client that waits without having blocked them, which the answer kills: it is not
-    answered, gives up on its own (exit 3, after a second), and the trace says why."""
+    from a client that waits without having blocked them, which the answer kills: it is
+    answered only when a look finds it between its waits, showing them blocked (a retry may),
+    and otherwise gives up on its own (exit 3, after a second), the trace saying why."""
     server = _classic_serve(procs, "--trace", "--idle-timeout", "0.5")
     client = procs.popen([c_peers["client"], str(server.pid), "timedwait", EMOJI, "1000"])
     _, err = client.communicate(timeout=HANG_GUARD)
-    assert client.returncode == 3, err  # not killed (that would be -SIGUSR1)
-    wait_for(lambda: b"dropped" in b"".join(server._err), "the server dropped it")
+    assert client.returncode in (0, 3), err  # never killed (that would be -SIGUSR1)
+    if client.returncode == 3:
+        wait_for(lambda: b"dropped" in b"".join(server._err), "the server dropped it")
     out, trace, _ = server.stop()
-    assert out == b""
-    assert b"(unsafe: it does not block, ignore or catch SIGUSR1)" in trace
+    if client.returncode == 3:
+        assert out == b""
+        assert b"(unsafe: it does not block, ignore or catch SIGUSR1" in trace
+    else:
+        assert out == f"{EMOJI}\n".encode()
 
 
 def test_a_two_thread_client_that_blocks_in_one_thread_is_never_answered(
