@@ -22,6 +22,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +32,9 @@ ROOT = Path(__file__).resolve().parent.parent
 SOURCES = ROOT / "tests" / "classic_c"
 MINITALK = [sys.executable, "-m", "minitalk"]
 GUARD = 60.0  # seconds: a client still running by then is counted as hung
+# After the client: how long the message may take to be printed (a server prints on the NUL;
+# one with an end held for silence prints after --idle-timeout, 5 s here: not these rows).
+PRINT_WAIT = 2.0
 
 
 @dataclass
@@ -61,7 +65,8 @@ def build(folder: Path) -> dict[str, str]:
 
 
 class Receiver:
-    """A server process that prints a PID line first; its output collected."""
+    """A server process that prints a PID line first (once it is ready: both kinds install
+    their handling before), then a line per message, collected as they come."""
 
     def __init__(self, args: list[str]) -> None:
         self.process = subprocess.Popen(
@@ -71,11 +76,26 @@ class Receiver:
         self.pid = int(self.process.stdout.readline().split()[-1])
         if self.pid != self.process.pid:
             raise RuntimeError("the server printed another PID")
+        self.lines: list[bytes] = []
+        self._printed = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
 
-    def stop(self) -> bytes:
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip(b"\n"))
+            self._printed.set()
+
+    def printed(self, seconds: float) -> None:
+        """Wait up to ``seconds`` for a message line (none comes for a lost message)."""
+        self._printed.wait(seconds)
+
+    def stop(self) -> list[bytes]:
         self.process.terminate()
-        out, _ = self.process.communicate(timeout=GUARD)
-        return out
+        self.process.wait(timeout=GUARD)
+        self._reader.join(timeout=GUARD)
+        return self.lines
 
 
 def run_client(args: list[str]) -> tuple[int | None, float]:
@@ -97,12 +117,11 @@ def one_round(
 ) -> tuple[bool, bool, float]:
     receiver = Receiver(server_args)
     try:
-        time.sleep(0.2)  # its start-up work done (its PID line comes first)
         code, seconds = run_client(client_args(receiver.pid))
-        time.sleep(0.1)  # let it print
+        receiver.printed(PRINT_WAIT)
     finally:
-        out = receiver.stop()
-    exact = out.splitlines() == [text.encode()]  # (its PID line was read at its start)
+        lines = receiver.stop()
+    exact = lines == [text.encode()]  # (its PID line was read at its start)
     return exact, code == 0, seconds
 
 
