@@ -197,14 +197,24 @@ def _every_thread_holds(pid: int, bit: int) -> bool:
     return bool(tids) and all(_thread_holds(pid, tid, bit) for tid in tids)
 
 
+# /proc/PID/task/TID/stat field 32 shows signals 1-31: all of them blocked, but SIGKILL and
+# SIGSTOP, which cannot be.
+_ALL_BLOCKED = 0x7FFFFFFF & ~(1 << (signal.SIGKILL - 1)) & ~(1 << (signal.SIGSTOP - 1))
+
+
 def _thread_holds(pid: int, tid: str, bit: int) -> bool:
-    """Thread ``tid`` blocks the signal (read from its own /proc stat, field 32)."""
+    """Thread ``tid`` blocks the signal (read from its own /proc stat, field 32), and not
+    as a thread that has not started yet: glibc's (and musl's) pthread_create makes a new
+    thread with every signal blocked, and it takes its creator's mask only once it runs; a
+    signal answered while it waits for a CPU is delivered to it then, and kills the process
+    (a test reproduces it). A thread that blocks every signal is not counted as holding one."""
     try:
         with open(f"/proc/{pid}/task/{tid}/stat", "rb") as stat:
             fields = stat.read().rpartition(b")")[2].split()
-        return bool(int(fields[29]) & bit)
+        blocked = int(fields[29])
     except (OSError, IndexError, ValueError):
         return False
+    return bool(blocked & bit) and blocked & _ALL_BLOCKED != _ALL_BLOCKED
 
 
 # Shells catch SIGUSR1/SIGUSR2 and exit on them (bash, when interactive); none is a minitalk.

@@ -317,6 +317,23 @@ def test_a_two_thread_client_that_blocks_in_one_thread_is_never_answered(
     assert b"not sent (unsafe: it does not block, ignore or catch SIGUSR1)" in trace
 
 
+def test_a_thread_that_blocks_every_signal_is_not_counted_as_holding_them(
+    procs: Processes, c_peers: dict[str, str]
+) -> None:
+    """A thread just created by glibc's pthread_create blocks every signal until it has
+    started, then takes its creator's mask: a two-thread client whose new thread had not
+    run yet looked safe (every thread blocking the answer) and died when it ran (seen once
+    in a full run on a loaded machine). This client holds its second thread in that state
+    for the whole message, then unblocks: it is never answered, and lives."""
+    server = _classic_serve(procs, "--count", "1", "--trace")
+    client = procs.popen([c_peers["client"], str(server.pid), "newthread", ASCII, SLEEP_GAP_US])
+    client.communicate(timeout=HANG_GUARD)
+    assert client.returncode == 0, "the client was killed (or failed)"
+    out, trace, code = server.finish()
+    assert (out, code) == (f"{ASCII}\n".encode(), 0)
+    assert b"not sent (unsafe: it does not block, ignore or catch SIGUSR1)" in trace
+
+
 def test_a_long_message_from_a_client_that_waits_for_each_bit(
     procs: Processes, c_peers: dict[str, str]
 ) -> None:

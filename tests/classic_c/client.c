@@ -15,7 +15,11 @@
  *              answer, just before or just after it), or a second SIGUSR1 after the last
  *              answer (ARG "again"); exit 3 if none comes within 2 s
  *   thread     like sleep (ARG µs), but with a second thread: the main thread blocks both
- *              signals, the other blocks nothing, so a signal to the process kills it */
+ *              signals, the other blocks nothing, so a signal to the process kills it
+ *   newthread  like thread, but the second thread blocks every signal until the last bit is
+ *              sent, as glibc's pthread_create leaves a new thread until it has started, then
+ *              unblocks them all: a signal answered meanwhile kills it then. It exits 0 once
+ *              that thread has unblocked them (a pending signal would have killed it by then) */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <pthread.h>
@@ -50,6 +54,26 @@ static void *idle_thread(void *unused)
     return NULL;
 }
 
+static volatile int new_thread_ready, all_sent, new_thread_unblocked;
+
+static void *new_thread(void *unused)
+{
+    struct timespec tick = {0, 1000000};
+    sigset_t all, none;
+    (void)unused;
+    sigfillset(&all);
+    sigemptyset(&none);
+    pthread_sigmask(SIG_SETMASK, &all, NULL);
+    __atomic_store_n(&new_thread_ready, 1, __ATOMIC_SEQ_CST);
+    while (!__atomic_load_n(&all_sent, __ATOMIC_SEQ_CST))
+        nanosleep(&tick, NULL);
+    pthread_sigmask(SIG_SETMASK, &none, NULL); /* a pending SIGUSR1/2 kills the process here */
+    __atomic_store_n(&new_thread_unblocked, 1, __ATOMIC_SEQ_CST);
+    for (;;)
+        pause();
+    return NULL;
+}
+
 static void say_started(size_t i)
 {
     if (i == 1) { /* one byte is through: for tests that start a second client */
@@ -77,7 +101,8 @@ int main(int argc, char **argv)
     mode = argv[2];
     text = (const unsigned char *)argv[3];
     size = strlen(argv[3]) + 1; /* the NUL too */
-    if (argc == 5 && (strcmp(mode, "sleep") == 0 || strcmp(mode, "thread") == 0))
+    if (argc == 5 && (strcmp(mode, "sleep") == 0 || strcmp(mode, "thread") == 0 ||
+                      strcmp(mode, "newthread") == 0))
         gap.tv_nsec = atol(argv[4]) * 1000L;
     if (argc == 5 && strcmp(mode, "timedwait") == 0)
         giveup_ms = atol(argv[4]);
@@ -106,6 +131,14 @@ int main(int argc, char **argv)
         pthread_t other;
         if (pthread_create(&other, NULL, idle_thread, NULL) != 0)
             return 1;
+        pthread_sigmask(SIG_BLOCK, &both, NULL); /* this thread only */
+    } else if (strcmp(mode, "newthread") == 0) {
+        struct timespec tick = {0, 1000000};
+        pthread_t other;
+        if (pthread_create(&other, NULL, new_thread, NULL) != 0)
+            return 1;
+        while (!__atomic_load_n(&new_thread_ready, __ATOMIC_SEQ_CST))
+            nanosleep(&tick, NULL);
         pthread_sigmask(SIG_BLOCK, &both, NULL); /* this thread only */
     } else if (strcmp(mode, "sleep") != 0) {
         return 2;
@@ -149,6 +182,12 @@ int main(int argc, char **argv)
         fprintf(stderr, "no end signal (SIGUSR1 %d, SIGUSR2 %d for %d bits)\n", (int)usr1,
                 (int)usr2, answers);
         return 3;
+    }
+    if (strcmp(mode, "newthread") == 0) {
+        struct timespec tick = {0, 1000000};
+        __atomic_store_n(&all_sent, 1, __ATOMIC_SEQ_CST);
+        while (!__atomic_load_n(&new_thread_unblocked, __ATOMIC_SEQ_CST))
+            nanosleep(&tick, NULL);
     }
     return 0;
 }
