@@ -4,9 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench bench-classic fuzz soak clean
+.PHONY: demo test check-fallback bench bench-classic fuzz soak clean
 
-$(STAMP): pyproject.toml
+# setup.py builds the optional compiled inner loop (minitalk/_inner.c) when a C compiler works.
+$(STAMP): pyproject.toml setup.py minitalk/_inner.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test,lint]'
@@ -30,6 +31,17 @@ test: $(STAMP)
 	$(BIN)/ruff check minitalk tests fuzz bench
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
+
+## check-fallback: the pure-Python path as a user without a C compiler gets it: a copy of the
+##                 tree built with CC=false runs the demo, the loop tests and the e2e tests
+check-fallback:
+	@set -eu; dir=$$(mktemp -d); trap 'rm -rf "$$dir"' EXIT; \
+	tar --exclude=./.venv --exclude=./.git --exclude='*.so' --exclude=./build -cf - . \
+		| tar -C "$$dir" -xf -; \
+	cd "$$dir"; CC=false $(MAKE) --no-print-directory demo; \
+	$(BIN)/minitalk --version; \
+	$(BIN)/minitalk --version | grep -q 'pure Python inner loop'; \
+	$(BIN)/python -m pytest -q tests/test_inner_loop.py tests/test_transport.py tests/test_e2e.py
 
 ## bench: raw signal ceiling, throughput, CPU, memory and start-up figures (a few minutes)
 bench: $(STAMP)

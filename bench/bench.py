@@ -107,14 +107,26 @@ def _peak_rss_kib(pid: int) -> int:
     return int(match.group(1)) if match else 0
 
 
+# The inner loops compared: the compiled one (when built) and the pure-Python one, chosen
+# for both server and client by the environment (transport.py).
+PURE = {**os.environ, "MINITALK_PURE_PYTHON": "1"}
+COMPILED = {k: v for k, v in os.environ.items() if k != "MINITALK_PURE_PYTHON"}
+
+
+def _loop_in_use(env: dict[str, str]) -> str:
+    out = subprocess.run([*MINITALK, "--version"], env=env, capture_output=True, check=True)
+    return "compiled" if "compiled inner loop" in out.stdout.decode() else "pure Python"
+
+
 class BenchServer:
     """A `minitalk serve` whose messages go to a file, so its output never blocks it."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, env: dict[str, str]) -> None:
+        self.env = env
         self.log = workdir / "server.log"
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(
-                [*MINITALK, "serve"], stdout=log, stderr=subprocess.DEVNULL
+                [*MINITALK, "serve"], stdout=log, stderr=subprocess.DEVNULL, env=env
             )
         while not self.log.read_bytes().endswith(b"\n"):  # the PID line
             if self.process.poll() is not None:
@@ -128,13 +140,14 @@ class BenchServer:
         self.process.wait(timeout=60)
 
 
-def _send(pid: int, args: list[str]) -> tuple[float, float, float, int]:
+def _send(pid: int, args: list[str], env: dict[str, str]) -> tuple[float, float, float, int]:
     """Run one `minitalk send`; return (wall s, transfer s, client CPU s, client max RSS KiB)."""
     started = time.perf_counter()
     process = subprocess.Popen(
         [*MINITALK, "send", str(pid), *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        env=env,
     )
     _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - started
@@ -162,7 +175,7 @@ def throughput(server: BenchServer, size: int, runs: int, workdir: Path) -> dict
     print(f"  sending {len(text)} bytes x {runs} ...", file=sys.stderr, flush=True)
     for _ in range(runs):
         before = _cpu_seconds(server.pid)
-        _, transfer, cpu, rss = _send(server.pid, ["--file", str(path)])
+        _, transfer, cpu, rss = _send(server.pid, ["--file", str(path)], server.env)
         server_cpu.append(_cpu_seconds(server.pid) - before)
         transfers.append(transfer)
         client_cpu.append(cpu)
@@ -227,8 +240,74 @@ def startup(workdir: Path, server_pid: int, runs: int = 20) -> dict[str, object]
         return statistics.median(walls)
 
     bare = median_wall([python, "-c", "pass"])
+    with_typer = median_wall([python, "-c", "import typer"])
     send = median_wall([*command, "send", str(server_pid), "x" * 100, "--quiet"])
-    return {"install": install, "interpreter_s": bare, "send_100_chars_s": send}
+    return {
+        "install": install,
+        "interpreter_s": bare,
+        "typer_import_s": with_typer - bare,
+        "send_100_chars_s": send,
+        # what is left for minitalk: its imports and its work, the transfer included
+        "minitalk_own_s": send - with_typer,
+        "import_ms_by_package": _import_times(python),
+    }
+
+
+def _import_times(python: str, runs: int = 5) -> dict[str, float]:
+    """Milliseconds spent importing each top-level package on the `send` path (the CLI's
+    imports), from `python -X importtime`: medians of ``runs``, largest first."""
+    totals: dict[str, list[float]] = {}
+    for _ in range(runs):
+        out = subprocess.run(
+            [python, "-X", "importtime", "-c", "import minitalk.cli"],
+            check=True,
+            capture_output=True,
+        ).stderr.decode()
+        run: dict[str, float] = {}
+        for line in out.splitlines():
+            # "import time: self | cumulative | name", a top-level import with one space
+            parts = line.split("|")
+            if len(parts) == 3 and parts[2].startswith(" ") and not parts[2].startswith("  "):
+                name = parts[2].strip().split(".")[0]
+                run[name] = run.get(name, 0.0) + int(parts[1]) / 1000
+        for name, ms in run.items():
+            totals.setdefault(name, []).append(ms)
+    medians = {name: statistics.median(times) for name, times in totals.items()}
+    return dict(sorted(medians.items(), key=lambda item: -item[1])[:6])
+
+
+def _startup_rows(start: dict[str, Any]) -> list[str]:
+    imports = ", ".join(f"{name} {ms:.1f}" for name, ms in start["import_ms_by_package"].items())
+    return [
+        f"whole `minitalk send` of 100 chars ({start['install']} install): "
+        f"{start['send_100_chars_s'] * 1000:.0f} ms, bare interpreter "
+        f"{start['interpreter_s'] * 1000:.0f} ms: "
+        f"+{(start['send_100_chars_s'] - start['interpreter_s']) * 1000:.0f} ms, of which "
+        f"typer's import {start['typer_import_s'] * 1000:.0f} ms and minitalk's own imports "
+        f"and work {start['minitalk_own_s'] * 1000:.0f} ms",
+        f"  imports on the send path (-X importtime, ms): {imports}",
+    ]
+
+
+def run_path(env: dict[str, str], sizes: list[tuple[int, int]], workdir: Path) -> dict[str, Any]:
+    """Throughput, CPU and memory on one inner loop; the 64 KiB send beside a CPU hog; the
+    server's CPU while idle."""
+    server = BenchServer(workdir, env)
+    try:
+        messages = {
+            f"{size // 1024} KiB": throughput(server, size, runs, workdir) for size, runs in sizes
+        }
+        print("  beside a CPU hog ...", file=sys.stderr, flush=True)
+        messages["64 KiB crowded"] = crowded(server, 64 * 1024, 5, workdir)
+        before = _cpu_seconds(server.pid)
+        time.sleep(10)
+        idle = _cpu_seconds(server.pid) - before
+    finally:
+        server.stop()
+    messages["64 KiB crowded"]["times_idle"] = (
+        messages["64 KiB crowded"]["seconds_median"] / messages["64 KiB"]["seconds_median"]
+    )
+    return {"messages": messages, "server_idle_cpu_s_over_10s": idle}
 
 
 def main() -> None:
@@ -238,7 +317,7 @@ def main() -> None:
     options = parser.parse_args()
 
     rounds = 50_000 if options.quick else 200_000
-    results: dict[str, object] = {
+    results: dict[str, Any] = {
         "machine": {
             "cpus": len(os.sched_getaffinity(0)),
             "processor": platform.processor() or platform.machine(),
@@ -248,6 +327,9 @@ def main() -> None:
         },
     }
     sizes = [(1024, 7), (64 * 1024, 7)] + ([] if options.quick else [(1 << 20, 3)])
+    paths = {"pure Python": PURE}
+    if _loop_in_use(COMPILED) == "compiled":
+        paths = {"compiled": COMPILED, **paths}
     with tempfile.TemporaryDirectory() as work:
         workdir = Path(work)
         print("  ceilings ...", file=sys.stderr, flush=True)
@@ -258,46 +340,61 @@ def main() -> None:
         c_runs = [c_round_trips(True, rounds * 4, workdir) for _ in range(3)]
         if c_runs[0] is not None:
             raw["c_polling"] = statistics.median(r for r in c_runs if r is not None)
-            blocking = [c_round_trips(False, rounds * 4, workdir) for _ in range(3)]
+            blocking = [c_round_trips(False, rounds, workdir) for _ in range(3)]
             raw["c_blocking"] = statistics.median(r for r in blocking if r is not None)
         results["raw_round_trips_per_s"] = raw
-        server = BenchServer(workdir)
+        results["paths"] = {}
+        for name, env in paths.items():
+            print(f"  the {name} inner loop ...", file=sys.stderr, flush=True)
+            results["paths"][name] = run_path(env, sizes, workdir)
+        print("  start-up ...", file=sys.stderr, flush=True)
+        server = BenchServer(workdir, COMPILED)
         try:
-            messages = {
-                f"{size // 1024} KiB": throughput(server, size, runs, workdir)
-                for size, runs in sizes
-            }
-            print("  beside a CPU hog ...", file=sys.stderr, flush=True)
-            messages["64 KiB crowded"] = crowded(server, 64 * 1024, 5, workdir)
-            print("  start-up ...", file=sys.stderr, flush=True)
             results["startup"] = startup(workdir, server.pid)
-            before = _cpu_seconds(server.pid)
-            time.sleep(10)
-            idle = _cpu_seconds(server.pid) - before
         finally:
             server.stop()
 
-    for figures in messages.values():
-        bits = figures["payload_bits_per_s"]
-        figures["ratio_to_python_polling"] = bits / raw["python_polling"]
-        if "c_polling" in raw:
-            figures["ratio_to_c_polling"] = bits / raw["c_polling"]
-    messages["64 KiB crowded"]["times_idle"] = (
-        messages["64 KiB crowded"]["seconds_median"] / messages["64 KiB"]["seconds_median"]
-    )
-    results["messages"] = messages
-    results["server_idle_cpu_s_over_10s"] = idle
+    for path in results["paths"].values():
+        for figures in path["messages"].values():
+            bits = figures["payload_bits_per_s"]
+            figures["ratio_to_python_polling"] = bits / raw["python_polling"]
+            if "c_polling" in raw:
+                figures["ratio_to_c_polling"] = bits / raw["c_polling"]
     options.out.write_text(json.dumps(results, indent=2) + "\n")
     print(_table(results))
     print(f"\nfigures written to {options.out}")
 
 
+def _message_rows(name: str, path: dict[str, Any]) -> list[str]:
+    rows = [
+        f"minitalk, {name + ' inner loop':<22} KiB/s  (min-max of runs)   bit/s  /Python  /C"
+        "     CPU s/MiB cli srv",
+    ]
+    messages = path["messages"]
+    for size, m in messages.items():
+        low = m["bytes"] / 1024 / m["seconds_max"]
+        high = m["bytes"] / 1024 / m["seconds_min"]
+        versus_c = f"{m['ratio_to_c_polling']:.2f}" if "ratio_to_c_polling" in m else "  - "
+        rows.append(
+            f"  {size:<16}{m['kib_per_s']:>14,.1f}  ({low:>7,.1f}-{high:<7,.1f}) "
+            f"{m['payload_bits_per_s']:>9,.0f}  {m['ratio_to_python_polling']:>5.2f}  "
+            f"{versus_c:>4}  {m['client_cpu_s_per_mib']:>8.1f} {m['server_cpu_s_per_mib']:>5.1f}"
+        )
+    biggest_name = [n for n in messages if "crowded" not in n][-1]
+    biggest = messages[biggest_name]
+    rows += [
+        f"  64 KiB beside one CPU-bound process: {messages['64 KiB crowded']['times_idle']:.2f}x "
+        "its idle time",
+        f"  peak RSS ({biggest_name}): client {biggest['client_peak_rss_kib'] / 1024:.1f} MiB, "
+        f"server {biggest['server_peak_rss_kib'] / 1024:.1f} MiB",
+        f"  server CPU while idle for 10 s: {path['server_idle_cpu_s_over_10s']:.3f} s",
+        "",
+    ]
+    return rows
+
+
 def _table(results: dict[str, Any]) -> str:
-    raw, messages, machine = (
-        results["raw_round_trips_per_s"],
-        results["messages"],
-        results["machine"],
-    )
+    raw, machine = results["raw_round_trips_per_s"], results["machine"]
     rows = [
         f"machine: {machine['cpus']} CPUs, {machine['processor']}, Linux {machine['kernel']}, "
         f"Python {machine['python']}, {machine['date']}",
@@ -313,35 +410,10 @@ def _table(results: dict[str, Any]) -> str:
         )
     else:
         rows.append("  C: no C compiler here (cc), row skipped")
-    rows += [
-        "",
-        "minitalk end to end   KiB/s  (min-max of runs)   bit/s     /Python  /C     "
-        "CPU s/MiB cli srv",
-    ]
-    for name, m in messages.items():
-        low = m["bytes"] / 1024 / m["seconds_max"]
-        high = m["bytes"] / 1024 / m["seconds_min"]
-        versus_c = f"{m['ratio_to_c_polling']:.2f}" if "ratio_to_c_polling" in m else "  - "
-        rows.append(
-            f"  {name:<16}{m['kib_per_s']:>8,.1f}  ({low:>7,.1f}-{high:<7,.1f}) "
-            f"{m['payload_bits_per_s']:>10,.0f}  {m['ratio_to_python_polling']:>5.2f}  "
-            f"{versus_c:>4}  {m['client_cpu_s_per_mib']:>8.1f} {m['server_cpu_s_per_mib']:>5.1f}"
-        )
-    biggest_name = [n for n in messages if "crowded" not in n][-1]
-    biggest = messages[biggest_name]
-    start = results["startup"]
-    rows += [
-        "",
-        f"64 KiB beside one CPU-bound process: {messages['64 KiB crowded']['times_idle']:.2f}x "
-        "its idle time",
-        f"peak RSS ({biggest_name}): client {biggest['client_peak_rss_kib'] / 1024:.1f} MiB, "
-        f"server {biggest['server_peak_rss_kib'] / 1024:.1f} MiB",
-        f"whole `minitalk send` of 100 chars ({start['install']} install): "
-        f"{start['send_100_chars_s'] * 1000:.0f} ms, bare interpreter "
-        f"{start['interpreter_s'] * 1000:.0f} ms: "
-        f"+{(start['send_100_chars_s'] - start['interpreter_s']) * 1000:.0f} ms",
-        f"server CPU while idle for 10 s: {results['server_idle_cpu_s_over_10s']:.3f} s",
-    ]
+    rows.append("")
+    for name, path in results["paths"].items():
+        rows += _message_rows(name, path)
+    rows += _startup_rows(results["startup"])
     return "\n".join(rows)
 
 

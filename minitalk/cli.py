@@ -91,8 +91,12 @@ def _errors_to_exit_codes() -> Iterator[None]:
 def _version(value: bool) -> None:
     if value:
         from minitalk.frame import VERSION  # noqa: PLC0415 (see the imports)
+        from minitalk.transport import INNER_LOOP  # noqa: PLC0415
 
-        print(f"minitalk {__version__} (frame format 0x{VERSION:02x}; classic mode)")
+        print(
+            f"minitalk {__version__} (frame format 0x{VERSION:02x}; classic mode; "
+            f"{INNER_LOOP} inner loop)"
+        )
         raise typer.Exit(0)
 
 

@@ -20,6 +20,9 @@ such a signal is dropped here (``SignalWaiter._classify``, the one reading of a 
 never reaches the protocol machines. Who may be signalled is ``trust``'s business; what /proc
 says of a process is ``procview``'s. The tight loops (``bounce``, ``collect``) keep their
 checks inline: each costs a function call per bit otherwise, on the path `make bench` measures.
+They run compiled (minitalk/_inner.c, the same loops and checks in C) when the extension was
+built, which `pip install` does where a C compiler is present; otherwise, or with
+MINITALK_PURE_PYTHON=1 in the environment, in Python. ``INNER_LOOP`` says which.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import threading
 import time
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
-from types import FrameType
+from types import FrameType, ModuleType
 
 from minitalk.errors import UnsupportedPlatformError
 from minitalk.procview import DATA_SIGNALS, PEER_MARK, process_state
@@ -54,6 +57,24 @@ _SPIN_POLLS = 200
 _PROMPT_POLLS = 16
 _PROMPT_STREAK = 64
 _LATE = 0.005  # a reply within this after a failed spin was late, not lost
+# A poll from C costs about a third of one from Python: the compiled loops poll this many
+# times more, so that a spin lasts about as long on either path.
+_C_POLLS_PER_PY_POLL = 3
+
+
+def _compiled_loops() -> ModuleType | None:
+    """minitalk._inner, unless it was not built or MINITALK_PURE_PYTHON is set (not 0)."""
+    if os.environ.get("MINITALK_PURE_PYTHON", "") not in ("", "0"):
+        return None
+    try:
+        import minitalk._inner as inner  # noqa: PLC0415 - optional, built by pip with a cc
+    except ImportError:
+        return None
+    return inner
+
+
+_COMPILED = _compiled_loops()
+INNER_LOOP = "compiled" if _COMPILED is not None else "pure Python"
 
 
 def require_linux() -> None:
@@ -151,8 +172,12 @@ class SignalWaiter:
         spin: bool | None = None,
         stops: Collection[int] = (),
         wakes: Collection[int] = (),
+        compiled: bool | None = None,
     ) -> None:
         self._spins = range(_SPIN_POLLS if (_may_spin() if spin is None else spin) else 0)
+        if compiled and _COMPILED is None:
+            raise ValueError("the compiled inner loop was not built (or MINITALK_PURE_PYTHON)")
+        self._compiled = _COMPILED if compiled is not False else None
         self._crowded = False
         self._prompt = 0
         self._stops = frozenset(stops)
@@ -171,6 +196,11 @@ class SignalWaiter:
         """Whether it polls before it blocks (never on one CPU). The tight loops of the bulk
         path only poll, so without it they would only cost."""
         return bool(self._spins)
+
+    @property
+    def inner_loop(self) -> str:
+        """Which tight loops it runs: "compiled" or "pure Python"."""
+        return "compiled" if self._compiled is not None else "pure Python"
 
     def wait(self, deadline: float | None, *, spin: bool = True) -> tuple[int, int] | None:
         """Wait until ``deadline`` (a ``monotonic()`` time; None: forever) for a signal.
@@ -238,6 +268,15 @@ class SignalWaiter:
         caller then waits with its deadlines). If a send fails, the answer to the symbol
         before it has been taken: the error is left in ``send_error`` for the caller. Polls
         only: on a crowded machine it yields after each empty poll, as ``wait`` does."""
+        if self._compiled is not None:
+            polls = len(self._spins) * _C_POLLS_PER_PY_POLL
+            count, broken, errno = self._compiled.bounce(
+                peer.fd, peer.pid, bytes(symbols), DATA_SIGNALS[expect], polls,
+                self._crowded, self._waited,
+            )  # fmt: skip
+            if errno:
+                self.send_error = OSError(errno, os.strerror(errno))  # its subclass, by errno
+            return count, None if broken is None else self._classify_fields(*broken)[0]
         poll, send, waited = signal.sigtimedwait, signal.pidfd_send_signal, self._waited
         fd, pid, want, kinds = peer.fd, peer.pid, DATA_SIGNALS[expect], DATA_SIGNALS
         spins, crowded = self._spins, self._crowded
@@ -265,6 +304,13 @@ class SignalWaiter:
         """Take up to ``count`` symbols from ``peer``, answering each with ``answer`` at once.
         Return the symbols taken, and the signal that broke the run, if one did (see
         ``bounce``)."""
+        if self._compiled is not None:
+            polls = len(self._spins) * _C_POLLS_PER_PY_POLL
+            symbols, broken = self._compiled.collect(
+                peer.fd, peer.pid, count, DATA_SIGNALS[answer], polls, self._crowded,
+                self._waited,
+            )  # fmt: skip
+            return list(symbols), None if broken is None else self._classify_fields(*broken)[0]
         poll, send, waited = signal.sigtimedwait, signal.pidfd_send_signal, self._waited
         fd, pid, reply = peer.fd, peer.pid, DATA_SIGNALS[answer]
         symbol_of, spins, crowded = _SYMBOL, self._spins, self._crowded
@@ -293,13 +339,18 @@ class SignalWaiter:
         whether it ends a wait). A stop ends it (recorded); a signal whose sender the kernel
         did not stamp is counted in ``forged`` and does not. The tight loops (``bounce``,
         ``collect``) test the common case inline first and call this for anything else."""
-        if info.si_signo not in _SYMBOL:
-            self._stopped(info)
+        return self._classify_fields(info.si_signo, info.si_code, info.si_pid)
+
+    def _classify_fields(
+        self, signo: int, code: int, pid: int
+    ) -> tuple[tuple[int, int] | None, bool]:
+        if signo not in _SYMBOL:
+            self._stopped(signo)
             return None, True
-        if info.si_code != SI_USER:
+        if code != SI_USER:
             self.forged += 1
             return None, False
-        return (info.si_pid, _SYMBOL[info.si_signo]), True
+        return (pid, _SYMBOL[signo]), True
 
     def take_pending(self) -> tuple[int, int] | None:
         """One signal already pending, as (sender PID, symbol), or None (nothing pending, or
@@ -310,10 +361,10 @@ class SignalWaiter:
                 return got
         return None
 
-    def _stopped(self, info: signal.struct_siginfo) -> None:
-        if info.si_signo in self._stops:
+    def _stopped(self, signo: int) -> None:
+        if signo in self._stops:
             self._note_stop()
-        elif info.si_signo in self._wakes:
+        elif signo in self._wakes:
             self.woken += 1
 
     def _note_stop(self) -> None:

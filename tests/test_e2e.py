@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from minitalk.errors import ExitCode
+from minitalk.transport import INNER_LOOP
 from tests.conftest import (
     HANG_GUARD,
     MINITALK,
@@ -263,7 +264,7 @@ def test_python_dash_m_help_and_version() -> None:
     for args, words in (
         (["--help"], "serve"),
         (["send", "--help"], "--file"),
-        (["--version"], "minitalk 2.1.0 (frame format 0x52; classic mode)"),
+        (["--version"], f"minitalk 2.1.0 (frame format 0x52; classic mode; {INNER_LOOP} inner"),
     ):
         result = subprocess.run(
             [*MINITALK, *args], capture_output=True, timeout=HANG_GUARD, check=False

@@ -51,7 +51,7 @@ ALLOWED = {
         "protocol.verdicts",
     },
     "procview": set(),
-    "transport": {"errors", "procview"},
+    "transport": {"errors", "procview", "_inner"},  # _inner: the optional compiled loops (C)
     "trust": {"errors", "procview", "transport"},
     "classic_limits": set(),
     "classic_format": {"errors", "classic_limits"},
@@ -93,6 +93,7 @@ ALLOWED = {
         "classic",
         "classic_link",
         "classic_limits",
+        "transport",  # only INNER_LOOP, which --version names
     },
     "progress": set(),
     "pidfile": {"errors", "procview"},
