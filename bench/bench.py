@@ -6,18 +6,23 @@ writes the same figures to bench/results.json. Not a test: nothing here passes o
 What is measured, and how:
 - ceilings: two bare Python processes bounce SIGUSR1 with the same calls minitalk uses,
   blocking (sigwaitinfo) and polling (sigtimedwait with a zero timeout), in round trips/s: a
-  reference for Python's per-call cost, not a limit (minitalk's tight loops come close to it);
-  and the same in C (bench/pingpong.c, compiled with `cc` when there is one): the kernel's own
-  round trip, the physical limit;
-- throughput: a real `minitalk serve` and `minitalk send --file` for 1 KiB, 64 KiB and 1 MiB,
-  median of several runs, from the client's own transfer time (process start excluded);
+  reference for Python's per-call cost, the limit of the pure-Python loops; and the same in C
+  (bench/pingpong.c, compiled with `cc` when there is one): the kernel's own round trip, the
+  physical limit;
+- throughput, on each inner loop (the compiled one when it was built, and the pure-Python
+  one, MINITALK_PURE_PYTHON=1, for server and client alike): a real `minitalk serve` and
+  `minitalk send --file` for 1 KiB, 64 KiB and 1 MiB, median of several runs, from the
+  client's own transfer time (process start excluded); /C and /Python are the payload bits/s
+  over the polling ceilings measured just before each run (this machine's speed drifts by
+  several times over an afternoon), median over the runs;
 - crowded: the 64 KiB send again beside one CPU-bound process, as a multiple of its idle time;
 - CPU per MiB: the client's rusage (wait4: the whole process, so for 1 KiB mostly the
   interpreter's start) and the server's /proc/PID/stat ticks (10 ms each) over the run;
 - idle CPU: the server's CPU ticks over 10 s with no client;
 - start-up: wall time of a whole `minitalk send` of 100 characters, process start included,
   from a normal (non-editable) install made in a temporary virtual environment, against a bare
-  start of that environment's interpreter;
+  start of that environment's interpreter and one that only imports typer (minitalk's own
+  share is the rest), with `-X importtime`'s figures by package;
 - peak memory: the client's ru_maxrss and the server's VmHWM after the 1 MiB message.
 """
 
@@ -60,6 +65,10 @@ def _bounce(peer: int, rounds: int, poll: bool, first: bool) -> None:
         if first and _ == rounds - 1:
             break
         os.kill(peer, signal.SIGUSR1)
+
+
+# Round trips of each ceiling measured beside every transfer run (about 0.2 s each).
+CEILING_ROUNDS = 50_000
 
 
 def c_round_trips(poll: bool, rounds: int, work: Path) -> float | None:
@@ -172,17 +181,27 @@ def throughput(server: BenchServer, size: int, runs: int, workdir: Path) -> dict
     path.write_bytes(text)
     transfers: list[float] = []
     client_cpu, server_cpu, client_rss = [], [], []
+    versus_c, versus_python = [], []
     print(f"  sending {len(text)} bytes x {runs} ...", file=sys.stderr, flush=True)
     for _ in range(runs):
+        # The ceilings of this very moment: the machine's speed drifts between runs.
+        c_now = c_round_trips(True, CEILING_ROUNDS * 2, workdir)
+        python_now = raw_round_trips(True, CEILING_ROUNDS)
         before = _cpu_seconds(server.pid)
         _, transfer, cpu, rss = _send(server.pid, ["--file", str(path)], server.env)
         server_cpu.append(_cpu_seconds(server.pid) - before)
         transfers.append(transfer)
         client_cpu.append(cpu)
         client_rss.append(rss)
+        versus_python.append(len(text) * 8 / transfer / python_now)
+        if c_now is not None:
+            versus_c.append(len(text) * 8 / transfer / c_now)
     seconds = statistics.median(transfers)
     mib = len(text) / (1 << 20)
-    return {
+    ratios = {"ratio_to_python_polling": statistics.median(versus_python)}
+    if versus_c:
+        ratios["ratio_to_c_polling"] = statistics.median(versus_c)
+    return ratios | {
         "bytes": len(text),
         "runs": runs,
         "seconds_median": seconds,
@@ -254,8 +273,10 @@ def startup(workdir: Path, server_pid: int, runs: int = 20) -> dict[str, object]
 
 
 def _import_times(python: str, runs: int = 5) -> dict[str, float]:
-    """Milliseconds spent importing each top-level package on the `send` path (the CLI's
-    imports), from `python -X importtime`: medians of ``runs``, largest first."""
+    """Milliseconds spent importing the `send` path (the CLI's imports), from
+    `python -X importtime`, by package: each module's own time, summed per top-level package
+    (the standard library's together); medians of ``runs``, largest first."""
+    ours = {"minitalk", "typer", "click", "rich", "crcmod", "shellingham", "typing_extensions"}
     totals: dict[str, list[float]] = {}
     for _ in range(runs):
         out = subprocess.run(
@@ -265,15 +286,16 @@ def _import_times(python: str, runs: int = 5) -> dict[str, float]:
         ).stderr.decode()
         run: dict[str, float] = {}
         for line in out.splitlines():
-            # "import time: self | cumulative | name", a top-level import with one space
-            parts = line.split("|")
-            if len(parts) == 3 and parts[2].startswith(" ") and not parts[2].startswith("  "):
-                name = parts[2].strip().split(".")[0]
-                run[name] = run.get(name, 0.0) + int(parts[1]) / 1000
-        for name, ms in run.items():
-            totals.setdefault(name, []).append(ms)
-    medians = {name: statistics.median(times) for name, times in totals.items()}
-    return dict(sorted(medians.items(), key=lambda item: -item[1])[:6])
+            parts = line.removeprefix("import time:").split("|")  # self | cumulative | name
+            if len(parts) != 3 or not parts[0].strip().isdigit():
+                continue
+            package = parts[2].strip().split(".")[0]
+            package = package if package in ours else "standard library"
+            run[package] = run.get(package, 0.0) + int(parts[0]) / 1000
+        for package, ms in run.items():
+            totals.setdefault(package, []).append(ms)
+    medians = {package: statistics.median(times) for package, times in totals.items()}
+    return dict(sorted(medians.items(), key=lambda item: -item[1]))
 
 
 def _startup_rows(start: dict[str, Any]) -> list[str]:
@@ -354,12 +376,6 @@ def main() -> None:
         finally:
             server.stop()
 
-    for path in results["paths"].values():
-        for figures in path["messages"].values():
-            bits = figures["payload_bits_per_s"]
-            figures["ratio_to_python_polling"] = bits / raw["python_polling"]
-            if "c_polling" in raw:
-                figures["ratio_to_c_polling"] = bits / raw["c_polling"]
     options.out.write_text(json.dumps(results, indent=2) + "\n")
     print(_table(results))
     print(f"\nfigures written to {options.out}")
