@@ -21,6 +21,8 @@
 #include <errno.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -184,9 +186,146 @@ static PyObject *collect(PyObject *module, PyObject *args)
     return Py_BuildValue("(NN)", taken, broken);
 }
 
+/* The check a classic server makes before each answer (procview.StatFile.handles), on the
+ * client's /proc/PID/stat kept open: 1 if the process is alive, not exiting, and ignores or
+ * catches `signo`, or has one thread and it blocks `signo`; 0 otherwise, also for a process
+ * of several threads that catches nothing (the Python check reads each thread's mask). */
+#define PF_EXITING 0x4
+static int stat_allows(int statfd, int signo)
+{
+    char text[4096];
+    ssize_t size = pread(statfd, text, sizeof text - 1, 0);
+    if (size <= 0)
+        return 0;
+    text[size] = '\0';
+    char *at = strrchr(text, ')');
+    if (at == NULL)
+        return 0;
+    /* fields 3 (state) onwards, split on spaces: field N is fields[N - 3] */
+    unsigned long long field[32];
+    char state = 0;
+    int count = 0;
+    at++;
+    while (count < 32) {
+        while (*at == ' ')
+            at++;
+        if (*at == '\0' || *at == '\n')
+            break;
+        if (count == 0) {
+            state = *at;
+            field[0] = 0;
+            while (*at && *at != ' ')
+                at++;
+        } else {
+            char *end;
+            errno = 0;
+            field[count] = strtoull(at, &end, 10);
+            if (end == at) /* a negative or odd field: not one we read; skip it */
+                field[count] = 0;
+            at = end;
+            while (*at && *at != ' ')
+                at++;
+        }
+        count++;
+    }
+    if (count < 32 || state == 'Z' || state == 'X' || (field[6] & PF_EXITING))
+        return 0;
+    unsigned long long bit = 1ULL << (signo - 1);
+    if ((field[30] | field[31]) & bit) /* ignored or caught: process-wide */
+        return 1;
+    return field[17] == 1 && (field[29] & bit); /* its one thread blocks it */
+}
+
+static double now_monotonic(void)
+{
+    struct timespec at;
+    clock_gettime(CLOCK_MONOTONIC, &at);
+    return (double)at.tv_sec + (double)at.tv_nsec / 1e9;
+}
+
+PyDoc_STRVAR(classic_collect_doc,
+"classic_collect(pidfd, pid, statfd, count, answer, zero, in_byte, has_one, polls, crowded,\n"
+"                waited) -> (symbols, times, answered, broken)\n\n"
+"A classic server's tight loop: take up to ``count`` data signals from ``pid`` and answer\n"
+"each with the signal ``answer`` through pidfd, once ``stat_allows`` (its /proc/PID/stat,\n"
+"open as statfd) says that cannot kill it. A signal is taken but not answered, ending the\n"
+"run, when the check says no, or when it completes a byte of eight ``zero`` symbols (a NUL:\n"
+"the message's end, whose answer waits until it is printed); ``in_byte`` and ``has_one``\n"
+"say where the bytes stand (symbols of the current byte so far, and whether one was not\n"
+"``zero``). ``symbols``: bytes of 0 and 1; ``times``: the monotonic time each was taken, as\n"
+"doubles; ``answered``: how many of them were answered (all, or all but the last);\n"
+"``broken``: None, or the unexpected signal that ended the run, as (signo, code, pid).");
+
+static PyObject *classic_collect(PyObject *module, PyObject *args)
+{
+    int pidfd, pid, statfd, answer, zero, in_byte, has_one, crowded;
+    long polls;
+    Py_ssize_t count;
+    PyObject *numbers;
+    sigset_t waited;
+    if (!PyArg_ParseTuple(args, "iiiniiiplpO", &pidfd, &pid, &statfd, &count, &answer, &zero,
+                          &in_byte, &has_one, &polls, &crowded, &numbers))
+        return NULL;
+    (void)module;
+    if (count < 0)
+        count = 0;
+    if (waited_set(numbers, &waited) < 0)
+        return NULL;
+    PyObject *taken = PyBytes_FromStringAndSize(NULL, count);
+    PyObject *times = PyBytes_FromStringAndSize(NULL, count * (Py_ssize_t)sizeof(double));
+    if (taken == NULL || times == NULL) {
+        Py_XDECREF(taken);
+        Py_XDECREF(times);
+        return NULL;
+    }
+    unsigned char *out = (unsigned char *)PyBytes_AS_STRING(taken);
+    double *at = (double *)PyBytes_AS_STRING(times);
+    Py_ssize_t got = 0, answered = 0;
+    int broke = 0;
+    siginfo_t info;
+    Py_BEGIN_ALLOW_THREADS
+    while (got < count) {
+        if (poll_one(&waited, polls, crowded, &info) != POLLED_SIGNAL)
+            break;
+        int symbol = info.si_signo == SIGUSR1 ? 0 : info.si_signo == SIGUSR2 ? 1 : -1;
+        if (symbol < 0 || info.si_pid != pid || info.si_code != SIGNALS_SI_USER) {
+            broke = 1;
+            break;
+        }
+        at[got] = now_monotonic();
+        out[got++] = (unsigned char)symbol;
+        has_one |= symbol != zero;
+        if (++in_byte == 8) {
+            if (!has_one) /* a NUL: the message ends here */
+                break;
+            in_byte = has_one = 0;
+        }
+        if (!stat_allows(statfd, answer) || send_to(pidfd, answer) != 0)
+            break;
+        answered++;
+    }
+    Py_END_ALLOW_THREADS
+    if (_PyBytes_Resize(&taken, got) < 0) {
+        Py_DECREF(times);
+        return NULL;
+    }
+    if (_PyBytes_Resize(&times, got * (Py_ssize_t)sizeof(double)) < 0) {
+        Py_DECREF(taken);
+        return NULL;
+    }
+    PyObject *broken = broken_by(broke, &info);
+    if (broken == NULL) {
+        Py_DECREF(taken);
+        Py_DECREF(times);
+        return NULL;
+    }
+    return Py_BuildValue("(NNnN)", taken, times, answered, broken);
+}
+
 static PyMethodDef methods[] = {
     {"bounce", bounce, METH_VARARGS, bounce_doc},
     {"collect", collect, METH_VARARGS, collect_doc},
+    {"classic_collect", classic_collect, METH_VARARGS, classic_collect_doc},
     {NULL, NULL, 0, NULL},
 };
 

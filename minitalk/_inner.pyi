@@ -21,3 +21,17 @@ def collect(
     waited: Iterable[int],
     /,
 ) -> tuple[bytes, tuple[int, int, int] | None]: ...
+def classic_collect(
+    pidfd: int,
+    pid: int,
+    statfd: int,
+    count: int,
+    answer: int,
+    zero: int,
+    in_byte: int,
+    has_one: bool,
+    polls: int,
+    crowded: bool,
+    waited: Iterable[int],
+    /,
+) -> tuple[bytes, bytes, int, tuple[int, int, int] | None]: ...

@@ -30,6 +30,7 @@ from minitalk.classic_answers import AnswerSchedule
 from minitalk.classic_detect import VariantFinder, pinning_flags
 from minitalk.classic_format import Ack, ClassicFormat, EndAt, bits_of, value_of
 from minitalk.classic_limits import (
+    CLASSIC_RUN,
     DEFAULT_DELAY,
     DEFAULT_MAX_MESSAGE,
     END_WAIT,
@@ -48,6 +49,7 @@ __all__ = [  # with the variants (classic_format) and the finder (classic_detect
     "ClassicFormat",
     "ClassicMessage",
     "ClassicReceiver",
+    "ClassicRun",
     "ClassicSender",
     "ClassicSenderState",
     "EndAt",
@@ -140,6 +142,22 @@ class SenderDropped:
 ClassicEvent = ClassicMessage | SenderDropped
 
 
+@dataclass(frozen=True, slots=True)
+class ClassicRun:
+    """Bits of one sender that a tight loop may take and answer itself (``ClassicReceiver.bulk``):
+    up to ``count``, each answered with ``answer`` once the driver's check allows it, but a bit
+    that completes a byte of eight ``zero`` symbols (a NUL: the message's end), taken and left
+    unanswered. ``in_byte``: symbols of the current byte already in; ``has_one``: one of them
+    was not ``zero``."""
+
+    pid: int
+    count: int
+    answer: int
+    zero: int
+    in_byte: int
+    has_one: bool
+
+
 class ClassicReceiver:
     """Assembles the plain protocol, one sender apart from another: (pid, symbol, now) in;
     answers (pid, symbol) and events out.
@@ -168,16 +186,7 @@ class ClassicReceiver:
         max_senders: int = 64,
         detect: bool = False,
     ) -> None:
-        if idle_timeout <= 0:
-            raise LocalProtocolError("idle_timeout must be positive")
-        if answer_delay < 0:
-            raise LocalProtocolError("answer_delay must not be negative")
-        if ack_symbol not in (0, 1) or end_symbol not in (None, 0, 1):
-            raise LocalProtocolError("an answer is 0 (SIGUSR1) or 1 (SIGUSR2)")
-        if end_symbol is not None and ack is Ack.NONE:
-            raise LocalProtocolError("an end signal is an answer: not with Ack.NONE")
-        if detect and fmt != _PLAIN:
-            raise LocalProtocolError("detect finds the variant: no format with it")
+        _check_receiver(fmt, ack, ack_symbol, end_symbol, answer_delay, idle_timeout, detect)
         self.fmt = fmt
         self.detect = detect
         self.ack = ack
@@ -217,6 +226,46 @@ class ClassicReceiver:
         self.answers.bit_from(record, now)
         self._assemble(record, now)
         self.answers.release(now)
+
+    def bulk(self) -> ClassicRun | None:
+        """A run a tight loop may take (one sender mid-message, its last bit answered and
+        nothing else owed: ``AnswerSchedule.quiet_for``; ``Ack.BIT``, no delay, a known
+        NUL-terminated variant: each of its answers is the one this machine would give)."""
+        fmt = self.fmt
+        if self.ack is not Ack.BIT or self.answer_delay or self.detect or len(self.senders) != 1:
+            return None
+        record = next(iter(self.senders.values()))
+        if fmt.length_bits or fmt.terminator != b"\0" or not self.answers.quiet_for(record.pid):
+            return None
+        bits = record.pending_bits
+        return ClassicRun(
+            record.pid, CLASSIC_RUN, self.ack_symbol, fmt.zero_symbol, len(bits), any(bits)
+        )
+
+    def bulk_received(
+        self, run: ClassicRun, symbols: list[int], times: list[float], answered: int
+    ) -> None:
+        """What a tight loop took for ``run``: ``symbols`` at ``times``, the first
+        ``answered`` answered by it (all, or all but the last: its answer is owed as usual)."""
+        record = self.senders.get(run.pid)
+        if record is None or len(times) != len(symbols) or not 0 <= len(symbols) - answered <= 1:
+            raise LocalProtocolError(f"a run of {len(symbols)} bits, {answered} answered")
+        if not set(symbols) <= {0, 1} or len(symbols) > run.count:
+            raise LocalProtocolError("a run's symbols are 0 or 1, at most its count")
+        self.answers.ran(record, answered, times[answered - 1] if answered else record.last)
+        bits, zero = record.pending_bits, self.fmt.zero_symbol
+        for symbol, when in zip(symbols[:answered], times, strict=False):
+            if len(record.gaps) < MAX_GAPS:
+                record.gaps.append(when - record.last)
+            record.last = when
+            record.signals += 1
+            bits.append(symbol ^ zero)
+            if len(bits) == 8:
+                if not any(bits):
+                    raise LocalProtocolError("a run answered the bit that ended a message")
+                self._assemble(record, when)
+        for symbol, when in zip(symbols[answered:], times[answered:], strict=True):
+            self.receive(run.pid, symbol, when)
 
     def replies(self) -> list[tuple[int, int]]:
         """The (PID, symbol) answers to send now, in order (drained)."""
@@ -362,11 +411,8 @@ class ClassicReceiver:
     def not_answered(
         self, pid: int, now: float, why: str = "", *, may_change: bool = False
     ) -> None:
-        """The driver could not safely send an answer owed to ``pid`` (``why``): noted for the
-        trace, and no bit of that sender is on its way because of it. ``may_change``: the
-        sender does not handle that signal *yet* (it may install its handler late, or just
-        after sending): the answer is tried again every ``ANSWER_RETRY`` while it stays
-        silent, for ``ANSWER_RETRY_FOR`` at most."""
+        """The driver could not safely send an answer owed to ``pid`` (``why``): see
+        ``AnswerSchedule.not_answered`` (``may_change``: tried again while it is silent)."""
         self.answers.not_answered(pid, now, why, may_change=may_change)
 
     @property
@@ -407,36 +453,59 @@ class ClassicReceiver:
             if found is not None:
                 self._deliver_found(record, found, now, by_bit=False)
             elif self.detect and not record.refused:
-                self._drop(record, self._why_no_variant(record))
+                self._drop(record, _why_no_variant(record, self.idle_timeout))
             elif record.refused or (not fmt.terminator and not fmt.length_bits and record.data):
                 self._finish(record, now, by_bit=False)  # ended (a refused one: in silence)
             else:
-                self._drop(record, self._why_silent(record))
+                self._drop(record, _why_silent(record, fmt, self.idle_timeout))
 
-    def _why_no_variant(self, record: SenderRecord) -> str:
-        silent = f"silent for {self.idle_timeout:g} s after {record.signals} signals"
-        return (
-            f"{silent}: no variant reads them as a whole message of valid UTF-8 (a signal "
-            "lost or merged, a message cut short, or a variant --detect does not know: a "
-            "newline terminator, a handshake)"
+
+def _check_receiver(
+    fmt: ClassicFormat,
+    ack: Ack,
+    ack_symbol: int,
+    end_symbol: int | None,
+    answer_delay: float,
+    idle_timeout: float,
+    detect: bool,
+) -> None:
+    """Raise ``LocalProtocolError`` for settings a ``ClassicReceiver`` cannot keep."""
+    if idle_timeout <= 0:
+        raise LocalProtocolError("idle_timeout must be positive")
+    if answer_delay < 0:
+        raise LocalProtocolError("answer_delay must not be negative")
+    if ack_symbol not in (0, 1) or end_symbol not in (None, 0, 1):
+        raise LocalProtocolError("an answer is 0 (SIGUSR1) or 1 (SIGUSR2)")
+    if end_symbol is not None and ack is Ack.NONE:
+        raise LocalProtocolError("an end signal is an answer: not with Ack.NONE")
+    if detect and fmt != _PLAIN:
+        raise LocalProtocolError("detect finds the variant: no format with it")
+
+
+def _why_no_variant(record: SenderRecord, idle_timeout: float) -> str:
+    silent = f"silent for {idle_timeout:g} s after {record.signals} signals"
+    return (
+        f"{silent}: no variant reads them as a whole message of valid UTF-8 (a signal "
+        "lost or merged, a message cut short, or a variant --detect does not know: a "
+        "newline terminator, a handshake)"
+    )
+
+
+def _why_silent(record: SenderRecord, fmt: ClassicFormat, idle_timeout: float) -> str:
+    bits = len(record.pending_bits)
+    where = f"{len(record.data)} bytes and {bits} bits"
+    if fmt.length_bits and record.length is None:
+        where = f"{bits} bits of its {fmt.length_bits}-bit length prefix"
+    elif fmt.length_bits and record.length is not None:
+        body = record.length + (0 if fmt.length_counts_terminator else len(fmt.terminator))
+        announced = fmt.length_bits + 8 * body
+        where += (
+            f"; {announced - record.signals} signals short of the {announced} its length "
+            f"prefix ({record.length}) announces"
         )
-
-    def _why_silent(self, record: SenderRecord) -> str:
-        bits = len(record.pending_bits)
-        where = f"{len(record.data)} bytes and {bits} bits"
-        fmt = self.fmt
-        if fmt.length_bits and record.length is None:
-            where = f"{bits} bits of its {fmt.length_bits}-bit length prefix"
-        elif fmt.length_bits and record.length is not None:
-            body = record.length + (0 if fmt.length_counts_terminator else len(fmt.terminator))
-            announced = fmt.length_bits + 8 * body
-            where += (
-                f"; {announced - record.signals} signals short of the {announced} its length "
-                f"prefix ({record.length}) announces"
-            )
-        ending = "no NUL arrived" if self.fmt.terminator == b"\0" else "the message never ended"
-        silent = f"silent for {self.idle_timeout:g} s after {record.signals} signals"
-        return f"{silent} ({where}): {ending}"
+    ending = "no NUL arrived" if fmt.terminator == b"\0" else "the message never ended"
+    silent = f"silent for {idle_timeout:g} s after {record.signals} signals"
+    return f"{silent} ({where}): {ending}"
 
 
 # ---------------------------------------------------------------------------------------------

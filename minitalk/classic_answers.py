@@ -154,8 +154,11 @@ class AnswerSchedule:
             record.answered_late += 1
 
     def not_answered(self, pid: int, now: float, why: str, *, may_change: bool) -> None:
-        """The driver could not safely send an answer owed to ``pid`` (``why``); see
-        ``ClassicReceiver.not_answered``."""
+        """The driver could not safely send an answer owed to ``pid`` (``why``): noted for the
+        trace, and no bit of that sender is on its way because of it. ``may_change``: the
+        sender does not handle that signal *yet* (it may install its handler late, or just
+        after sending): the answer is tried again every ``ANSWER_RETRY`` while it stays
+        silent, for ``ANSWER_RETRY_FOR`` at most."""
         owed = self._reported(pid)
         record = owed.record if owed is not None else None
         if record is not None and owed is not None:
@@ -173,7 +176,24 @@ class AnswerSchedule:
             self._in_flight = None
             self.release(now)
 
+    def ran(self, record: SenderRecord, count: int, now: float) -> None:
+        """A tight loop answered ``count`` bits of ``record``'s sender itself (see
+        ``quiet_for``): counted, the last of them in flight since ``now``."""
+        record.answered += count
+        if count:
+            self._in_flight_since = now
+
     # -- state ----------------------------------------------------------------------------------
+
+    def quiet_for(self, pid: int) -> bool:
+        """Whether a tight loop may answer ``pid``'s next bits itself: its last answer went
+        out (its next bit follows it), and nothing else is owed, handed out, to be retried,
+        spaced or held for a message being written."""
+        return (
+            self._in_flight == pid
+            and not (self._owed or self._released or self._retries or self._writing)
+            and self._spaced is None
+        )
 
     @property
     def owing(self) -> bool:

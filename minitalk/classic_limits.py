@@ -30,3 +30,6 @@ ANSWER_RETRY_FOR = 1.0
 # A look that found a client not handling a signal stands this long (an answer is always
 # checked afresh): a timed client that catches nothing sends a bit every 100-600 µs.
 REFUSAL_STANDS = 0.001
+# A tight loop (the driver's, with the machine's leave) takes at most this many bits of one
+# sender before the machine sees them: about 4 ms of a fast client's bits.
+CLASSIC_RUN = 4096

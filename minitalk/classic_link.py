@@ -25,6 +25,7 @@ from minitalk.classic import (
     ClassicFormat,
     ClassicMessage,
     ClassicReceiver,
+    ClassicRun,
     ClassicSender,
     EndAt,
     SenderDropped,
@@ -177,7 +178,17 @@ class ClassicServerDriver(ServerSteps):
         self.receiver.handle_timer(now, still_pending=pending)
 
     def _bulk(self) -> None:
-        """The plain protocol has no runs a machine could vouch for: every bit is checked."""
+        """A tight loop where the machine offers one (``ClassicReceiver.bulk``): each bit
+        still checked before its answer, in the loop."""
+        receiver, link = self.receiver, self.link
+        run = receiver.bulk()
+        if run is None or not link.polls:
+            return
+        symbols, times, answered, self._early = link.collect_run(run)
+        if symbols:
+            receiver.bulk_received(run, symbols, times, answered)
+            self._flush(link.now())  # the answer owed to a last bit left unanswered
+            self._sent = self._sent or answered > 0
 
     def _flush(self, now: float) -> None:
         receiver, link = self.receiver, self.link
@@ -305,6 +316,19 @@ class SignalClassicLink(WaiterLink):
         if self.waiter.woken != self._continues:
             self._continues = self.waiter.woken
             self._stopped_since = None
+
+    def collect_run(self, run: ClassicRun) -> tuple[list[int], list[float], int, Signal | None]:
+        """Take ``run`` in the waiter's tight loop (``SignalWaiter.classic_collect``), each
+        answer checked there as ``answer`` checks it; nothing for a sender not answered."""
+        peer = self.peers.get(run.pid)
+        if peer is None or peer.process is None or peer.stat is None or peer.refused:
+            return [], [], 0, None
+        if signal.SIGCONT not in signal.sigpending():  # as in wait
+            self._awake = _boot_seconds()
+        loop = (run.count, run.answer, run.zero, run.in_byte, run.has_one)
+        got = self.waiter.classic_collect(peer.process, peer.stat, loop)
+        self._after_continue()
+        return got
 
     def hold(self, pid: int) -> None:
         """Hold the sender of a signal just taken (once per sender), or note why it will

@@ -33,12 +33,13 @@ import signal
 import sys
 import threading
 import time
+from array import array
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from types import FrameType, ModuleType
 
 from minitalk.errors import UnsupportedPlatformError
-from minitalk.procview import DATA_SIGNALS, PEER_MARK, process_state
+from minitalk.procview import DATA_SIGNALS, PEER_MARK, StatFile, process_state
 
 _WAITED = frozenset(DATA_SIGNALS)
 _SYMBOL: dict[int, int] = {signal.SIGUSR1: 0, signal.SIGUSR2: 1}
@@ -178,6 +179,7 @@ class SignalWaiter:
         if compiled and _COMPILED is None:
             raise ValueError("the compiled inner loop was not built (or MINITALK_PURE_PYTHON)")
         self._compiled = _COMPILED if compiled is not False else None
+        self._c_polls = len(self._spins) * _C_POLLS_PER_PY_POLL  # as long a spin, from C
         self._crowded = False
         self._prompt = 0
         self._stops = frozenset(stops)
@@ -269,70 +271,67 @@ class SignalWaiter:
         before it has been taken: the error is left in ``send_error`` for the caller. Polls
         only: on a crowded machine it yields after each empty poll, as ``wait`` does."""
         if self._compiled is not None:
-            polls = len(self._spins) * _C_POLLS_PER_PY_POLL
             count, broken, errno = self._compiled.bounce(
-                peer.fd, peer.pid, bytes(symbols), DATA_SIGNALS[expect], polls,
+                peer.fd, peer.pid, bytes(symbols), DATA_SIGNALS[expect], self._c_polls,
                 self._crowded, self._waited,
             )  # fmt: skip
-            if errno:
-                self.send_error = OSError(errno, os.strerror(errno))  # its subclass, by errno
-            return count, None if broken is None else self._classify_fields(*broken)[0]
-        poll, send, waited = signal.sigtimedwait, signal.pidfd_send_signal, self._waited
-        fd, pid, want, kinds = peer.fd, peer.pid, DATA_SIGNALS[expect], DATA_SIGNALS
-        spins, crowded = self._spins, self._crowded
-        for index, symbol in enumerate(symbols):
-            for _ in spins:
-                info = poll(waited, 0)
-                if info is not None:
-                    break
-                if crowded:
-                    os.sched_yield()
-            else:
-                return index, None
-            if info.si_signo != want or info.si_pid != pid or info.si_code != SI_USER:
-                return index, self._classify(info)[0]
-            try:
-                send(fd, kinds[symbol])
-            except OSError as error:  # the answer to the last one sent was taken: say so
-                self.send_error = error
-                return index, None
-        return len(symbols), None
+        else:
+            count, broken, errno = _bounce(
+                peer.fd, peer.pid, symbols, DATA_SIGNALS[expect], self._spins, self._crowded,
+                self._waited,
+            )  # fmt: skip
+        if errno:
+            self.send_error = OSError(errno, os.strerror(errno))  # its subclass, by errno
+        return count, self._broken(broken)
 
     def collect(
         self, peer: Process, count: int, answer: int
     ) -> tuple[list[int], tuple[int, int] | None]:
         """Take up to ``count`` symbols from ``peer``, answering each with ``answer`` at once.
         Return the symbols taken, and the signal that broke the run, if one did (see
-        ``bounce``)."""
+        ``bounce``). A failed answer ends the run (the peer exited or changed its user: the
+        caller finds out)."""
+        reply = DATA_SIGNALS[answer]
         if self._compiled is not None:
-            polls = len(self._spins) * _C_POLLS_PER_PY_POLL
-            symbols, broken = self._compiled.collect(
-                peer.fd, peer.pid, count, DATA_SIGNALS[answer], polls, self._crowded,
-                self._waited,
+            taken, broken = self._compiled.collect(
+                peer.fd, peer.pid, count, reply, self._c_polls, self._crowded, self._waited
+            )
+            return list(taken), self._broken(broken)
+        symbols, broken = _collect(
+            peer.fd, peer.pid, count, reply, self._spins, self._crowded, self._waited
+        )
+        return symbols, self._broken(broken)
+
+    def classic_collect(
+        self, peer: Process, stat: StatFile, run: tuple[int, int, int, int, bool]
+    ) -> tuple[list[int], list[float], int, tuple[int, int] | None]:
+        """A classic server's tight loop. ``run``: (count, answer, zero, in_byte, has_one).
+        Take up to ``count`` symbols from ``peer`` and answer each with ``answer`` once
+        ``stat`` shows that cannot kill it, except one that completes a byte of eight
+        ``zero`` symbols (a NUL, which ends a message: its answer waits until it is printed;
+        ``in_byte`` symbols of the current byte came before, ``has_one``: one of them was not
+        ``zero``). A symbol taken and not answered (that, or one the check refused: the
+        compiled loop also leaves a process of several threads that catches nothing to the
+        caller's full check) ends the run. Return the symbols, the ``monotonic()`` time each
+        was taken, how many were answered (all, or all but the last), and the signal that
+        broke the run, if one did (see ``bounce``)."""
+        count, answer, zero, in_byte, has_one = run
+        signum = DATA_SIGNALS[answer]
+        if self._compiled is not None:
+            symbols, stamps, answered, broken = self._compiled.classic_collect(
+                peer.fd, peer.pid, stat.fd, count, signum, zero, in_byte, has_one,
+                self._c_polls, self._crowded, self._waited,
             )  # fmt: skip
-            return list(symbols), None if broken is None else self._classify_fields(*broken)[0]
-        poll, send, waited = signal.sigtimedwait, signal.pidfd_send_signal, self._waited
-        fd, pid, reply = peer.fd, peer.pid, DATA_SIGNALS[answer]
-        symbol_of, spins, crowded = _SYMBOL, self._spins, self._crowded
-        taken: list[int] = []
-        for _ in range(count):
-            for _ in spins:
-                info = poll(waited, 0)
-                if info is not None:
-                    break
-                if crowded:
-                    os.sched_yield()
-            else:
-                return taken, None
-            symbol = symbol_of.get(info.si_signo)
-            if symbol is None or info.si_pid != pid or info.si_code != SI_USER:
-                return taken, self._classify(info)[0]
-            taken.append(symbol)
-            try:
-                send(fd, reply)
-            except OSError:  # it exited or changed its user: the caller finds out
-                return taken, None
-        return taken, None
+            times = array("d", stamps).tolist()
+        else:
+            symbols, times, answered, broken = _classic_collect(
+                peer.fd, peer.pid, stat, run, self._spins, self._crowded, self._waited
+            )
+        return list(symbols), times, answered, self._broken(broken)
+
+    def _broken(self, broken: tuple[int, int, int] | None) -> tuple[int, int] | None:
+        """What a tight loop's breaking signal, (signo, code, pid), is to the caller."""
+        return None if broken is None else self._classify_fields(*broken)[0]
 
     def _classify(self, info: signal.struct_siginfo) -> tuple[tuple[int, int] | None, bool]:
         """The one reading of a siginfo: (the data signal as (sender PID, symbol), or None;
@@ -407,6 +406,113 @@ class SignalWaiter:
                     for signum, handler in previous.items():
                         if handler is not None:  # always set: block_signals took only these
                             signal.signal(signum, handler)
+
+
+# -- the tight loops in Python: the fallback of the compiled ones (minitalk/_inner.c), with
+# the same arguments and results (a breaking signal as (signo, code, pid), unread). The spin
+# is written out in each: a function call per bit costs a few percent of a transfer.
+
+
+def _unread(info: signal.struct_siginfo) -> tuple[int, int, int]:
+    return info.si_signo, info.si_code, info.si_pid
+
+
+def _bounce(
+    fd: int,
+    pid: int,
+    symbols: Sequence[int],
+    want: int,
+    spins: range,
+    crowded: bool,
+    waited: frozenset[int],
+) -> tuple[int, tuple[int, int, int] | None, int]:
+    poll, send, kinds = signal.sigtimedwait, signal.pidfd_send_signal, DATA_SIGNALS
+    for index, symbol in enumerate(symbols):
+        for _ in spins:
+            info = poll(waited, 0)
+            if info is not None:
+                break
+            if crowded:
+                os.sched_yield()
+        else:
+            return index, None, 0
+        if info.si_signo != want or info.si_pid != pid or info.si_code != SI_USER:
+            return index, _unread(info), 0
+        try:
+            send(fd, kinds[symbol])
+        except OSError as error:  # the answer to the last one sent was taken: say so
+            return index, None, error.errno or 0
+    return len(symbols), None, 0
+
+
+def _collect(
+    fd: int, pid: int, count: int, reply: int, spins: range, crowded: bool, waited: frozenset[int]
+) -> tuple[list[int], tuple[int, int, int] | None]:
+    poll, send, symbol_of = signal.sigtimedwait, signal.pidfd_send_signal, _SYMBOL
+    taken: list[int] = []
+    for _ in range(count):
+        for _ in spins:
+            info = poll(waited, 0)
+            if info is not None:
+                break
+            if crowded:
+                os.sched_yield()
+        else:
+            break
+        symbol = symbol_of.get(info.si_signo)
+        if symbol is None or info.si_pid != pid or info.si_code != SI_USER:
+            return taken, _unread(info)
+        taken.append(symbol)
+        try:
+            send(fd, reply)
+        except OSError:
+            break
+    return taken, None
+
+
+def _classic_collect(
+    fd: int,
+    pid: int,
+    stat: StatFile,
+    run: tuple[int, int, int, int, bool],
+    spins: range,
+    crowded: bool,
+    waited: frozenset[int],
+) -> tuple[list[int], list[float], int, tuple[int, int, int] | None]:
+    count, answer, zero, in_byte, has_one = run
+    poll, send, symbol_of = signal.sigtimedwait, signal.pidfd_send_signal, _SYMBOL
+    reply = DATA_SIGNALS[answer]
+    taken: list[int] = []
+    times: list[float] = []
+    answered = 0
+    for _ in range(count):
+        for _ in spins:
+            info = poll(waited, 0)
+            if info is not None:
+                break
+            if crowded:
+                os.sched_yield()
+        else:
+            break
+        symbol = symbol_of.get(info.si_signo)
+        if symbol is None or info.si_pid != pid or info.si_code != SI_USER:
+            return taken, times, answered, _unread(info)
+        times.append(monotonic())
+        taken.append(symbol)
+        has_one = has_one or symbol != zero
+        in_byte += 1
+        if in_byte == 8:
+            if not has_one:  # a NUL: the message ends here
+                break
+            in_byte, has_one = 0, False
+        if not stat.handles(reply):
+            break
+        try:
+            send(fd, reply)
+        except OSError:
+            break
+        answered += 1
+    return taken, times, answered, None
 
 
 class WaiterLink:

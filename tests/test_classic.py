@@ -13,6 +13,7 @@ from minitalk.classic import (
     ClassicFormat,
     ClassicMessage,
     ClassicReceiver,
+    ClassicRun,
     ClassicSender,
     ClassicSenderState,
     EndAt,
@@ -20,7 +21,13 @@ from minitalk.classic import (
     describe,
     describe_send,
 )
-from minitalk.classic_limits import ANSWER_HOLD, ANSWER_RETRY, ANSWER_RETRY_FOR, SPACED_WAIT
+from minitalk.classic_limits import (
+    ANSWER_HOLD,
+    ANSWER_RETRY,
+    ANSWER_RETRY_FOR,
+    CLASSIC_RUN,
+    SPACED_WAIT,
+)
 from minitalk.errors import LocalProtocolError, NoAnswerError
 
 PLAIN = ClassicFormat()
@@ -605,3 +612,136 @@ def test_detect_holds_a_short_message_until_no_prefix_can_explain_more(text: str
     [message] = written(receiver)
     assert isinstance(message, ClassicMessage)
     assert message.text == text
+
+
+# -- runs: bits a tight loop takes and answers itself (ClassicReceiver.bulk) -----------------
+
+
+NOT_NUL = st.characters(exclude_characters="\x00", exclude_categories=["Cs"])
+
+
+def _loop_model(run: ClassicRun, coming: list[int], limit: int, refused: bool) -> tuple[int, int]:
+    """What the tight loops do with ``run`` (transport.SignalWaiter.classic_collect): take
+    up to ``limit`` of the ``coming`` symbols (a silence after them), answering each but one
+    that completes a NUL byte, or one the check refuses (``refused``: the first); return how
+    many were taken and answered."""
+    in_byte, has_one, answered = run.in_byte, run.has_one, 0
+    for taken, symbol in enumerate(coming[: min(limit, run.count)], start=1):
+        has_one = has_one or symbol != run.zero
+        in_byte += 1
+        if in_byte == 8:
+            if not has_one:
+                return taken, answered
+            in_byte, has_one = 0, False
+        if refused:
+            return taken, answered
+        answered += 1
+    return min(limit, run.count, len(coming)), answered
+
+
+def _drive(
+    receiver: ClassicReceiver, symbols: list[int], runs: list[int] | None
+) -> tuple[list[ClassicEvent], int, int]:
+    """Feed ``symbols`` from PID 7, each bit at 1 ms, as the driver does: with ``runs`` (the
+    length of each run before a silence; a negative one is refused at its first bit), a run
+    wherever the machine offers one; without, bit by bit. Return the events, the answers
+    sent and the answers refused."""
+    events: list[ClassicEvent] = []
+    sent, refused, index, lengths = 0, 0, 0, list(runs or [])
+
+    def flush(refuse: bool = False) -> None:
+        nonlocal sent, refused
+        events.extend(written(receiver))
+        for pid, _ in receiver.replies():
+            if refuse:
+                receiver.not_answered(pid, index * 0.001, "no handler")
+                refused += 1
+            else:
+                receiver.answered(pid)
+                sent += 1
+        events.extend(written(receiver))
+
+    while index < len(symbols):
+        run = receiver.bulk() if runs is not None else None
+        if run is None or not lengths:
+            receiver.receive(7, symbols[index], index * 0.001)
+            index += 1
+            flush()
+            continue
+        length = lengths.pop(0)
+        taken, answered = _loop_model(run, symbols[index:], abs(length), length < 0)
+        if taken == 0:
+            continue
+        times = [(index + at) * 0.001 for at in range(taken)]
+        receiver.bulk_received(run, symbols[index : index + taken], times, answered)
+        sent += answered
+        index += taken
+        flush(refuse=length < 0)
+    return events, sent, refused
+
+
+@given(
+    st.lists(st.text(NOT_NUL, max_size=40), min_size=1, max_size=3),
+    st.lists(st.integers(-30, 300), max_size=30),
+)
+def test_runs_give_the_messages_and_answers_bit_by_bit_gives(
+    texts: list[str], runs: list[int]
+) -> None:
+    """However the bits split into runs (cut short by silences, or refused at their first
+    bit), the messages and the answers are those of the bit-by-bit path."""
+    symbols = [s for text in texts for s in PLAIN.encode(text.encode())]
+    by_run = _drive(ClassicReceiver(PLAIN, ack=Ack.BIT), symbols, runs)
+    by_bit = _drive(ClassicReceiver(PLAIN, ack=Ack.BIT), symbols, None)
+    assert [e.text for e in by_run[0] if isinstance(e, ClassicMessage)] == texts
+    assert [e.text for e in by_bit[0] if isinstance(e, ClassicMessage)] == texts
+    assert by_bit[1:] == (len(symbols), 0)
+    events, sent, refused = by_run
+    assert sent + refused == len(symbols)  # each bit answered once, or refused once
+    records = [(e.record.signals, e.record.answered + e.record.unanswered) for e in events]
+    assert records == [(e.record.signals, e.record.answered) for e in by_bit[0]]
+
+
+def test_a_run_is_offered_only_where_each_answer_is_the_machines() -> None:
+    def after_one_bit(receiver: ClassicReceiver) -> ClassicRun | None:
+        receiver.receive(7, 1, 0.0)
+        for pid, _ in receiver.replies():
+            receiver.answered(pid)
+        return receiver.bulk()
+
+    assert after_one_bit(ClassicReceiver(PLAIN)) == ClassicRun(7, CLASSIC_RUN, 0, 0, 1, True)
+    assert after_one_bit(ClassicReceiver(PLAIN, ack_symbol=1)) == ClassicRun(
+        7, CLASSIC_RUN, 1, 0, 1, True
+    )
+    for refused in (
+        ClassicReceiver(PLAIN, ack=Ack.END),
+        ClassicReceiver(PLAIN, ack=Ack.NONE),
+        ClassicReceiver(PLAIN, answer_delay=0.001),
+        ClassicReceiver(detect=True),
+        ClassicReceiver(ClassicFormat(length_bits=32)),
+        ClassicReceiver(ClassicFormat(terminator=b"")),
+    ):
+        assert after_one_bit(refused) is None
+    receiver = ClassicReceiver(PLAIN)
+    assert receiver.bulk() is None  # no sender
+    receiver.receive(7, 0, 0.0)
+    assert receiver.bulk() is None  # its answer not sent yet
+    receiver.replies()
+    receiver.not_answered(7, 0.0, "no handler")
+    assert receiver.bulk() is None  # refused: each bit goes through the driver's check
+    two = ClassicReceiver(PLAIN)
+    two.receive(7, 0, 0.0)
+    two.receive(8, 0, 0.0)
+    for pid, _ in two.replies():
+        two.answered(pid)
+    assert two.bulk() is None  # two senders: one at a time
+
+
+def test_a_run_that_answered_a_messages_last_bit_is_a_driver_bug() -> None:
+    receiver = ClassicReceiver(PLAIN)
+    receiver.receive(7, 0, 0.0)
+    for pid, _ in receiver.replies():
+        receiver.answered(pid)
+    run = receiver.bulk()
+    assert run is not None
+    with pytest.raises(LocalProtocolError):
+        receiver.bulk_received(run, [0] * 7, [0.001] * 7, 7)  # a NUL, answered

@@ -31,6 +31,7 @@ SCENARIOS = r"""
 import json, os, signal, sys, time
 sys.path.insert(0, sys.argv[1])
 sys.path.insert(0, os.path.join(sys.argv[1], "tests"))
+from minitalk.procview import StatFile
 from minitalk.transport import Process, SignalWaiter, block_signals
 from forge import can_forge, forge
 
@@ -46,13 +47,17 @@ def drain():
         pass
 
 
-def child(*signums, stay=True):
+def child(*signums, stay=True, dies_of_usr1=False):
     # A child that sends us ``signums``, then stays until its pipe closes (``end``), or
-    # exits at once (and is reaped here).
+    # exits at once (and is reaped here). ``dies_of_usr1``: it neither blocks, ignores nor
+    # catches SIGUSR1 (one would kill it).
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:
         os.close(write)
+        if dies_of_usr1:
+            signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
         for signum in signums:
             os.kill(me, signum)
         if stay:
@@ -83,9 +88,9 @@ def end(pid, write):
     os.waitpid(pid, 0)
 
 
-def scenario(name, signums, run):
+def scenario(name, signums, run, **how):
     drain()
-    pid, write = child(*signums)
+    pid, write = child(*signums, **how)
     pending(signums)
     w = SignalWaiter(spin=True, stops=stops, compiled=COMPILED)
     ended = []
@@ -166,6 +171,25 @@ if can_forge():
     scenario("bounce, a forged answer", [], bounce_forged)
 
 
+# classic_collect: (count, answer, zero, in_byte, has_one); the peer ignores SIGUSR1 (the
+# SIG_IGN it inherits) unless it dies of it.
+def classic_run(run):
+    def go(w, pid, end_peer):
+        stat = StatFile(pid)
+        symbols, times, answered, broke = w.classic_collect(Process(pid), stat, run)
+        stat.close()
+        ordered = all(a <= b for a, b in zip(times, times[1:])) and len(times) == len(symbols)
+        return [symbols, answered, named(broke, pid), ordered]
+    return go
+scenario("classic, answered", [signal.SIGUSR1, signal.SIGUSR2], classic_run((5, 0, 0, 0, False)))
+scenario("classic, a NUL ends it", [signal.SIGUSR1], classic_run((5, 0, 0, 7, False)))
+scenario("classic, not a NUL", [signal.SIGUSR1], classic_run((5, 0, 0, 7, True)))
+scenario(
+    "classic, refused", [signal.SIGUSR2], classic_run((5, 0, 0, 0, False)), dies_of_usr1=True
+)
+scenario("classic, a stop", [signal.SIGTERM], classic_run((5, 0, 0, 0, False)))
+
+
 # A long exchange: a child collects what we bounce, 5,000 symbols, through every kind of
 # return (runs cut by a spin that found nothing are resumed with a blocking wait).
 SYMBOLS = [(i * 7 + i // 3) % 2 for i in range(5000)]
@@ -217,6 +241,11 @@ EXPECTED = {
     "bounce, one answer": [[1, None, "None"], 0, False],
     "bounce, the wrong answer": [[0, ["peer", 1], "None"], 0, False],
     "bounce, the peer exited": [[0, None, "ProcessLookupError"], 0, False],
+    "classic, answered": [[[0, 1], 2, None, True], 0, False],
+    "classic, a NUL ends it": [[[0], 0, None, True], 0, False],
+    "classic, not a NUL": [[[0], 1, None, True], 0, False],
+    "classic, refused": [[[1], 0, None, True], 0, False],
+    "classic, a stop": [[[], 0, None, True], 0, True],
     "5,000 symbols": [5000, True],
 }
 FORGED = {
