@@ -68,6 +68,9 @@ class ClassicServerConfig:
     end_at: EndAt = EndAt.INSTEAD  # with Ack.BIT: where the end signal goes
     answer_delay: float = 0.0  # seconds before each answer
     detect: bool = False  # find each sender's variant (fmt is then the default)
+    # answer a client asleep in sigwait/sigtimedwait, which /proc shows not blocking the
+    # signal: the user vouches that it blocked it before its wait (see procview.StatFile)
+    answer_sigwait: bool = False
     idle_timeout: float = IDLE_TIMEOUT
     max_message: int = DEFAULT_MAX_MESSAGE
     max_messages: int | None = None  # stop after this many messages
@@ -98,7 +101,7 @@ def serve_classic(
     return the number of messages delivered. ``on_message(message, uid)`` prints one;
     ``on_trace`` is told of every message and every dropped sender."""
     block_signals()
-    link = SignalClassicLink()
+    link = SignalClassicLink(answer_sigwait=config.answer_sigwait)
     driver = ClassicServerDriver(config.receiver(), link, on_message, on_trace)
     on_ready(os.getpid())
     try:
@@ -278,7 +281,8 @@ class SignalClassicLink(WaiterLink):
     as PID reuse within it.)
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, answer_sigwait: bool = False) -> None:
+        self.answer_sigwait = answer_sigwait  # see ClassicServerConfig
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCONT})
         super().__init__(SignalWaiter(wakes={signal.SIGCONT}))
         self.peers: dict[int, PlainPeer] = {}
@@ -380,14 +384,18 @@ class SignalClassicLink(WaiterLink):
             return f"cannot signal it: {error.strerror}"
         return ""
 
-    @staticmethod
     def _refusal(
-        peer: PlainPeer, process: Process, stat: StatFile, signum: signal.Signals, now: float
+        self,
+        peer: PlainPeer,
+        process: Process,
+        stat: StatFile,
+        signum: signal.Signals,
+        now: float,
     ) -> str:
         """Why ``signum`` must not be sent to the peer now, or "" if it may."""
         if now < peer.refused_until and signum == peer.refused_signal:
             return peer.not_handled  # looked at just now
-        if stat.handles(signum):
+        if stat.handles(signum, waiting=self.answer_sigwait):
             peer.not_handled, peer.refused_until = "", 0.0
             return ""
         if stat.exiting or not process.alive():
@@ -466,7 +474,8 @@ _TICK = 1 / os.sysconf("SC_CLK_TCK")
 # the signal, which the kernel lifts while it waits (docs/classic.md, "Never a fatal answer").
 _WAITER_HINT = (
     " (asleep in sigwait/sigtimedwait, which shows it unblocked, and one that did not block it "
-    "first dies of it: catch it, even with an empty handler, to be answered)"
+    "first dies of it: catch it, even with an empty handler, to be answered, or, if it blocks "
+    "the signal before it waits, serve with --answer-sigwait)"
 )
 
 

@@ -302,6 +302,17 @@ AnswerDelayOption = Annotated[
         rich_help_panel=_CLASSIC,
     ),
 ]
+AnswerSigwaitFlag = Annotated[
+    bool,
+    typer.Option(
+        "--answer-sigwait",
+        help="Also answer a client asleep in sigwait/sigtimedwait that catches nothing. /proc "
+        "shows the signal it waits for as unblocked, and one that did not block it before "
+        "its wait dies of the answer (as it would of its own server's): you vouch that yours "
+        "blocks it first.",
+        rich_help_panel=_CLASSIC,
+    ),
+]
 IdleTimeoutOption = Annotated[
     Optional[float],  # noqa: UP045
     typer.Option(
@@ -413,6 +424,7 @@ _CLASSIC_ONLY = (
     "end_signal",
     "end_signal_at",
     "answer_delay_us",
+    "answer_sigwait",
     "idle_timeout",
     "delay_us",
     "answer_gap_us",
@@ -512,6 +524,7 @@ def serve_command(
     end_signal: EndSignalOption = None,
     end_signal_at: EndSignalAtOption = None,
     answer_delay_us: AnswerDelayOption = None,
+    answer_sigwait: AnswerSigwaitFlag = False,
     idle_timeout: IdleTimeoutOption = None,
     bit_order: BitOrderOption = None,
     zero: ZeroOption = None,
@@ -542,6 +555,8 @@ def serve_command(
             **{"--idle-timeout": idle_timeout, "--answer-delay-us": answer_delay_us},
         )
         answers = _check_classic_answers(ctx, detect, ack, end_signal, end_signal_at)
+        if answer_sigwait and answers is AckWhen.none:
+            raise UsageError("--answer-sigwait says whom to answer: not with --ack none")
         rules = _serve_rules(
             max_bytes,
             frame_timeout,
@@ -563,6 +578,7 @@ def serve_command(
                 end_at=EndAt((end_signal_at or EndSignalAt.instead).value),
                 answer_delay=(answer_delay_us or 0.0) / 1e6,
                 detect=detect,
+                answer_sigwait=answer_sigwait,
                 idle_timeout=CLASSIC_IDLE_TIMEOUT if idle_timeout is None else idle_timeout,
                 max_message=max_bytes,
                 max_messages=count,

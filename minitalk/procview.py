@@ -145,9 +145,10 @@ class StatFile:
         self.fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
         self.exiting = False  # seen exiting or exited by the last read
 
-    def handles(self, signum: int) -> bool:
+    def handles(self, signum: int, *, waiting: bool = False) -> bool:
         """``handles(pid, signum)``, from this open file (``exiting`` tells why not, if it
-        is exiting or gone)."""
+        is exiting or gone). ``waiting``: a thread asleep in sigwait/sigtimedwait counts as
+        blocking the signal (see ``_every_thread_holds``: /proc cannot show that it did)."""
         self.exiting = True
         try:
             fields = os.pread(self.fd, 4096, 0).rpartition(b")")[2].split()
@@ -158,10 +159,10 @@ class StatFile:
             if (int(fields[30]) | int(fields[31])) & bit:  # ignored or caught: process-wide
                 return True
             if fields[17] == b"1":  # its one thread's mask is this one
-                return bool(int(fields[29]) & bit)
+                return bool(int(fields[29]) & bit) or (waiting and _in_sigwait(self.pid))
         except (OSError, IndexError, ValueError):  # it exited, or an unreadable line
             return False
-        return _every_thread_holds(self.pid, bit)
+        return _every_thread_holds(self.pid, bit, waiting=waiting)
 
     def close(self) -> None:
         os.close(self.fd)
@@ -180,7 +181,16 @@ def start_ticks(pid: int) -> int | None:
         return None
 
 
-def _every_thread_holds(pid: int, bit: int) -> bool:
+def _in_sigwait(task: int | str) -> bool:
+    """Process (or "PID/task/TID") ``task`` is asleep in sigwait/sigwaitinfo/sigtimedwait."""
+    try:
+        with open(f"/proc/{task}/wchan", encoding="ascii") as wchan:
+            return wchan.read().startswith("do_sigtimedwait")
+    except OSError:
+        return False
+
+
+def _every_thread_holds(pid: int, bit: int, *, waiting: bool = False) -> bool:
     """Blocking is per thread, and the kernel hands a signal sent to the process to any
     thread that does not block it: only if every thread blocks it is it safe.
 
@@ -189,12 +199,18 @@ def _every_thread_holds(pid: int, bit: int) -> bool:
     process for a signal whose action is the default one unless the thread had blocked it
     *before* its wait (``real_blocked``, which /proc does not show), and a client that waits
     without blocking first dies of the answer (a review reproduced it: exit 138). So a client
-    that waits correctly in sigtimedwait, catching nothing, is not answered: safety first."""
+    that waits correctly in sigtimedwait, catching nothing, is not answered: safety first,
+    unless ``waiting`` (serve --classic --answer-sigwait: the user vouches that the client
+    blocked the signal before its wait, as it must for its own server's answer not to kill
+    it), when a thread asleep there counts as holding it."""
     try:
         tids = os.listdir(f"/proc/{pid}/task")
     except OSError:
         return False
-    return bool(tids) and all(_thread_holds(pid, tid, bit) for tid in tids)
+    return bool(tids) and all(
+        _thread_holds(pid, tid, bit) or (waiting and _in_sigwait(f"{pid}/task/{tid}"))
+        for tid in tids
+    )
 
 
 # /proc/PID/task/TID/stat field 32 shows signals 1-31: all of them blocked, but SIGKILL and

@@ -303,6 +303,22 @@ def test_a_client_that_waits_in_sigtimedwait_is_never_killed(
         assert out == f"{EMOJI}\n".encode()
 
 
+def test_with_answer_sigwait_a_client_that_waits_in_sigtimedwait_gets_its_answers(
+    procs: Processes, c_peers: dict[str, str]
+) -> None:
+    """--answer-sigwait: the user vouches that the client blocked the signals before its
+    waits (this one does), so a client asleep in sigtimedwait is answered, and its whole
+    message arrives; it gives up after 1 s without an answer (exit 3), which it never does."""
+    server = _classic_serve(procs, "--count", "1", "--answer-sigwait", "--trace")
+    client = procs.popen([c_peers["client"], str(server.pid), "timedwait", EMOJI, "1000"])
+    _, err = client.communicate(timeout=HANG_GUARD)
+    assert client.returncode == 0, err
+    out, trace, code = server.finish()
+    assert (out, code) == (f"{EMOJI}\n".encode(), 0)
+    signals = 8 * (len(EMOJI.encode()) + 1)
+    assert f"answers sent {signals} of {signals}".encode() in trace
+
+
 def test_a_two_thread_client_that_blocks_in_one_thread_is_never_answered(
     procs: Processes, c_peers: dict[str, str]
 ) -> None:
@@ -574,6 +590,7 @@ def test_serve_detect_reads_every_variant_and_names_it(procs: Processes) -> None
         ),
         (["--end-signal-at", "before"], "--end-signal-at places --end-signal among per-bit"),
         (["--prefix-order", "lsb"], "--prefix-order needs --length-prefix 32 or 64"),
+        (["--ack", "none", "--answer-sigwait"], "--answer-sigwait says whom to answer"),
         (
             ["--ack", "end", "--end-signal", "usr2", "--end-signal-at", "after"],
             "needs --end-signal",
