@@ -198,6 +198,10 @@ def main() -> None:
             {
                 "C": ([c["server"]], client("timedwait", text, "10")),
                 "mt": (serve, client("timedwait", text, "10")),
+                "mt --answer-sigwait": (
+                    [*serve, "--answer-sigwait"],
+                    client("timedwait", text, "10"),
+                ),
             },
         )
         forms = {

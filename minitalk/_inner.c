@@ -11,9 +11,9 @@
  * each empty poll when the caller says the machine is crowded; a run whose answer does not
  * come within `polls` polls ends, and the caller waits with its deadlines.
  *
- * The GIL is released for the whole run. A Python signal handler's signal (SIGINT at a
- * client) that interrupts a poll ends the run at once, as a silence would, so that Python
- * runs the handler (KeyboardInterrupt) as soon as the call returns.
+ * The GIL is released for the whole run. A signal with a Python handler (SIGINT at a client)
+ * is acted on when the run ends, at a frame's end at the latest (tens of milliseconds): a
+ * poll with a zero timeout returns EAGAIN, never EINTR, so nothing ends a run sooner.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -35,7 +35,7 @@
 
 static const struct timespec NO_WAIT = {0, 0};
 
-enum polled { POLLED_SIGNAL, POLLED_NOTHING, POLLED_INTERRUPTED };
+enum polled { POLLED_SIGNAL, POLLED_NOTHING };
 
 /* Poll up to `polls` times for one of `waited`. */
 static enum polled poll_one(const sigset_t *waited, long polls, int crowded, siginfo_t *info)
@@ -43,8 +43,6 @@ static enum polled poll_one(const sigset_t *waited, long polls, int crowded, sig
     for (long i = 0; i < polls; i++) {
         if (sigtimedwait(waited, info, &NO_WAIT) > 0)
             return POLLED_SIGNAL;
-        if (errno == EINTR)
-            return POLLED_INTERRUPTED;
         if (crowded)
             sched_yield();
     }
@@ -191,6 +189,8 @@ static PyObject *collect(PyObject *module, PyObject *args)
  * catches `signo`, or has one thread and it blocks `signo`; 0 otherwise, also for a process
  * of several threads that catches nothing (the Python check reads each thread's mask). */
 #define PF_EXITING 0x4
+/* /proc stat field 32 shows signals 1-31: all of them, but SIGKILL and SIGSTOP */
+#define ALL_BLOCKED (0x7fffffffULL & ~(1ULL << (SIGKILL - 1)) & ~(1ULL << (SIGSTOP - 1)))
 static int stat_allows(int statfd, int signo)
 {
     char text[4096];
@@ -220,7 +220,7 @@ static int stat_allows(int statfd, int signo)
             char *end;
             errno = 0;
             field[count] = strtoull(at, &end, 10);
-            if (end == at) /* a negative or odd field: not one we read; skip it */
+            if (end == at) /* not a number (none of the fields read here) */
                 field[count] = 0;
             at = end;
             while (*at && *at != ' ')
@@ -233,7 +233,9 @@ static int stat_allows(int statfd, int signo)
     unsigned long long bit = 1ULL << (signo - 1);
     if ((field[30] | field[31]) & bit) /* ignored or caught: process-wide */
         return 1;
-    return field[17] == 1 && (field[29] & bit); /* its one thread blocks it */
+    /* its one thread blocks it, and not as a thread that blocks every signal for a moment
+     * (around pthread_create's or posix_spawn's clone: procview._blocks) */
+    return field[17] == 1 && (field[29] & bit) && (field[29] & ALL_BLOCKED) != ALL_BLOCKED;
 }
 
 static double now_monotonic(void)
@@ -249,12 +251,14 @@ PyDoc_STRVAR(classic_collect_doc,
 "A classic server's tight loop: take up to ``count`` data signals from ``pid`` and answer\n"
 "each with the signal ``answer`` through pidfd, once ``stat_allows`` (its /proc/PID/stat,\n"
 "open as statfd) says that cannot kill it. A signal is taken but not answered, ending the\n"
-"run, when the check says no, or when it completes a byte of eight ``zero`` symbols (a NUL:\n"
-"the message's end, whose answer waits until it is printed); ``in_byte`` and ``has_one``\n"
-"say where the bytes stand (symbols of the current byte so far, and whether one was not\n"
-"``zero``). ``symbols``: bytes of 0 and 1; ``times``: the monotonic time each was taken, as\n"
-"doubles; ``answered``: how many of them were answered (all, or all but the last);\n"
-"``broken``: None, or the unexpected signal that ended the run, as (signo, code, pid).");
+"run, when the check says no, when another signal of ``waited`` is pending (it is taken\n"
+"first, as the server's step does), or when it completes a byte of eight ``zero`` symbols\n"
+"(a NUL: the message's end, whose answer waits until it is printed); ``in_byte`` and\n"
+"``has_one`` say where the bytes stand (symbols of the current byte so far, and whether one\n"
+"was not ``zero``). ``symbols``: bytes of 0 and 1; ``times``: the monotonic time each was\n"
+"taken, as doubles; ``answered``: how many were answered (all, or all but the last);\n"
+"``broken``: None, or the unexpected signal that ended the run, as (signo, code, pid);\n"
+"``awake``: the last of ``times`` at which no SIGCONT was pending (0.0: none).");
 
 static PyObject *classic_collect(PyObject *module, PyObject *args)
 {
@@ -269,6 +273,11 @@ static PyObject *classic_collect(PyObject *module, PyObject *args)
     (void)module;
     if (count < 0)
         count = 0;
+    if (in_byte < 0 || in_byte > 7 || (zero != 0 && zero != 1) ||
+        (answer != SIGUSR1 && answer != SIGUSR2)) {
+        PyErr_SetString(PyExc_ValueError, "in_byte 0-7, zero 0 or 1, answer SIGUSR1 or SIGUSR2");
+        return NULL;
+    }
     if (waited_set(numbers, &waited) < 0)
         return NULL;
     PyObject *taken = PyBytes_FromStringAndSize(NULL, count);
@@ -282,7 +291,9 @@ static PyObject *classic_collect(PyObject *module, PyObject *args)
     double *at = (double *)PyBytes_AS_STRING(times);
     Py_ssize_t got = 0, answered = 0;
     int broke = 0;
+    double awake = 0.0;
     siginfo_t info;
+    sigset_t pending, others;
     Py_BEGIN_ALLOW_THREADS
     while (got < count) {
         if (poll_one(&waited, polls, crowded, &info) != POLLED_SIGNAL)
@@ -300,6 +311,13 @@ static PyObject *classic_collect(PyObject *module, PyObject *args)
                 break;
             in_byte = has_one = 0;
         }
+        if (sigpending(&pending) != 0)
+            break;
+        if (!sigismember(&pending, SIGCONT))
+            awake = at[got - 1];
+        sigandset(&others, &waited, &pending);
+        if (!sigisemptyset(&others)) /* taken first, as the server's step takes what is pending */
+            break;
         if (!stat_allows(statfd, answer) || send_to(pidfd, answer) != 0)
             break;
         answered++;
@@ -319,7 +337,7 @@ static PyObject *classic_collect(PyObject *module, PyObject *args)
         Py_DECREF(times);
         return NULL;
     }
-    return Py_BuildValue("(NNnN)", taken, times, answered, broken);
+    return Py_BuildValue("(NNnNd)", taken, times, answered, broken, awake);
 }
 
 static PyMethodDef methods[] = {

@@ -330,9 +330,16 @@ class SignalClassicLink(WaiterLink):
         if signal.SIGCONT not in signal.sigpending():  # as in wait
             self._awake = _boot_seconds()
         loop = (run.count, run.answer, run.zero, run.in_byte, run.has_one)
-        got = self.waiter.classic_collect(peer.process, peer.stat, loop)
+        # the boot clock runs ahead of the monotonic one only through a suspend: this offset,
+        # taken before, can only place ``awake`` earlier than it was (the safe side)
+        offset = _boot_seconds() - monotonic()
+        symbols, times, answered, got, awake = self.waiter.classic_collect(
+            peer.process, peer.stat, loop
+        )
+        if awake:  # running then, as a wait begun then would have noted
+            self._awake = max(self._awake, awake + offset)
         self._after_continue()
-        return got
+        return symbols, times, answered, got
 
     def hold(self, pid: int) -> None:
         """Hold the sender of a signal just taken (once per sender), or note why it will

@@ -159,7 +159,7 @@ class StatFile:
             if (int(fields[30]) | int(fields[31])) & bit:  # ignored or caught: process-wide
                 return True
             if fields[17] == b"1":  # its one thread's mask is this one
-                return bool(int(fields[29]) & bit) or (waiting and _in_sigwait(self.pid))
+                return _blocks(int(fields[29]), bit) or (waiting and _in_sigwait(self.pid))
         except (OSError, IndexError, ValueError):  # it exited, or an unreadable line
             return False
         return _every_thread_holds(self.pid, bit, waiting=waiting)
@@ -218,19 +218,24 @@ def _every_thread_holds(pid: int, bit: int, *, waiting: bool = False) -> bool:
 _ALL_BLOCKED = 0x7FFFFFFF & ~(1 << (signal.SIGKILL - 1)) & ~(1 << (signal.SIGSTOP - 1))
 
 
+def _blocks(blocked: int, bit: int) -> bool:
+    """A thread's mask (/proc stat field 32) holds the signal of ``bit``, and not as one that
+    blocks every signal for a moment: glibc's (and musl's) pthread_create makes a new thread
+    with every signal blocked, and it takes its creator's mask only once it runs, and the
+    creating thread blocks them all around its clone too (posix_spawn, system and popen do
+    the same); a signal answered meanwhile is delivered once the mask is put back, and kills
+    the process (a test reproduces both). A mask of every signal is not counted as holding."""
+    return bool(blocked & bit) and blocked & _ALL_BLOCKED != _ALL_BLOCKED
+
+
 def _thread_holds(pid: int, tid: str, bit: int) -> bool:
-    """Thread ``tid`` blocks the signal (read from its own /proc stat, field 32), and not
-    as a thread that has not started yet: glibc's (and musl's) pthread_create makes a new
-    thread with every signal blocked, and it takes its creator's mask only once it runs; a
-    signal answered while it waits for a CPU is delivered to it then, and kills the process
-    (a test reproduces it). A thread that blocks every signal is not counted as holding one."""
+    """Thread ``tid`` blocks the signal (read from its own /proc stat, field 32; ``_blocks``)."""
     try:
         with open(f"/proc/{pid}/task/{tid}/stat", "rb") as stat:
             fields = stat.read().rpartition(b")")[2].split()
-        blocked = int(fields[29])
+        return _blocks(int(fields[29]), bit)
     except (OSError, IndexError, ValueError):
         return False
-    return bool(blocked & bit) and blocked & _ALL_BLOCKED != _ALL_BLOCKED
 
 
 # Shells catch SIGUSR1/SIGUSR2 and exit on them (bash, when interactive); none is a minitalk.

@@ -304,30 +304,33 @@ class SignalWaiter:
 
     def classic_collect(
         self, peer: Process, stat: StatFile, run: tuple[int, int, int, int, bool]
-    ) -> tuple[list[int], list[float], int, tuple[int, int] | None]:
+    ) -> tuple[list[int], list[float], int, tuple[int, int] | None, float]:
         """A classic server's tight loop. ``run``: (count, answer, zero, in_byte, has_one).
         Take up to ``count`` symbols from ``peer`` and answer each with ``answer`` once
         ``stat`` shows that cannot kill it, except one that completes a byte of eight
         ``zero`` symbols (a NUL, which ends a message: its answer waits until it is printed;
         ``in_byte`` symbols of the current byte came before, ``has_one``: one of them was not
-        ``zero``). A symbol taken and not answered (that, or one the check refused: the
-        compiled loop also leaves a process of several threads that catches nothing to the
-        caller's full check) ends the run. Return the symbols, the ``monotonic()`` time each
-        was taken, how many were answered (all, or all but the last), and the signal that
-        broke the run, if one did (see ``bounce``)."""
+        ``zero``). A symbol taken and not answered ends the run: that one, one the check
+        refused (the compiled loop also leaves a process of several threads that catches
+        nothing to the caller's full check), and one taken while another waited-for signal
+        is pending (the caller takes that first, as its step does). Return the symbols, the
+        ``monotonic()`` time each was taken, how many were answered (all, or all but the
+        last), the signal that broke the run, if one did (see ``bounce``), and the last of
+        those times at which no SIGCONT was pending (0.0 if none: see
+        ``classic_link.SignalClassicLink``)."""
         count, answer, zero, in_byte, has_one = run
         signum = DATA_SIGNALS[answer]
         if self._compiled is not None:
-            symbols, stamps, answered, broken = self._compiled.classic_collect(
+            symbols, stamps, answered, broken, awake = self._compiled.classic_collect(
                 peer.fd, peer.pid, stat.fd, count, signum, zero, in_byte, has_one,
                 self._c_polls, self._crowded, self._waited,
             )  # fmt: skip
             times = array("d", stamps).tolist()
         else:
-            symbols, times, answered, broken = _classic_collect(
+            symbols, times, answered, broken, awake = _classic_collect(
                 peer.fd, peer.pid, stat, run, self._spins, self._crowded, self._waited
             )
-        return list(symbols), times, answered, self._broken(broken)
+        return list(symbols), times, answered, self._broken(broken), awake
 
     def _broken(self, broken: tuple[int, int, int] | None) -> tuple[int, int] | None:
         """What a tight loop's breaking signal, (signo, code, pid), is to the caller."""
@@ -478,13 +481,13 @@ def _classic_collect(
     spins: range,
     crowded: bool,
     waited: frozenset[int],
-) -> tuple[list[int], list[float], int, tuple[int, int, int] | None]:
+) -> tuple[list[int], list[float], int, tuple[int, int, int] | None, float]:
     count, answer, zero, in_byte, has_one = run
     poll, send, symbol_of = signal.sigtimedwait, signal.pidfd_send_signal, _SYMBOL
     reply = DATA_SIGNALS[answer]
     taken: list[int] = []
     times: list[float] = []
-    answered = 0
+    answered, awake = 0, 0.0
     for _ in range(count):
         for _ in spins:
             info = poll(waited, 0)
@@ -496,7 +499,7 @@ def _classic_collect(
             break
         symbol = symbol_of.get(info.si_signo)
         if symbol is None or info.si_pid != pid or info.si_code != SI_USER:
-            return taken, times, answered, _unread(info)
+            return taken, times, answered, _unread(info), awake
         times.append(monotonic())
         taken.append(symbol)
         has_one = has_one or symbol != zero
@@ -505,6 +508,11 @@ def _classic_collect(
             if not has_one:  # a NUL: the message ends here
                 break
             in_byte, has_one = 0, False
+        pending = signal.sigpending()
+        if signal.SIGCONT not in pending:
+            awake = times[-1]
+        if not waited.isdisjoint(pending):  # taken first, as the server's step does
+            break
         if not stat.handles(reply):
             break
         try:
@@ -512,7 +520,7 @@ def _classic_collect(
         except OSError:
             break
         answered += 1
-    return taken, times, answered, None
+    return taken, times, answered, None, awake
 
 
 class WaiterLink:

@@ -350,6 +350,23 @@ def test_a_thread_that_blocks_every_signal_is_not_counted_as_holding_them(
     assert b"not sent (unsafe: it does not block, ignore or catch SIGUSR1)" in trace
 
 
+def test_a_client_that_blocks_every_signal_for_a_while_is_not_answered(
+    procs: Processes, c_peers: dict[str, str]
+) -> None:
+    """One thread that blocks every signal (as pthread_create and posix_spawn leave the
+    calling thread around their clone, 17-27% of the time for a client that starts threads
+    or programs between bits) puts its mask back soon: an answer sent meanwhile kills it
+    then (a review reproduced it). This client keeps that mask for its whole message, then
+    unblocks: it is never answered, and lives."""
+    server = _classic_serve(procs, "--count", "1", "--trace")
+    client = procs.popen([c_peers["client"], str(server.pid), "allblocked", ASCII, SLEEP_GAP_US])
+    client.communicate(timeout=HANG_GUARD)
+    assert client.returncode == 0, "the client was killed (or failed)"
+    out, trace, code = server.finish()
+    assert (out, code) == (f"{ASCII}\n".encode(), 0)
+    assert b"not sent (unsafe: it does not block, ignore or catch SIGUSR1)" in trace
+
+
 def test_a_long_message_from_a_client_that_waits_for_each_bit(
     procs: Processes, c_peers: dict[str, str]
 ) -> None:

@@ -47,7 +47,7 @@ def drain():
         pass
 
 
-def child(*signums, stay=True, dies_of_usr1=False):
+def child(*signums, stay=True, dies_of_usr1=False, all_blocked=False):
     # A child that sends us ``signums``, then stays until its pipe closes (``end``), or
     # exits at once (and is reaped here). ``dies_of_usr1``: it neither blocks, ignores nor
     # catches SIGUSR1 (one would kill it).
@@ -55,9 +55,11 @@ def child(*signums, stay=True, dies_of_usr1=False):
     pid = os.fork()
     if pid == 0:
         os.close(write)
-        if dies_of_usr1:
+        if dies_of_usr1 or all_blocked:
             signal.signal(signal.SIGUSR1, signal.SIG_DFL)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
+        if all_blocked:  # as around pthread_create's clone: no proof of a lasting block
+            signal.pthread_sigmask(signal.SIG_SETMASK, set(signal.Signals))
         for signum in signums:
             os.kill(me, signum)
         if stay:
@@ -176,18 +178,36 @@ if can_forge():
 def classic_run(run):
     def go(w, pid, end_peer):
         stat = StatFile(pid)
-        symbols, times, answered, broke = w.classic_collect(Process(pid), stat, run)
+        symbols, times, answered, broke, awake = w.classic_collect(Process(pid), stat, run)
         stat.close()
         ordered = all(a <= b for a, b in zip(times, times[1:])) and len(times) == len(symbols)
-        return [symbols, answered, named(broke, pid), ordered]
+        return [symbols, answered, named(broke, pid), ordered, awake in times]
     return go
-scenario("classic, answered", [signal.SIGUSR1, signal.SIGUSR2], classic_run((5, 0, 0, 0, False)))
+scenario("classic, answered", [signal.SIGUSR1], classic_run((5, 0, 0, 0, False)))
+scenario(
+    "classic, its next bit already there",
+    [signal.SIGUSR1, signal.SIGUSR2],
+    classic_run((5, 0, 0, 0, False)),
+)
 scenario("classic, a NUL ends it", [signal.SIGUSR1], classic_run((5, 0, 0, 7, False)))
 scenario("classic, not a NUL", [signal.SIGUSR1], classic_run((5, 0, 0, 7, True)))
 scenario(
     "classic, refused", [signal.SIGUSR2], classic_run((5, 0, 0, 0, False)), dies_of_usr1=True
 )
+scenario(
+    "classic, every signal blocked", [signal.SIGUSR2], classic_run((5, 0, 0, 0, False)),
+    all_blocked=True,
+)
 scenario("classic, a stop", [signal.SIGTERM], classic_run((5, 0, 0, 0, False)))
+
+
+# The peer's 0 is pending, and a stranger's 1: the 0 is taken, and left unanswered for the
+# caller, which takes what else is pending first.
+def classic_stranger(w, pid, end_peer):
+    stranger, _ = child(signal.SIGUSR2, stay=False)
+    pending([signal.SIGUSR1, signal.SIGUSR2])
+    return classic_run((5, 0, 0, 0, False))(w, pid, end_peer)
+scenario("classic, something else pending", [signal.SIGUSR1], classic_stranger)
 
 
 # A long exchange: a child collects what we bounce, 5,000 symbols, through every kind of
@@ -241,11 +261,14 @@ EXPECTED = {
     "bounce, one answer": [[1, None, "None"], 0, False],
     "bounce, the wrong answer": [[0, ["peer", 1], "None"], 0, False],
     "bounce, the peer exited": [[0, None, "ProcessLookupError"], 0, False],
-    "classic, answered": [[[0, 1], 2, None, True], 0, False],
-    "classic, a NUL ends it": [[[0], 0, None, True], 0, False],
-    "classic, not a NUL": [[[0], 1, None, True], 0, False],
-    "classic, refused": [[[1], 0, None, True], 0, False],
-    "classic, a stop": [[[], 0, None, True], 0, True],
+    "classic, answered": [[[0], 1, None, True, True], 0, False],
+    "classic, its next bit already there": [[[0], 0, None, True, True], 0, False],
+    "classic, a NUL ends it": [[[0], 0, None, True, False], 0, False],
+    "classic, not a NUL": [[[0], 1, None, True, True], 0, False],
+    "classic, refused": [[[1], 0, None, True, True], 0, False],
+    "classic, every signal blocked": [[[1], 0, None, True, True], 0, False],
+    "classic, a stop": [[[], 0, None, True, False], 0, True],
+    "classic, something else pending": [[[0], 0, None, True, True], 0, False],
     "5,000 symbols": [5000, True],
 }
 FORGED = {

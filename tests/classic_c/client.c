@@ -19,7 +19,10 @@
  *   newthread  like thread, but the second thread blocks every signal until the last bit is
  *              sent, as glibc's pthread_create leaves a new thread until it has started, then
  *              unblocks them all: a signal answered meanwhile kills it then. It exits 0 once
- *              that thread has unblocked them (a pending signal would have killed it by then) */
+ *              that thread has unblocked them (a pending signal would have killed it by then)
+ *   allblocked like sleep (ARG µs), one thread, catching nothing, with every signal blocked
+ *              while it sends (as glibc's pthread_create and posix_spawn leave the calling
+ *              thread for a moment), then unblocked: a signal answered meanwhile kills it then */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <pthread.h>
@@ -102,7 +105,7 @@ int main(int argc, char **argv)
     text = (const unsigned char *)argv[3];
     size = strlen(argv[3]) + 1; /* the NUL too */
     if (argc == 5 && (strcmp(mode, "sleep") == 0 || strcmp(mode, "thread") == 0 ||
-                      strcmp(mode, "newthread") == 0))
+                      strcmp(mode, "newthread") == 0 || strcmp(mode, "allblocked") == 0))
         gap.tv_nsec = atol(argv[4]) * 1000L;
     if (argc == 5 && strcmp(mode, "timedwait") == 0)
         giveup_ms = atol(argv[4]);
@@ -140,6 +143,10 @@ int main(int argc, char **argv)
         while (!__atomic_load_n(&new_thread_ready, __ATOMIC_SEQ_CST))
             nanosleep(&tick, NULL);
         pthread_sigmask(SIG_BLOCK, &both, NULL); /* this thread only */
+    } else if (strcmp(mode, "allblocked") == 0) {
+        sigset_t all;
+        sigfillset(&all);
+        sigprocmask(SIG_SETMASK, &all, NULL);
     } else if (strcmp(mode, "sleep") != 0) {
         return 2;
     }
@@ -183,6 +190,8 @@ int main(int argc, char **argv)
                 (int)usr2, answers);
         return 3;
     }
+    if (strcmp(mode, "allblocked") == 0)
+        sigprocmask(SIG_SETMASK, &none, NULL); /* a pending SIGUSR1/2 kills it here */
     if (strcmp(mode, "newthread") == 0) {
         struct timespec tick = {0, 1000000};
         __atomic_store_n(&all_sent, 1, __ATOMIC_SEQ_CST);
