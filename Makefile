@@ -11,6 +11,8 @@ $(STAMP): pyproject.toml setup.py minitalk/_inner.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test,lint]'
+	@$(BIN)/python -c 'from minitalk.transport import INNER_LOOP as loop; \
+		print(f"minitalk installed with its {loop} inner loop (see README: Speed)")'
 	touch $(STAMP)
 
 ## demo: start a server, send three short messages through it (text, file, stdin), show its output
@@ -67,4 +69,4 @@ soak: $(STAMP)
 	$(BIN)/python -m tests.soak
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build minitalk/*.so

@@ -79,6 +79,7 @@ class SenderRecord:
     answered: int = 0
     unanswered: int = 0  # answers owed that the server could not safely send
     answered_late: int = 0  # of the answered: refused first, sent once it handled the signal
+    answered_in_runs: int = 0  # of the answered: by a tight loop (ClassicReceiver.bulk)
     finder: VariantFinder | None = None  # --detect: every reading of its signals at once
     detected: ClassicFormat | None = None  # --detect: the variant its message was read in
     end_signal: str = ""  # the end-of-message signal: "sent", or why it was not
@@ -722,7 +723,8 @@ def describe(event: ClassicEvent, fmt: ClassicFormat, ack: Ack) -> list[str]:
             if record.answered_late
             else ""
         )
-        lines.append(f"{head} answers sent {record.answered} of {owed}{late}{missing}")
+        runs = f"; {record.answered_in_runs} in a tight loop" if record.answered_in_runs else ""
+        lines.append(f"{head} answers sent {record.answered} of {owed}{late}{missing}{runs}")
     if record.end_signal:
         lines.append(f"{head} {record.end_signal}")
     if isinstance(event, SenderDropped):

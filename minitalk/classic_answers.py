@@ -180,6 +180,7 @@ class AnswerSchedule:
         """A tight loop answered ``count`` bits of ``record``'s sender itself (see
         ``quiet_for``): counted, the last of them in flight since ``now``."""
         record.answered += count
+        record.answered_in_runs += count
         if count:
             self._in_flight_since = now
 

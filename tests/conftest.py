@@ -109,12 +109,42 @@ class Processes:
     def end_all(self) -> None:
         for process in self.started:
             if process.poll() is None and process.pid > 1:
+                # read before it dies (`timeout`'s child, a shell's), each held by pidfd
+                descendants = []
+                for pid in _descendants(process.pid):
+                    with contextlib.suppress(OSError):
+                        descendants.append(os.pidfd_open(pid))
                 process.kill()  # Popen.kill signals exactly process.pid
+                for pidfd in descendants:  # started by ours: ended too, exactly those
+                    with contextlib.suppress(OSError):
+                        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                    os.close(pidfd)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=HANG_GUARD)
             for stream in (process.stdin, process.stdout, process.stderr):
                 if stream is not None:
                     stream.close()
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (from /proc/PID/task/TID/children), children first."""
+    found: list[int] = []
+    queue = [pid]
+    while queue:
+        parent = queue.pop(0)
+        try:
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{parent}/task/{task}/children", encoding="ascii") as listed:
+                    children = [int(child) for child in listed.read().split()]
+            except (OSError, ValueError):
+                continue
+            found.extend(child for child in children if child > 1)
+            queue.extend(child for child in children if child > 1)
+    return found
 
 
 def first_number(line: bytes) -> int:
