@@ -247,7 +247,7 @@ static double now_monotonic(void)
 
 PyDoc_STRVAR(classic_collect_doc,
 "classic_collect(pidfd, pid, statfd, count, answer, zero, in_byte, has_one, polls, crowded,\n"
-"                waited) -> (symbols, times, answered, broken)\n\n"
+"                waited) -> (symbols, times, answered, broken, awake)\n\n"
 "A classic server's tight loop: take up to ``count`` data signals from ``pid`` and answer\n"
 "each with the signal ``answer`` through pidfd, once ``stat_allows`` (its /proc/PID/stat,\n"
 "open as statfd) says that cannot kill it. A signal is taken but not answered, ending the\n"

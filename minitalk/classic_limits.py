@@ -31,5 +31,6 @@ ANSWER_RETRY_FOR = 1.0
 # checked afresh): a timed client that catches nothing sends a bit every 100-600 µs.
 REFUSAL_STANDS = 0.001
 # A tight loop (the driver's, with the machine's leave) takes at most this many bits of one
-# sender before the machine sees them: about 4 ms of a fast client's bits.
+# sender before the machine sees them (15 to 90 ms of a per-bit client's; a stop signal is
+# acted on once the run ends).
 CLASSIC_RUN = 4096

@@ -302,8 +302,11 @@ class SignalClassicLink(WaiterLink):
         return pid > 1 and pid != self.own
 
     def wait(self, deadline: float | None, *, spin: bool) -> tuple[int, int] | None:
+        # The clock first: a stop takes effect on the way out of any system call, so a time
+        # read after the look could already be after a stop the look did not see.
+        now = _boot_seconds()
         if signal.SIGCONT not in signal.sigpending():  # else stopped since: keep the time before
-            self._awake = _boot_seconds()
+            self._awake = now
         got = self.waiter.wait(deadline, spin=spin)
         self._after_continue()
         return got
@@ -327,8 +330,9 @@ class SignalClassicLink(WaiterLink):
         peer = self.peers.get(run.pid)
         if peer is None or peer.process is None or peer.stat is None or peer.refused:
             return [], [], 0, None
-        if signal.SIGCONT not in signal.sigpending():  # as in wait
-            self._awake = _boot_seconds()
+        now = _boot_seconds()  # the clock first, as in wait
+        if signal.SIGCONT not in signal.sigpending():
+            self._awake = now
         loop = (run.count, run.answer, run.zero, run.in_byte, run.has_one)
         # the boot clock runs ahead of the monotonic one only through a suspend: this offset,
         # taken before, can only place ``awake`` earlier than it was (the safe side)
@@ -414,10 +418,12 @@ class SignalClassicLink(WaiterLink):
             other = DATA_SIGNALS[1 - DATA_SIGNALS.index(signum)]
             hint = f"; it does handle {other.name}: --ack-signal"
             asleep = process_state(process.pid, status=False).asleep_waiting
+            blocks_all = stat.blocks_every_signal
             peer.not_handled = (
-                f"it does not block, ignore or catch {signum.name}"
+                (_ALL_BLOCKED_WORDS if blocks_all else "it does not block, ignore or catch ")
+                + signum.name
                 + (hint if stat.handles(other) else "")
-                + (_WAITER_HINT if asleep else "")
+                + (_WAITER_HINT if asleep and not self.answer_sigwait else "")
             )
         return peer.not_handled
 
@@ -479,6 +485,11 @@ _TICK = 1 / os.sysconf("SC_CLK_TCK")
 
 # Said of a client refused while asleep in sigtimedwait/sigwait(info): it may well have blocked
 # the signal, which the kernel lifts while it waits (docs/classic.md, "Never a fatal answer").
+_ALL_BLOCKED_WORDS = (
+    "it blocks every signal, as a thread does only for a moment around pthread_create or "
+    "posix_spawn (not proof that it will still block it): catch it, even with an empty "
+    "handler, to be answered: "
+)
 _WAITER_HINT = (
     " (asleep in sigwait/sigtimedwait, which shows it unblocked, and one that did not block it "
     "first dies of it: catch it, even with an empty handler, to be answered, or, if it blocks "

@@ -306,10 +306,10 @@ AnswerSigwaitFlag = Annotated[
     bool,
     typer.Option(
         "--answer-sigwait",
-        help="Also answer a client asleep in sigwait/sigtimedwait that catches nothing. /proc "
-        "shows the signal it waits for as unblocked, and one that did not block it before "
-        "its wait dies of the answer (as it would of its own server's): you vouch that yours "
-        "blocks it first.",
+        help="Also answer a client that catches nothing whose threads either block the answer "
+        "or sleep in sigwait/sigtimedwait. /proc cannot show what such a thread waits for, nor "
+        "that it blocked the signal before its wait; one that did not dies of the answer (as "
+        "it would of its own server's): you vouch that yours blocks it first.",
         rich_help_panel=_CLASSIC,
     ),
 ]

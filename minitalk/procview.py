@@ -144,12 +144,13 @@ class StatFile:
         self.pid = pid
         self.fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
         self.exiting = False  # seen exiting or exited by the last read
+        self.blocks_every_signal = False  # its one thread did, at the last read (_blocks)
 
     def handles(self, signum: int, *, waiting: bool = False) -> bool:
         """``handles(pid, signum)``, from this open file (``exiting`` tells why not, if it
         is exiting or gone). ``waiting``: a thread asleep in sigwait/sigtimedwait counts as
         blocking the signal (see ``_every_thread_holds``: /proc cannot show that it did)."""
-        self.exiting = True
+        self.exiting, self.blocks_every_signal = True, False
         try:
             fields = os.pread(self.fd, 4096, 0).rpartition(b")")[2].split()
             if fields[0] in (b"Z", b"X") or int(fields[6]) & _PF_EXITING:
@@ -159,7 +160,9 @@ class StatFile:
             if (int(fields[30]) | int(fields[31])) & bit:  # ignored or caught: process-wide
                 return True
             if fields[17] == b"1":  # its one thread's mask is this one
-                return _blocks(int(fields[29]), bit) or (waiting and _in_sigwait(self.pid))
+                blocked = int(fields[29])
+                self.blocks_every_signal = blocked & _ALL_BLOCKED == _ALL_BLOCKED
+                return _blocks(blocked, bit) or (waiting and _in_sigwait(self.pid))
         except (OSError, IndexError, ValueError):  # it exited, or an unreadable line
             return False
         return _every_thread_holds(self.pid, bit, waiting=waiting)

@@ -1,8 +1,9 @@
 """Helpers for the end-to-end tests: real `minitalk` processes, ended by PID whatever happens.
 
 Every process a test starts is recorded in ``Processes`` and killed (by its own PID, through
-its ``Popen`` object) at teardown if it is still running. Nothing here signals PID 0, a
-negative PID, or any process the test did not start.
+its ``Popen`` object) at teardown if it is still running, with what it started in turn (a
+wrapper's child), each held by pidfd and checked to be that process's. Nothing here signals
+PID 0, a negative PID, or any process the test did not start.
 """
 
 from __future__ import annotations
@@ -109,11 +110,7 @@ class Processes:
     def end_all(self) -> None:
         for process in self.started:
             if process.poll() is None and process.pid > 1:
-                # read before it dies (`timeout`'s child, a shell's), each held by pidfd
-                descendants = []
-                for pid in _descendants(process.pid):
-                    with contextlib.suppress(OSError):
-                        descendants.append(os.pidfd_open(pid))
+                descendants = _held_descendants(process.pid)  # `timeout`'s child, a shell's
                 process.kill()  # Popen.kill signals exactly process.pid
                 for pidfd in descendants:  # started by ours: ended too, exactly those
                     with contextlib.suppress(OSError):
@@ -126,25 +123,58 @@ class Processes:
                     stream.close()
 
 
-def _descendants(pid: int) -> list[int]:
-    """Every process below ``pid`` (from /proc/PID/task/TID/children), children first."""
-    found: list[int] = []
-    queue = [pid]
+def _held_descendants(root: int) -> list[int]:
+    """pidfds of every process below ``root`` (our own child, not yet reaped), read from
+    /proc/PID/task/TID/children. Each is held by pidfd before its own children are read and
+    kept only if, once held, its parent is the held process it was listed under and that
+    one still runs: a PID freed and taken by a stranger meanwhile is never kept."""
+    held: list[int] = []
+    queue: list[tuple[int, int | None]] = [(root, None)]  # (pid, its pidfd; the root: Popen's)
     while queue:
-        parent = queue.pop(0)
-        try:
-            tasks = os.listdir(f"/proc/{parent}/task")
-        except OSError:
-            continue
-        for task in tasks:
+        parent, parent_fd = queue.pop(0)
+        for child in _listed_children(parent):
             try:
-                with open(f"/proc/{parent}/task/{task}/children", encoding="ascii") as listed:
-                    children = [int(child) for child in listed.read().split()]
-            except (OSError, ValueError):
+                pidfd = os.pidfd_open(child)
+            except OSError:
                 continue
-            found.extend(child for child in children if child > 1)
-            queue.extend(child for child in children if child > 1)
+            if _parent_of(child) != parent or not _running(parent_fd):
+                os.close(pidfd)  # not (or no longer) the one listed: never signalled
+                continue
+            held.append(pidfd)
+            queue.append((child, pidfd))
+    return held
+
+
+def _listed_children(pid: int) -> list[int]:
+    found: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for task in tasks:
+        path = f"/proc/{pid}/task/{task}/children"
+        with contextlib.suppress(OSError, ValueError), open(path, encoding="ascii") as listed:
+            found.extend(int(child) for child in listed.read().split() if int(child) > 1)
     return found
+
+
+def _parent_of(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return int(stat.read().rpartition(b")")[2].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _running(pidfd: int | None) -> bool:
+    """The process held by ``pidfd`` still runs (None: the root, our unreaped child)."""
+    if pidfd is None:
+        return True
+    try:
+        signal.pidfd_send_signal(pidfd, 0)
+    except OSError:
+        return False
+    return True
 
 
 def first_number(line: bytes) -> int:

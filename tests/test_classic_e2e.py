@@ -291,7 +291,7 @@ def test_a_client_that_waits_in_sigtimedwait_is_never_killed(
     While it sleeps there /proc shows the signals unblocked, and nothing in /proc tells it
     from a client that waits without having blocked them, which the answer kills: it is
     answered only when a look finds it between its waits, showing them blocked (a retry may),
-    and otherwise gives up on its own (exit 3, after a second), the trace saying why."""
+    and otherwise gives up on its own (exit 3, after 1.5 s), the trace saying why."""
     server = _classic_serve(procs, "--trace", "--idle-timeout", "0.5")
     # It gives up after 1.5 s, once the refused answer's retries (ANSWER_RETRY_FOR) are
     # over: one still running could find it between its give-up and its exit, signals
@@ -364,14 +364,15 @@ def test_a_client_that_blocks_every_signal_for_a_while_is_not_answered(
     calling thread around their clone, 17-27% of the time for a client that starts threads
     or programs between bits) puts its mask back soon: an answer sent meanwhile kills it
     then (a review reproduced it). This client keeps that mask for its whole message, then
-    unblocks: it is never answered, and lives."""
+    unblocks: it is never answered, lives, and the trace says why (a client that blocks
+    every signal for good, reading its answers from a signalfd, is refused too)."""
     server = _classic_serve(procs, "--count", "1", "--trace")
     client = procs.popen([c_peers["client"], str(server.pid), "allblocked", ASCII, SLEEP_GAP_US])
     client.communicate(timeout=HANG_GUARD)
     assert client.returncode == 0, "the client was killed (or failed)"
     out, trace, code = server.finish()
     assert (out, code) == (f"{ASCII}\n".encode(), 0)
-    assert b"not sent (unsafe: it does not block, ignore or catch SIGUSR1)" in trace
+    assert b"not sent (unsafe: it blocks every signal, as a thread does only for" in trace
 
 
 def test_a_long_message_from_a_client_that_waits_for_each_bit(
