@@ -745,3 +745,17 @@ def test_a_run_that_answered_a_messages_last_bit_is_a_driver_bug() -> None:
     assert run is not None
     with pytest.raises(LocalProtocolError):
         receiver.bulk_received(run, [0] * 7, [0.001] * 7, 7)  # a NUL, answered
+
+
+def test_the_trace_counts_the_answers_a_run_sent() -> None:
+    symbols = PLAIN.encode(b"hi")  # 24 signals: the first bit by itself, then one run
+    events, sent, refused = _drive(ClassicReceiver(PLAIN, ack=Ack.BIT), symbols, [100])
+    message = next(event for event in events if isinstance(event, ClassicMessage))
+    assert (sent, refused, message.text) == (24, 0, "hi")
+    # the first bit goes through the machine, and so does the NUL's last (its answer waits
+    # for the print): the run answered the 22 between
+    assert message.record.answered_in_runs == 22
+    assert any(
+        line.endswith("answers sent 24 of 24; 22 in a tight loop")
+        for line in describe(message, PLAIN, Ack.BIT)
+    )

@@ -38,12 +38,13 @@ from forge import can_forge, forge
 COMPILED = sys.argv[2] == "compiled"
 USR = {signal.SIGUSR1, signal.SIGUSR2}
 stops = block_signals(stops=True)
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCONT})  # taken as a wake, as a classic server
 me = os.getpid()
 out = {}
 
 
 def drain():
-    while signal.sigtimedwait(USR | set(stops), 0) is not None:
+    while signal.sigtimedwait(USR | set(stops) | {signal.SIGCONT}, 0) is not None:
         pass
 
 
@@ -90,11 +91,11 @@ def end(pid, write):
     os.waitpid(pid, 0)
 
 
-def scenario(name, signums, run, **how):
+def scenario(name, signums, run, wakes=(), **how):
     drain()
     pid, write = child(*signums, **how)
     pending(signums)
-    w = SignalWaiter(spin=True, stops=stops, compiled=COMPILED)
+    w = SignalWaiter(spin=True, stops=stops, wakes=wakes, compiled=COMPILED)
     ended = []
     result = run(w, pid, lambda: ended.append(end(pid, write)))
     out[name] = [result, w.forged, w.stop_requested]
@@ -210,6 +211,16 @@ def classic_stranger(w, pid, end_peer):
 scenario("classic, something else pending", [signal.SIGUSR1], classic_stranger)
 
 
+# A SIGCONT pending (this process was stopped and continued): the peer's bit is taken, left
+# unanswered (the caller takes the SIGCONT first), and no moment is vouched for as awake.
+def classic_continued(w, pid, end_peer):
+    os.kill(me, signal.SIGCONT)
+    return classic_run((5, 0, 0, 0, False))(w, pid, end_peer)
+scenario(
+    "classic, continued", [signal.SIGUSR1], classic_continued, wakes={signal.SIGCONT}
+)
+
+
 # A long exchange: a child collects what we bounce, 5,000 symbols, through every kind of
 # return (runs cut by a spin that found nothing are resumed with a blocking wait).
 SYMBOLS = [(i * 7 + i // 3) % 2 for i in range(5000)]
@@ -269,6 +280,7 @@ EXPECTED = {
     "classic, every signal blocked": [[[1], 0, None, True, True], 0, False],
     "classic, a stop": [[[], 0, None, True, False], 0, True],
     "classic, something else pending": [[[0], 0, None, True, True], 0, False],
+    "classic, continued": [[[0], 0, None, True, False], 0, False],
     "5,000 symbols": [5000, True],
 }
 FORGED = {
