@@ -326,53 +326,34 @@ def test_with_answer_sigwait_a_client_that_waits_in_sigtimedwait_gets_its_answer
     assert f"answers sent {signals} of {signals}".encode() in trace
 
 
-def test_a_two_thread_client_that_blocks_in_one_thread_is_never_answered(
-    procs: Processes, c_peers: dict[str, str]
+# Clients whose masks look safe and are not (tests/classic_c/client.c, sleeping between bits):
+# - thread: the main thread blocks both signals, another thread nothing: the kernel would
+#   hand an answer to that thread, and the process would die;
+# - newthread: its second thread blocks every signal for the whole message, as glibc's
+#   pthread_create leaves a new thread until it has run (a two-thread client whose new
+#   thread had not run yet looked safe, and died when it ran: seen once in a loaded full run);
+# - allblocked: its one thread blocks every signal for the whole message, as pthread_create
+#   and posix_spawn leave the calling thread around their clone (17-27% of the time for a
+#   client that starts threads or programs between bits; a review killed such clients).
+# Each then puts an ordinary mask back, which an answer pending by then would kill.
+UNSAFE_MASKS = {
+    "thread": b"not sent (unsafe: it does not block, ignore or catch SIGUSR1)",
+    "newthread": b"not sent (unsafe: it does not block, ignore or catch SIGUSR1)",
+    "allblocked": b"not sent (unsafe: it blocks every signal, as a thread does only for",
+}
+
+
+@pytest.mark.parametrize("mode", sorted(UNSAFE_MASKS))
+def test_a_client_whose_mask_only_looks_safe_is_never_answered(
+    procs: Processes, c_peers: dict[str, str], mode: str
 ) -> None:
-    """Its main thread blocks both signals, its other thread nothing: the kernel would hand
-    an answer to that thread, and the process would die. It sleeps between bits."""
     server = _classic_serve(procs, "--count", "1", "--trace")
-    client = procs.popen([c_peers["client"], str(server.pid), "thread", ASCII, SLEEP_GAP_US])
-    client.communicate(timeout=HANG_GUARD)
-    assert client.returncode == 0, "the two-thread client was killed (or failed)"
-    out, trace, code = server.finish()
-    assert (out, code) == (f"{ASCII}\n".encode(), 0)
-    assert b"not sent (unsafe: it does not block, ignore or catch SIGUSR1)" in trace
-
-
-def test_a_thread_that_blocks_every_signal_is_not_counted_as_holding_them(
-    procs: Processes, c_peers: dict[str, str]
-) -> None:
-    """A thread just created by glibc's pthread_create blocks every signal until it has
-    started, then takes its creator's mask: a two-thread client whose new thread had not
-    run yet looked safe (every thread blocking the answer) and died when it ran (seen once
-    in a full run on a loaded machine). This client holds its second thread in that state
-    for the whole message, then unblocks: it is never answered, and lives."""
-    server = _classic_serve(procs, "--count", "1", "--trace")
-    client = procs.popen([c_peers["client"], str(server.pid), "newthread", ASCII, SLEEP_GAP_US])
-    client.communicate(timeout=HANG_GUARD)
-    assert client.returncode == 0, "the client was killed (or failed)"
-    out, trace, code = server.finish()
-    assert (out, code) == (f"{ASCII}\n".encode(), 0)
-    assert b"not sent (unsafe: it does not block, ignore or catch SIGUSR1)" in trace
-
-
-def test_a_client_that_blocks_every_signal_for_a_while_is_not_answered(
-    procs: Processes, c_peers: dict[str, str]
-) -> None:
-    """One thread that blocks every signal (as pthread_create and posix_spawn leave the
-    calling thread around their clone, 17-27% of the time for a client that starts threads
-    or programs between bits) puts its mask back soon: an answer sent meanwhile kills it
-    then (a review reproduced it). This client keeps that mask for its whole message, then
-    unblocks: it is never answered, lives, and the trace says why (a client that blocks
-    every signal for good, reading its answers from a signalfd, is refused too)."""
-    server = _classic_serve(procs, "--count", "1", "--trace")
-    client = procs.popen([c_peers["client"], str(server.pid), "allblocked", ASCII, SLEEP_GAP_US])
+    client = procs.popen([c_peers["client"], str(server.pid), mode, ASCII, SLEEP_GAP_US])
     client.communicate(timeout=HANG_GUARD)
     assert client.returncode == 0, "the client was killed (or failed)"
     out, trace, code = server.finish()
     assert (out, code) == (f"{ASCII}\n".encode(), 0)
-    assert b"not sent (unsafe: it blocks every signal, as a thread does only for" in trace
+    assert UNSAFE_MASKS[mode] in trace
 
 
 def test_a_long_message_from_a_client_that_waits_for_each_bit(
