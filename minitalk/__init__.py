@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "2.2.0"  # the major changes with the frame format (CHANGELOG.md)
+__version__ = "2.3.0"  # the major changes with the frame format (CHANGELOG.md)
 __all__ = ["Message", "Receipt", "__version__", "send", "serve"]
 
 if TYPE_CHECKING:

@@ -9,6 +9,7 @@ one line on stderr and turned into the error's exit code; the codes live in
 import math
 import os
 import re
+import shlex
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -50,6 +51,7 @@ from minitalk.protocol import (
 # Start-up: a `minitalk send` imports only what a framed send needs. The server, the plain
 # (classic) protocol, json and tempfile are imported by the commands that use them.
 if TYPE_CHECKING:
+    from minitalk.check_report import CheckResult
     from minitalk.classic import ClassicEvent, ClassicFormat, ClassicMessage
     from minitalk.classic_link import ClassicClientConfig, ClassicReceipt, ClassicServerConfig
     from minitalk.protocol import MessageReceived
@@ -863,6 +865,73 @@ def _send_classic(
         print(_describe_classic(receipt), flush=True)
 
 
+CheckCommand = Annotated[
+    list[str],
+    typer.Argument(
+        help="The program to check and its arguments, after --. With --client, put {pid} "
+        "and {text} where the server's PID and the message go (appended, in that order, "
+        "when absent).",
+        show_default=False,
+    ),
+]
+
+
+@app.command("check")
+def check_command(
+    command: CheckCommand,
+    client: Annotated[
+        bool,
+        typer.Option(
+            "--client",
+            help="Check a client: minitalk serves it (as serve --classic --detect) and "
+            "learns its variant and the answers it needs.",
+        ),
+    ] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print the report as one JSON object, for scripts.")
+    ] = False,
+    quick: Annotated[
+        bool,
+        typer.Option(
+            "--quick",
+            help="Leave out the 10,000-character message and the two clients at once (the "
+            "checks that take longest), to try a fix quickly.",
+        ),
+    ] = False,
+) -> None:
+    """Test a plain minitalk server (or client) and say exactly what is wrong: its wire
+    variant, a battery of messages, the first wrong byte and bit, and its speed. Exit 0 only
+    if every mandatory check passed (10 if one did not). See docs/check.md.
+
+    Examples:
+      minitalk check -- ./server
+      minitalk check --client -- ./client {pid} {text}
+    """
+    with _errors_to_exit_codes():
+        from minitalk import check  # noqa: PLC0415 (see the imports)
+        from minitalk.check_report import result_line, summary  # noqa: PLC0415
+
+        colour = not json_output and sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+
+        def show(result: "CheckResult") -> None:
+            if not json_output:
+                print(result_line(result, colour=colour), flush=True)
+
+        if not json_output:
+            role = "client" if client else "server"
+            print(f"minitalk check: the {role} {shlex.join(command)}", flush=True)
+        import json  # noqa: PLC0415 (start-up: see the imports)
+
+        run = check.check_client if client else check.check_server
+        report = run(command, on_result=show, quick=quick)
+        if json_output:
+            print(json.dumps(report.to_json(), ensure_ascii=False), flush=True)
+        else:
+            print(summary(report, colour=colour), flush=True)
+        if not report.passed:
+            raise typer.Exit(ExitCode.CHECK_FAILED)
+
+
 def _parse_pid(text: str) -> int:
     stripped = text.strip()
     if not re.fullmatch(r"-?[0-9]+", stripped):
@@ -1059,7 +1128,7 @@ def run() -> None:
             hint = _usage_hint(args, message)
             print(f"minitalk: {message} ({hint})", file=sys.stderr, flush=True)
         else:  # no arguments at all: typer has shown the help; the failure is still one line
-            print("minitalk: no command given: serve or send", file=sys.stderr, flush=True)
+            print("minitalk: no command given: serve, send or check", file=sys.stderr, flush=True)
         sys.exit(ExitCode.USAGE)
     except typer.Abort:
         print("minitalk: aborted", file=sys.stderr, flush=True)

@@ -27,6 +27,7 @@ class ExitCode(IntEnum):
     SERVER_GONE = 7
     UNSUPPORTED = 8
     OUTPUT_FAILED = 9
+    CHECK_FAILED = 10  # minitalk check: a mandatory check did not pass
     TEMPFAIL = 75  # EX_TEMPFAIL of sysexits.h
     INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
 
@@ -47,6 +48,7 @@ _MEANINGS = {
     ExitCode.SERVER_GONE: "the server exited or is shutting down",
     ExitCode.UNSUPPORTED: "not Linux",
     ExitCode.OUTPUT_FAILED: "the server could not write",
+    ExitCode.CHECK_FAILED: "a mandatory check did not pass",
     ExitCode.TEMPFAIL: "try again later",
     ExitCode.INTERRUPTED: "interrupted",
 }

@@ -459,3 +459,38 @@ def nobody() -> Iterator[OtherUser]:
         pytest.skip(f"no Python {sys.version_info[:2]} that uid {NOBODY} can run: {problems}")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+C_SOURCES = Path(__file__).resolve().parent / "classic_c"
+
+
+@pytest.fixture(scope="module")
+def c_peers() -> Iterator[dict[str, str]]:
+    """The plain C server and client of tests/classic_c, compiled into a temporary folder
+    (skips, and says so, without a C compiler)."""
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        pytest.skip("no C compiler (cc) to build the plain C minitalk peers")
+    folder = Path(tempfile.mkdtemp(prefix="minitalk-c-"))
+    try:
+        built = {}
+        for name in ("server", "client"):
+            binary = folder / name
+            subprocess.run(
+                [
+                    compiler,
+                    "-O2",
+                    "-Wall",
+                    "-pthread",
+                    "-o",
+                    str(binary),
+                    str(C_SOURCES / f"{name}.c"),
+                ],
+                check=True,
+                capture_output=True,
+                timeout=HANG_GUARD,
+            )
+            built[name] = str(binary)
+        yield built
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

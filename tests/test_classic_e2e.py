@@ -15,8 +15,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -37,37 +35,6 @@ from tests.conftest import (
 
 pytestmark = pytest.mark.e2e
 SOURCES = Path(__file__).resolve().parent / "classic_c"
-
-
-@pytest.fixture(scope="module")
-def c_peers() -> Iterator[dict[str, str]]:
-    """The C server and client, compiled into a temporary folder."""
-    compiler = shutil.which("cc") or shutil.which("gcc")
-    if compiler is None:
-        pytest.skip("no C compiler (cc) to build the plain C minitalk peers")
-    folder = Path(tempfile.mkdtemp(prefix="minitalk-c-"))
-    try:
-        built = {}
-        for name in ("server", "client"):
-            binary = folder / name
-            subprocess.run(
-                [
-                    compiler,
-                    "-O2",
-                    "-Wall",
-                    "-pthread",
-                    "-o",
-                    str(binary),
-                    str(SOURCES / f"{name}.c"),
-                ],
-                check=True,
-                capture_output=True,
-                timeout=HANG_GUARD,
-            )
-            built[name] = str(binary)
-        yield built
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _c_server(procs: Processes, c_peers: dict[str, str], *args: str) -> Server:

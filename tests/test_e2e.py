@@ -264,7 +264,7 @@ def test_python_dash_m_help_and_version() -> None:
     for args, words in (
         (["--help"], "serve"),
         (["send", "--help"], "--file"),
-        (["--version"], f"minitalk 2.2.0 (frame format 0x52; classic mode; {INNER_LOOP} inner"),
+        (["--version"], f"minitalk 2.3.0 (frame format 0x52; classic mode; {INNER_LOOP} inner"),
     ):
         result = subprocess.run(
             [*MINITALK, *args], capture_output=True, timeout=HANG_GUARD, check=False

@@ -58,6 +58,17 @@ ALLOWED = {
     "classic_detect": {"classic_format"},
     "classic_answers": {"classic_format", "classic_limits", "classic"},  # (types only)
     "classic": {"errors", "classic_limits", "classic_format", "classic_detect", "classic_answers"},
+    "check_report": {"classic_detect", "classic_format"},
+    "check_program": {"errors", "procview", "transport"},
+    "check": {
+        "check_program",
+        "check_report",
+        "classic",
+        "classic_limits",
+        "classic_link",
+        "errors",
+        "transport",
+    },
     "classic_link": {
         "errors",
         "classic",
@@ -94,6 +105,8 @@ ALLOWED = {
         "classic_link",
         "classic_limits",
         "transport",  # only INNER_LOOP, which --version names
+        "check",
+        "check_report",
     },
     "progress": set(),
     "pidfile": {"errors", "procview"},
@@ -134,6 +147,7 @@ CORE = [
     "classic_format",
     "classic_detect",
     "classic_answers",
+    "check_report",
     *(name for name in ALLOWED if name.startswith("protocol/")),
 ]
 

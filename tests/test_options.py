@@ -267,4 +267,4 @@ def test_no_command_shows_the_help_and_fails_in_one_line() -> None:
     result = subprocess.run(MINITALK, capture_output=True, timeout=HANG_GUARD, check=False)
     assert result.returncode == ExitCode.USAGE
     assert b"Usage: minitalk" in result.stdout
-    assert result.stderr == b"minitalk: no command given: serve or send\n"
+    assert result.stderr == b"minitalk: no command given: serve, send or check\n"

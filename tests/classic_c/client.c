@@ -4,7 +4,10 @@
  *
  * Usage: client PID MODE TEXT [ARG]
  *   wait       waits for the server's answer to each bit with sigwait (SIGUSR1 blocked first,
- *              a handler installed: the common "handshake" client)
+ *              a handler installed: the common "handshake" client); ARG "lsb" sends each
+ *              byte least significant bit first, "inverted" sends SIGUSR2 for 0
+ *   early      like wait, but exits at once after its last bit, without waiting for its
+ *              answer (a common bug: that answer then goes to a PID that may be reused)
  *   sleep      sleeps ARG µs between bits (default 500) and catches nothing: any signal kills it
  *   timedwait  blocks both signals, catches nothing, and takes each answer with sigtimedwait;
  *              gives up (exit 3) after ARG ms without one (default 1000), as some give up
@@ -91,7 +94,7 @@ int main(int argc, char **argv)
     struct timespec gap = {0, 500000};
     struct sigaction action;
     long giveup_ms = 1000;
-    int again = 0, bit, got, answers = 0;
+    int again = 0, bit, got, answers = 0, lsb = 0, inverted = 0, early = 0, one;
     const char *mode;
     size_t i, size;
     const unsigned char *text;
@@ -111,6 +114,14 @@ int main(int argc, char **argv)
         giveup_ms = atol(argv[4]);
     if (argc == 5 && strcmp(mode, "end") == 0)
         again = strcmp(argv[4], "again") == 0;
+    if (argc == 5 && strcmp(mode, "wait") == 0) {
+        lsb = strcmp(argv[4], "lsb") == 0;
+        inverted = strcmp(argv[4], "inverted") == 0;
+    }
+    if (strcmp(mode, "early") == 0) {
+        early = 1;
+        mode = "wait";
+    }
     sigemptyset(&none);
     sigemptyset(&answer);
     sigaddset(&answer, SIGUSR1);
@@ -153,8 +164,11 @@ int main(int argc, char **argv)
     for (i = 0; i < size; i++) {
         say_started(i);
         for (bit = 7; bit >= 0; bit--) {
-            if (kill(server, (text[i] >> bit) & 1 ? SIGUSR2 : SIGUSR1) != 0)
+            one = (text[i] >> (lsb ? 7 - bit : bit)) & 1;
+            if (kill(server, one != inverted ? SIGUSR2 : SIGUSR1) != 0)
                 return 1;
+            if (early && i == size - 1 && bit == 0)
+                return 0; /* the bug: gone before the last answer */
             if (strcmp(mode, "wait") == 0) {
                 sigwait(&answer, &got);
             } else if (strcmp(mode, "timedwait") == 0) {

@@ -1,7 +1,16 @@
 /* A plain minitalk server, as the exercise's usual pattern: an SA_SIGINFO handler takes each
  * bit (MSB first, SIGUSR1 = 0), answers it with SIGUSR1 to si_pid, and the text is printed
  * when the NUL byte arrives. One sender at a time, like most of them.
- * Usage: server [--no-ack] [--end instead|before|after|again] [--delay-us N]
+ * Usage: server [--no-ack] [--end instead|before|after|again] [--delay-us N] [--lsb]
+ *               [--inverted] [--lossy] [--bytewise]
+ *   --lsb      takes each byte least significant bit first
+ *   --inverted takes SIGUSR2 as 0
+ *   --lossy    is still busy for 100 µs after each answer (as one whose main loop reads the
+ *              bit from one shared variable, or prints slowly): a bit that comes sooner is
+ *              answered but lost, as when the handler overwrites the bit not yet read (a
+ *              common bug). Whether a bit is lost depends only on the time since the answer,
+ *              so a sender that pauses 500 µs after each answer never loses one
+ *   --bytewise prints each byte as it arrives, and nothing at the end: no newline
  *   --end      ends each message with an end signal, as many do: SIGUSR2 in place of the last
  *              bit's answer (instead), just before it (before) or just after it (after), or
  *              one more SIGUSR1 600 µs after it (again)
@@ -12,24 +21,59 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define CAPACITY (1 << 22)
 static unsigned char text[CAPACITY];
 static volatile sig_atomic_t length, bits, done;
 static volatile unsigned char current;
-static int answer = 1, delay_us;
+static int answer = 1, delay_us, lsb, inverted, lossy, bytewise;
 static const char *end = "";
+static struct timespec answered_at; /* --lossy: when the last answer went */
+
+static void take_bit(int one)
+{
+    if (lsb)
+        current = (unsigned char)(current >> 1 | (one ? 0x80 : 0));
+    else
+        current = (unsigned char)(current << 1 | one);
+}
+
+/* --lossy: whether this bit came within 100 µs of the last answer, while the server is (in
+ * this model) still busy with the last bit: it is lost. The time is read just before each
+ * answer goes, so a sender that waits after the answer has come is measured from no later
+ * than that: its pause alone decides, not how this process was scheduled */
+static int too_soon(void)
+{
+    struct timespec now;
+    long elapsed_us;
+
+    if (!lossy || answered_at.tv_sec == 0)
+        return 0;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    elapsed_us = (now.tv_sec - answered_at.tv_sec) * 1000000L +
+                 (now.tv_nsec - answered_at.tv_nsec) / 1000L;
+    return elapsed_us < 100;
+}
 
 static void on_bit(int signum, siginfo_t *info, void *context)
 {
     int last = 0;
 
     (void)context;
-    current = (unsigned char)(current << 1 | (signum == SIGUSR2));
+    if (too_soon()) { /* answered, but not taken: the sender goes on, one bit short */
+        clock_gettime(CLOCK_MONOTONIC, &answered_at); /* before the answer: see too_soon */
+        if (info->si_pid > 1)
+            kill(info->si_pid, SIGUSR1);
+        return;
+    }
+    take_bit((signum == SIGUSR2) != inverted);
     if (++bits == 8) {
         if (current == 0)
             done = last = 1;
+        else if (bytewise)
+            write(1, (const void *)&current, 1);
         else if (length < CAPACITY)
             text[length++] = current;
         bits = 0;
@@ -45,6 +89,8 @@ static void on_bit(int signum, siginfo_t *info, void *context)
     }
     if (last && strcmp(end, "before") == 0)
         kill(info->si_pid, SIGUSR2);
+    if (lossy)
+        clock_gettime(CLOCK_MONOTONIC, &answered_at);
     kill(info->si_pid, SIGUSR1);
     if (last && strcmp(end, "after") == 0)
         kill(info->si_pid, SIGUSR2);
@@ -67,6 +113,14 @@ int main(int argc, char **argv)
             end = argv[++i];
         else if (strcmp(argv[i], "--delay-us") == 0 && i + 1 < argc)
             delay_us = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--lsb") == 0)
+            lsb = 1;
+        else if (strcmp(argv[i], "--inverted") == 0)
+            inverted = 1;
+        else if (strcmp(argv[i], "--lossy") == 0)
+            lossy = 1;
+        else if (strcmp(argv[i], "--bytewise") == 0)
+            bytewise = 1;
         else
             return 2;
     }
@@ -85,9 +139,11 @@ int main(int argc, char **argv)
     for (;;) {
         while (!done)
             sigsuspend(&old);
-        fwrite(text, 1, (size_t)length, stdout);
-        fputc('\n', stdout);
-        fflush(stdout);
+        if (!bytewise) {
+            fwrite(text, 1, (size_t)length, stdout);
+            fputc('\n', stdout);
+            fflush(stdout);
+        }
         length = 0;
         done = 0;
     }

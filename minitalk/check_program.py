@@ -1,0 +1,316 @@
+"""The programs `minitalk check` runs: started, watched, held and stopped, and nothing else.
+
+A tester must never hurt what it did not start. Each program is started here in a session of
+its own (a Ctrl-C at the check's terminal reaches the check, which then stops it), held by a
+pidfd from the moment it exists, and stopped at the end (SIGTERM, then SIGKILL) through that
+pidfd: no signal ever goes to a PID that could have been reused. A server's PID is read from
+its first line of output and accepted only if it is the program started or one of its own
+descendants. Output is read through a pseudo-terminal, as a user running it in a terminal sees
+it: C stdio then flushes each line (into a pipe it would hold a `printf` until the exit), and
+the terminal's own line-end translation is turned off so that the bytes are the program's.
+
+The reading thread is started after the data signals are blocked (``transport.block_signals``):
+a thread inherits the mask, and one that did not block them would die of the first answer.
+"""
+
+from __future__ import annotations
+
+import os
+import pty
+import re
+import select
+import signal
+import tempfile
+import threading
+import tty
+from collections.abc import Callable
+from contextlib import suppress
+from typing import IO
+
+from minitalk.errors import MinitalkError
+from minitalk.procview import read_status
+from minitalk.transport import monotonic
+
+PID_WAIT = 5.0  # seconds for a server to print its first line
+STOP_WAIT = 1.0  # seconds after SIGTERM before SIGKILL
+
+
+class ProgramError(MinitalkError):
+    """The program under test could not be started or did not show its PID."""
+
+
+def _descends_from(pid: int, root: int) -> bool:
+    """Whether ``pid`` is ``root`` or one of its descendants (by the parents /proc lists)."""
+    seen: set[int] = set()
+    while pid > 1 and pid not in seen:
+        if pid == root:
+            return True
+        seen.add(pid)
+        try:
+            pid = int(read_status(pid).get("PPid", "0"))
+        except ValueError:
+            return False
+    return False
+
+
+def how_it_ended(returncode: int) -> str:
+    """A process's end in words: its exit code, or the signal that killed it."""
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"was killed by {name}"
+    return f"exited with code {returncode}"
+
+
+class Child:
+    """A process this check started, held by a pidfd from its start.
+
+    Started with ``posix_spawn``, which can hand it a clean signal mask: this process blocks
+    SIGUSR1 and SIGUSR2 (to take them with sigwaitinfo), and a child would inherit that mask
+    through fork and exec, and sleep through every bit sent to it. Dispositions this process
+    ignores (SIGPIPE, as Python does) go back to their defaults, as for any program started
+    from a shell."""
+
+    def __init__(self, argv: list[str], *, stdout: int, stderr: int) -> None:
+        stdin = os.open(os.devnull, os.O_RDONLY)
+        try:
+            self.pid = os.posix_spawnp(
+                argv[0],
+                argv,
+                os.environ,
+                file_actions=[
+                    (os.POSIX_SPAWN_DUP2, stdin, 0),
+                    (os.POSIX_SPAWN_DUP2, stdout, 1),
+                    (os.POSIX_SPAWN_DUP2, stderr, 2),
+                ],
+                setsid=True,  # a session of its own: a Ctrl-C here reaches the check only
+                setsigmask=set(),
+                setsigdef={signal.SIGPIPE, signal.SIGXFSZ, signal.SIGUSR1, signal.SIGUSR2},
+            )
+        except OSError as error:
+            raise ProgramError(f"cannot start {argv[0]!r}: {error.strerror}") from None
+        finally:
+            os.close(stdin)
+        self.pidfd = os.pidfd_open(self.pid)  # our child: not reaped until we wait for it
+        self.returncode: int | None = None
+        self.stderr: IO[bytes] | None = None  # a client's standard error, kept
+
+    def poll(self) -> int | None:
+        """Its exit code (negative: the signal that killed it), or None while it runs."""
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """Wait for it to end (at most ``timeout`` seconds); its exit code, or None."""
+        if self.returncode is None:
+            ready, _, _ = select.select([self.pidfd], [], [], timeout)
+            if ready or timeout is None:
+                return self.poll()
+        return self.returncode
+
+    def signal(self, signum: int) -> None:
+        """Send ``signum`` through the pidfd (nothing if it ended: the pidfd cannot hit a
+        process that took over its PID)."""
+        with suppress(ProcessLookupError):
+            signal.pidfd_send_signal(self.pidfd, signum)
+
+    def end(self, grace: float = 0.0) -> bool:
+        """Stop it if it runs (SIGTERM, then SIGKILL after ``grace`` seconds; at once with
+        none) and reap it; return whether it had to be stopped."""
+        running = self.poll() is None
+        if running and grace:
+            self.signal(signal.SIGTERM)
+            self.wait(grace)
+        if self.poll() is None:
+            self.signal(signal.SIGKILL)
+            self.wait()
+        if self.pidfd >= 0:
+            os.close(self.pidfd)
+            self.pidfd = -1
+        return running
+
+
+class Program:
+    """A server under test: its output (through a pseudo-terminal, read by a thread into a
+    buffer), its standard error (kept in a file) and its process (a ``Child``)."""
+
+    def __init__(self, argv: list[str]) -> None:
+        self.argv = argv
+        self.output = bytearray()
+        self.changed = threading.Condition()
+        self.last_output = monotonic()
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed by stop)
+        master, child_end = pty.openpty()
+        tty.setraw(child_end)  # the bytes as written: no "\r\n" for "\n", no echo
+        try:
+            self.child = Child(argv, stdout=child_end, stderr=self._stderr.fileno())
+        except ProgramError:
+            os.close(master)
+            self._stderr.close()
+            raise
+        finally:
+            os.close(child_end)
+        self.server_pidfd: int | None = None  # a descendant that printed its PID, held
+        self._master = master
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    @property
+    def pid(self) -> int:
+        return self.child.pid
+
+    def _read(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self._master, 65536)
+            except OSError:  # EIO: every writer closed its end
+                chunk = b""
+            with self.changed:
+                self.output += chunk
+                self.last_output = monotonic()
+                self.changed.notify_all()
+            if not chunk:
+                return
+
+    def wait_for(self, ready: Callable[[bytes], bool], until: float) -> bytes:
+        """Wait (at the latest ``until``) for the output to satisfy ``ready`` or for the program
+        to end; return the output so far."""
+        with self.changed:
+            while not ready(bytes(self.output)) and self.running():
+                left = until - monotonic()
+                if left <= 0:
+                    break
+                self.changed.wait(min(left, 0.05))  # 0.05: also see an exit without output
+            return bytes(self.output)
+
+    def since(self, mark: int) -> bytes:
+        with self.changed:
+            return bytes(self.output[mark:])
+
+    def running(self) -> bool:
+        return self.child.poll() is None
+
+    def ended(self) -> str:
+        """How the program ended ("" while it runs), with the last line of its stderr."""
+        code = self.child.poll()
+        if code is None:
+            return ""
+        if self._stderr.closed:
+            return how_it_ended(code)
+        self._stderr.seek(0)
+        lines = self._stderr.read().decode("utf-8", "replace").strip().splitlines()
+        said = f"; its last words on stderr: {lines[-1][:200]!r}" if lines else ""
+        return how_it_ended(code) + said
+
+    def read_pid(self) -> int:
+        """The server's PID from its first line: a number in it that is this program's PID or
+        one of its descendants' (held by a pidfd from here on)."""
+        output = self.wait_for(lambda out: b"\n" in out, monotonic() + PID_WAIT)
+        line = output.split(b"\n", 1)[0]
+        if b"\n" not in output:
+            if not self.running():
+                raise ProgramError(f"the program {self.ended()} before printing its PID")
+            raise ProgramError(
+                f"the program printed no whole line within {PID_WAIT:g} s (expected its PID "
+                f"first); it printed {output[:80]!r}"
+            )
+        for number in re.findall(rb"\d+", line):
+            pid = int(number)
+            if pid == self.pid:
+                return pid
+            if pid > 1 and _descends_from(pid, self.pid):
+                self.server_pidfd = os.pidfd_open(pid)
+                return pid
+        raise ProgramError(
+            f"its first line holds no PID of the program started (PID {self.pid}) or of its "
+            f"children: {line[:80]!r}"
+        )
+
+    def stop(self) -> None:
+        """End the program (and the descendant that served, if it was one): SIGTERM, then
+        SIGKILL after ``STOP_WAIT``; through the pidfds, so nothing else can be hit."""
+        if self.child.pidfd < 0:
+            return  # stopped already
+        if self.server_pidfd is not None:
+            with suppress(ProcessLookupError):
+                signal.pidfd_send_signal(self.server_pidfd, signal.SIGTERM)
+        self.child.end(STOP_WAIT)
+        if self.server_pidfd is not None:
+            with suppress(ProcessLookupError):
+                signal.pidfd_send_signal(self.server_pidfd, signal.SIGKILL)
+            os.close(self.server_pidfd)
+            self.server_pidfd = None
+        self._reader.join(1.0)  # the terminal's last bytes (a grandchild may keep it open)
+        if not self._reader.is_alive():
+            os.close(self._master)
+        self._stderr.close()
+
+
+def spawn_client(argv: list[str]) -> Child:
+    """Start a client under test, its output thrown away and its standard error kept (its
+    last line is quoted when it fails: ``last_words``)."""
+    null = os.open(os.devnull, os.O_WRONLY)
+    stderr = tempfile.TemporaryFile()  # noqa: SIM115 (read and closed by last_words)
+    try:
+        child = Child(argv, stdout=null, stderr=stderr.fileno())
+    except ProgramError:
+        stderr.close()
+        raise
+    finally:
+        os.close(null)
+    child.stderr = stderr
+    return child
+
+
+def last_words(child: Child) -> str:
+    """The last line a client wrote to its standard error ("" if none), and close it."""
+    if child.stderr is None:
+        return ""
+    with child.stderr as file:
+        file.seek(0)
+        lines = file.read().decode("utf-8", "replace").strip().splitlines()
+    child.stderr = None
+    return lines[-1][:200] if lines else ""
+
+
+def _answer(peer: int, usr1: set[signal.Signals]) -> bool:
+    """Poll for a SIGUSR1 (for at most a second) and answer it; False if none came."""
+    give_up = monotonic() + 1.0
+    while signal.sigtimedwait(usr1, 0) is None:
+        if monotonic() > give_up:
+            return False
+    os.kill(peer, signal.SIGUSR1)
+    return True
+
+
+def round_trips(rounds: int = 50_000) -> float:
+    """Signal round trips per second between this process and a forked child, both polling
+    with sigtimedwait: this machine's ping-pong from Python, the reference a per-bit speed is
+    measured against (a sender cannot go faster than its own language's round trip). Called
+    before any thread starts, with SIGUSR1 blocked."""
+    parent = os.getpid()
+    usr1 = {signal.SIGUSR1}
+    child = os.fork()
+    if child == 0:  # the child answers until the parent goes quiet
+        try:
+            while _answer(parent, usr1):
+                pass
+        finally:
+            os._exit(0)
+    try:
+        started = monotonic()
+        os.kill(child, signal.SIGUSR1)
+        for _ in range(rounds - 1):
+            if not _answer(child, usr1):
+                break
+        return rounds / (monotonic() - started)
+    finally:
+        os.kill(child, signal.SIGTERM)  # our own fork, not yet reaped: its PID is still its
+        os.waitpid(child, 0)
+        while signal.sigtimedwait(usr1, 0) is not None:
+            pass  # its last answer: not to be taken later for a client's first bit
