@@ -15,6 +15,7 @@ a thread inherits the mask, and one that did not block them would die of the fir
 
 from __future__ import annotations
 
+import ctypes
 import os
 import pty
 import re
@@ -53,6 +54,16 @@ def _descends_from(pid: int, root: int) -> bool:
     return False
 
 
+def session_of(pid: int) -> int:
+    """The session ``pid`` belongs to (/proc/PID/stat), or 0 if it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rpartition(b")")[2].split()
+        return int(fields[3])  # after the name: state, ppid, pgrp, session
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
 def how_it_ended(returncode: int) -> str:
     """A process's end in words: its exit code, or the signal that killed it."""
     if returncode < 0:
@@ -65,13 +76,19 @@ def how_it_ended(returncode: int) -> str:
 
 
 class Child:
-    """A process this check started, held by a pidfd from its start.
+    """A process this check started, the leader of a process group (and session) of its own,
+    held by a pidfd from its start.
 
     Started with ``posix_spawn``, which can hand it a clean signal mask: this process blocks
     SIGUSR1 and SIGUSR2 (to take them with sigwaitinfo), and a child would inherit that mask
     through fork and exec, and sleep through every bit sent to it. Dispositions this process
     ignores (SIGPIPE, as Python does) go back to their defaults, as for any program started
-    from a shell."""
+    from a shell.
+
+    It is never reaped before ``end``: polled with WNOWAIT, an exited child stays a zombie
+    that keeps its PID, and with it the number of its process group, from being reused. So
+    ``end`` can signal the whole group (what a wrapper started: `sh -c 'server & ...'`)
+    without hitting anyone else, and nothing ever looks up a PID that may be another's."""
 
     def __init__(self, argv: list[str], *, stdout: int, stderr: int) -> None:
         stdin = os.open(os.devnull, os.O_RDONLY)
@@ -89,50 +106,95 @@ class Child:
                 setsigmask=set(),
                 setsigdef={signal.SIGPIPE, signal.SIGXFSZ, signal.SIGUSR1, signal.SIGUSR2},
             )
-        except OSError as error:
-            raise ProgramError(f"cannot start {argv[0]!r}: {error.strerror}") from None
+        except (OSError, ValueError) as error:  # ValueError: an empty program name
+            why = error.strerror if isinstance(error, OSError) else str(error)
+            raise ProgramError(f"cannot start {argv[0]!r}: {why}") from None
         finally:
             os.close(stdin)
-        self.pidfd = os.pidfd_open(self.pid)  # our child: not reaped until we wait for it
+        self.pidfd = os.pidfd_open(self.pid)  # our child, unreaped: it is this process
         self.returncode: int | None = None
         self.stderr: IO[bytes] | None = None  # a client's standard error, kept
 
     def poll(self) -> int | None:
-        """Its exit code (negative: the signal that killed it), or None while it runs."""
-        if self.returncode is None:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-            if pid:
-                self.returncode = os.waitstatus_to_exitcode(status)
+        """Its exit code (negative: the signal that killed it), or None while it runs; it is
+        not reaped (see the class)."""
+        if self.returncode is None and self.pidfd >= 0:
+            found = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            if found is not None and found.si_pid == self.pid:
+                code = found.si_status
+                self.returncode = -code if found.si_code != os.CLD_EXITED else code
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int | None:
         """Wait for it to end (at most ``timeout`` seconds); its exit code, or None."""
-        if self.returncode is None:
-            ready, _, _ = select.select([self.pidfd], [], [], timeout)
-            if ready or timeout is None:
-                return self.poll()
-        return self.returncode
+        if self.poll() is None:
+            poller = select.poll()
+            poller.register(self.pidfd, select.POLLIN)
+            poller.poll(None if timeout is None else max(timeout, 0.0) * 1000)
+        return self.poll()
 
-    def signal(self, signum: int) -> None:
-        """Send ``signum`` through the pidfd (nothing if it ended: the pidfd cannot hit a
-        process that took over its PID)."""
-        with suppress(ProcessLookupError):
-            signal.pidfd_send_signal(self.pidfd, signum)
+    def signal_group(self, signum: int) -> None:
+        """Send ``signum`` to its process group: the number is its own unreaped PID, so the
+        group is the one it leads (some of it may have left, by setsid: see ``end_strays``)."""
+        with suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signum)
 
     def end(self, grace: float = 0.0) -> bool:
-        """Stop it if it runs (SIGTERM, then SIGKILL after ``grace`` seconds; at once with
-        none) and reap it; return whether it had to be stopped."""
+        """Stop it and its process group if it runs (SIGTERM, then SIGKILL after ``grace``
+        seconds; at once with none) and reap it; return whether it had to be stopped. An
+        interrupt meanwhile (a second Ctrl-C) goes straight to SIGKILL before it is raised."""
+        if self.pidfd < 0:
+            return False
         running = self.poll() is None
-        if running and grace:
-            self.signal(signal.SIGTERM)
-            self.wait(grace)
-        if self.poll() is None:
-            self.signal(signal.SIGKILL)
-            self.wait()
-        if self.pidfd >= 0:
+        try:
+            if running and grace:
+                self.signal_group(signal.SIGTERM)
+                self.wait(grace)
+        finally:
+            self.signal_group(signal.SIGKILL)  # the group's stragglers too, leader or not
+            os.waitpid(self.pid, 0)  # reaped only now: the group number was held till here
             os.close(self.pidfd)
             self.pidfd = -1
         return running
+
+
+def become_subreaper() -> None:
+    """Make this process the one that inherits its descendants' orphans (a server that
+    daemonizes: fork, setsid, the parent exits), so that ``end_strays`` can still end them."""
+    with suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+_PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
+
+
+def end_strays() -> None:
+    """Kill and reap every child this process has left: called when none of the programs it
+    started should run any more, it ends what they left behind (orphans that came back to
+    this subreaper). Each is held by a pidfd first: an unreaped child of ours cannot be
+    another process."""
+    for pid in _own_children():
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:
+            continue
+        try:
+            with suppress(ProcessLookupError):
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+            with suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+        finally:
+            os.close(pidfd)
+
+
+def _own_children() -> list[int]:
+    found: list[int] = []
+    with suppress(OSError):
+        for task in os.listdir("/proc/self/task"):
+            with suppress(OSError), open(f"/proc/self/task/{task}/children") as children:
+                found += [int(pid) for pid in children.read().split()]
+    return found
 
 
 class Program:
@@ -156,6 +218,7 @@ class Program:
         finally:
             os.close(child_end)
         self.server_pidfd: int | None = None  # a descendant that printed its PID, held
+        self.pid_read = 0  # the server's PID, once read
         self._master = master
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -193,13 +256,19 @@ class Program:
             return bytes(self.output[mark:])
 
     def running(self) -> bool:
-        return self.child.poll() is None
+        """Whether the server runs: the process that printed its PID (the program itself,
+        or a descendant that serves for it)."""
+        if self.server_pidfd is not None:
+            return not select.select([self.server_pidfd], [], [], 0)[0]
+        return self.child.poll() is None or (self.pid_read == 0 and self._reader.is_alive())
 
     def ended(self) -> str:
         """How the program ended ("" while it runs), with the last line of its stderr."""
-        code = self.child.poll()
-        if code is None:
+        if self.running():
             return ""
+        code = self.child.poll()
+        if code is None or self.server_pidfd is not None:
+            return "exited (the process that printed its PID)"
         if self._stderr.closed:
             return how_it_ended(code)
         self._stderr.seek(0)
@@ -222,29 +291,48 @@ class Program:
         for number in re.findall(rb"\d+", line):
             pid = int(number)
             if pid == self.pid:
+                self.pid_read = pid
                 return pid
-            if pid > 1 and _descends_from(pid, self.pid):
-                self.server_pidfd = os.pidfd_open(pid)
+            if pid > 1 and self._hold_own(pid):
+                self.pid_read = pid
                 return pid
         raise ProgramError(
             f"its first line holds no PID of the program started (PID {self.pid}) or of its "
             f"children: {line[:80]!r}"
         )
 
+    def _hold_own(self, pid: int) -> bool:
+        """Hold ``pid`` by a pidfd, then keep it only if it is the program's: a descendant,
+        or a process of the session the program leads (a wrapper's child, orphaned when the
+        wrapper exits: the session's number is the unreaped program's own PID)."""
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:
+            return False
+        if _descends_from(pid, self.pid) or session_of(pid) == self.pid:
+            self.server_pidfd = pidfd
+            return True
+        os.close(pidfd)
+        return False
+
     def stop(self) -> None:
-        """End the program (and the descendant that served, if it was one): SIGTERM, then
-        SIGKILL after ``STOP_WAIT``; through the pidfds, so nothing else can be hit."""
+        """End the program, its process group, the descendant that served (if one did) and
+        whatever they left behind: SIGTERM, then SIGKILL after ``STOP_WAIT``; through
+        pidfds and the group the unreaped program leads, so nothing else can be hit."""
         if self.child.pidfd < 0:
             return  # stopped already
-        if self.server_pidfd is not None:
-            with suppress(ProcessLookupError):
-                signal.pidfd_send_signal(self.server_pidfd, signal.SIGTERM)
-        self.child.end(STOP_WAIT)
-        if self.server_pidfd is not None:
-            with suppress(ProcessLookupError):
-                signal.pidfd_send_signal(self.server_pidfd, signal.SIGKILL)
-            os.close(self.server_pidfd)
-            self.server_pidfd = None
+        try:
+            if self.server_pidfd is not None:
+                with suppress(ProcessLookupError):
+                    signal.pidfd_send_signal(self.server_pidfd, signal.SIGTERM)
+            self.child.end(STOP_WAIT)
+        finally:
+            if self.server_pidfd is not None:
+                with suppress(ProcessLookupError):
+                    signal.pidfd_send_signal(self.server_pidfd, signal.SIGKILL)
+                os.close(self.server_pidfd)
+                self.server_pidfd = None
+            end_strays()
         self._reader.join(1.0)  # the terminal's last bytes (a grandchild may keep it open)
         if not self._reader.is_alive():
             os.close(self._master)
@@ -288,11 +376,11 @@ def _answer(peer: int, usr1: set[signal.Signals]) -> bool:
     return True
 
 
-def round_trips(rounds: int = 50_000) -> float:
+def round_trips(seconds: float = 0.3) -> float:
     """Signal round trips per second between this process and a forked child, both polling
-    with sigtimedwait: this machine's ping-pong from Python, the reference a per-bit speed is
-    measured against (a sender cannot go faster than its own language's round trip). Called
-    before any thread starts, with SIGUSR1 blocked."""
+    with sigtimedwait, for about ``seconds``: this machine's ping-pong from Python, the
+    reference a per-bit speed is shown against. Called before any thread starts, with
+    SIGUSR1 blocked."""
     parent = os.getpid()
     usr1 = {signal.SIGUSR1}
     child = os.fork()
@@ -302,12 +390,13 @@ def round_trips(rounds: int = 50_000) -> float:
                 pass
         finally:
             os._exit(0)
+    rounds = 0
     try:
         started = monotonic()
+        stop_at = started + seconds
         os.kill(child, signal.SIGUSR1)
-        for _ in range(rounds - 1):
-            if not _answer(child, usr1):
-                break
+        while monotonic() < stop_at and _answer(child, usr1):
+            rounds += 1
         return rounds / (monotonic() - started)
     finally:
         os.kill(child, signal.SIGTERM)  # our own fork, not yet reaped: its PID is still its

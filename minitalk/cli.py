@@ -898,6 +898,15 @@ def check_command(
             "checks that take longest), to try a fix quickly.",
         ),
     ] = False,
+    speed_limit: Annotated[
+        float,
+        typer.Option(
+            "--speed-limit",
+            min=0.001,
+            help="Seconds that 100 characters may take, from the send's start to printed "
+            "(a server) or from the client's start to its message (a client).",
+        ),
+    ] = 1.0,
 ) -> None:
     """Test a plain minitalk server (or client) and say exactly what is wrong: its wire
     variant, a battery of messages, the first wrong byte and bit, and its speed. Exit 0 only
@@ -923,7 +932,7 @@ def check_command(
         import json  # noqa: PLC0415 (start-up: see the imports)
 
         run = check.check_client if client else check.check_server
-        report = run(command, on_result=show, quick=quick)
+        report = run(command, on_result=show, quick=quick, speed_limit=speed_limit)
         if json_output:
             print(json.dumps(report.to_json(), ensure_ascii=False), flush=True)
         else:

@@ -5,7 +5,7 @@
  *               [--inverted] [--lossy] [--bytewise]
  *   --lsb      takes each byte least significant bit first
  *   --inverted takes SIGUSR2 as 0
- *   --lossy    is still busy for 100 µs after each answer (as one whose main loop reads the
+ *   --lossy    is still busy for 300 µs after each answer (as one whose main loop reads the
  *              bit from one shared variable, or prints slowly): a bit that comes sooner is
  *              answered but lost, as when the handler overwrites the bit not yet read (a
  *              common bug). Whether a bit is lost depends only on the time since the answer,
@@ -40,7 +40,7 @@ static void take_bit(int one)
         current = (unsigned char)(current << 1 | one);
 }
 
-/* --lossy: whether this bit came within 100 µs of the last answer, while the server is (in
+/* --lossy: whether this bit came within 300 µs of the last answer, while the server is (in
  * this model) still busy with the last bit: it is lost. The time is read just before each
  * answer goes, so a sender that waits after the answer has come is measured from no later
  * than that: its pause alone decides, not how this process was scheduled */
@@ -54,7 +54,7 @@ static int too_soon(void)
     clock_gettime(CLOCK_MONOTONIC, &now);
     elapsed_us = (now.tv_sec - answered_at.tv_sec) * 1000000L +
                  (now.tv_nsec - answered_at.tv_nsec) / 1000L;
-    return elapsed_us < 100;
+    return elapsed_us < 300;
 }
 
 static void on_bit(int signum, siginfo_t *info, void *context)
