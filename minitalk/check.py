@@ -100,6 +100,7 @@ class Seen:
     error: str = ""  # why the send failed, if it did
     receipt: ClassicReceipt | None = None
     ended: str = ""  # how the server ended, if it did
+    before: bytes = b""  # the text sent before it on the same start (b"": none)
 
 
 def _answers(receipt: ClassicReceipt, fmt: ClassicFormat, text: str) -> str:
@@ -123,22 +124,42 @@ class ServerCheck:
     speed_limit: float = SPEED_LIMIT  # seconds for 100 characters
     probes: int = 0  # probes sent: each after the first goes to a fresh start
     ending: bytes = b""  # what it prints right after a message (its line end), once known
+    line_start: bool = False  # it prints a message alone at the start of a line, once known
+    last_text: bytes = b""  # the last text sent to this start of the server
 
     def __post_init__(self) -> None:
         self.report = Report("server", self.argv)
 
     def differs(self, seen: Seen, text: str, fmt: ClassicFormat) -> Difference | None:
-        """Where the output departs from ``text`` followed by the server's own ending: a
-        stale byte after the text (a buffer not cleared) counts."""
+        """Where the output departs from ``text`` followed by the server's line end (a stale
+        byte after the text counts). A server that printed the probe alone at the start of a
+        line must print every message so: bytes before it on its line (an old message left in
+        a buffer) count too. One that wraps messages in words of its own is judged by the text
+        and its line end only (the words may hold a PID or a count)."""
         expected = text.encode() + self.ending
-        return first_difference(expected, seen.output, fmt, decorated=True)
+        old = seen.before
+        if old and old not in expected and old in seen.output:  # an old message printed again
+            stale = first_difference(expected, seen.output[seen.output.find(old) :], fmt)
+            if stale is not None:
+                return stale
+        if not self.line_start:
+            return first_difference(expected, seen.output, fmt, decorated=True)
+        if b"\n" + expected in b"\n" + seen.output:
+            return None
+        at = seen.output.find(expected)
+        line = seen.output[seen.output.rfind(b"\n", 0, at) + 1 :] if at >= 0 else seen.output
+        return first_difference(expected, line, fmt) or first_difference(
+            expected, seen.output, fmt, decorated=True
+        )
 
     def learn_ending(self, seen: Seen, text: str) -> None:
-        """What the server printed right after ``text``, up to its line end (nothing if it
-        ends no line): every later message must be followed by the same."""
-        after = seen.output[seen.output.find(text.encode()) + len(text.encode()) :]
-        line_end = after.find(b"\n")
-        self.ending = after[: line_end + 1] if 0 <= line_end < 64 else b""
+        """How the server printed ``text``: alone at the start of a line or not, and whether a
+        line end came right after it: every later message must be printed the same way."""
+        data = text.encode()
+        at = seen.output.find(data)
+        self.line_start = at == 0 or seen.output[at - 1 : at] == b"\n"
+        following = seen.output[at + len(data) : at + len(data) + 1]
+        self.ending = b"\n" if following == b"\n" else b""
 
     def add(self, name: str, status: Status, detail: str = "", **extra: object) -> None:
         result = CheckResult(name, status, detail, **extra)  # type: ignore[arg-type]
@@ -151,6 +172,7 @@ class ServerCheck:
             self.program.stop()
             self.program = None
         self.program = Program(self.argv)
+        self.last_text = b""
         self.pid = self.program.read_pid()
 
     def close(self) -> None:
@@ -170,7 +192,11 @@ class ServerCheck:
             timeout=_send_limit(len(fmt.encode(data))),
         )
         started = monotonic()
-        seen = Seen(b"", 0.0)
+        seen = Seen(b"", 0.0, before=self.last_text)
+        self.last_text = data
+        if not program.running():  # never a send by number to a server that is gone
+            seen.error, seen.ended = "the server had ended", program.ended()
+            return seen
         try:
             seen.receipt = send_classic(self.pid, data, config)
         except MinitalkError as error:
@@ -204,6 +230,11 @@ class ServerCheck:
         difference = self.differs(seen, text, fmt)
         if difference is not None:
             said.append(difference.describe(fmt))
+            if seen.before and seen.before in seen.output:
+                said.append(
+                    f"it printed the message before this one again ({seen.before[:40]!r}): "
+                    "a buffer not cleared between messages"
+                )
             if not seen.output:
                 paced = seen.receipt is not None and seen.receipt.sender.paced
                 said[-1] = "it printed nothing" + (
@@ -317,7 +348,7 @@ def _message_check(
         if not again:
             why += (
                 "\non a fresh start it came out right: a message before it left the server "
-                "in a bad state"
+                "in a bad state, or it loses a bit now and then"
             )
         else:
             check.restart()
@@ -360,18 +391,22 @@ def _find_server_variant(check: ServerCheck) -> ClassicFormat | None:
     came closest) again with a pause after each answer: a server that then gets it right
     loses bits at its own pace."""
     tried: dict[ClassicFormat, Seen] = {}
+    second: dict[ClassicFormat, Seen] = {}  # the probe right, the second message not
     for fmt in VARIANTS:
         seen = _probe(check, fmt, gap=None)
         right = check.differs(seen, PROBE, fmt) is None and not seen.error
-        if right and _confirmed(check, fmt, seen) is None:
-            return fmt
+        if right:
+            confirmation = _confirmed(check, fmt, seen)
+            if confirmation is None:
+                return fmt
+            second[fmt] = confirmation
         tried[fmt] = seen
         if fmt == VARIANTS[0] and _slow_is_right(check, fmt, seen):
             return fmt  # the most common variant, only with a pause: no need to try the rest
 
     def closeness(fmt: ClassicFormat) -> int:
         difference = check.differs(tried[fmt], PROBE, fmt)
-        return 0 if difference is None else difference.offset
+        return len(PROBE) + 1 if difference is None else difference.offset
 
     closest = max(VARIANTS, key=closeness)
     for fmt in dict.fromkeys([*VARIANTS[1:4], closest]):
@@ -379,11 +414,16 @@ def _find_server_variant(check: ServerCheck) -> ClassicFormat | None:
             continue  # tried slowly already
         if _slow_is_right(check, fmt, tried[fmt]):
             return fmt
+    if closest in second:
+        why = "the probe came out right, a second message on the same start did not: "
+        why += check.failure(second[closest], CONFIRM, closest)
+    else:
+        why = check.failure(tried[closest], PROBE, closest)
     check.add(
         "variant",
         Status.FAIL,
         f"none of the {len(VARIANTS)} common variants came out right; the closest, "
-        f"{closest.describe()}: " + check.failure(tried[closest], PROBE, closest),
+        f"{closest.describe()}: {why}",
     )
     return None
 
@@ -427,7 +467,7 @@ def _confirmed(check: ServerCheck, fmt: ClassicFormat, probe: Seen) -> Seen | No
     if check.differs(second, CONFIRM, fmt) is None and not second.error:
         _found(check, fmt, probe)
         return None
-    check.ending = b""
+    check.ending, check.line_start = b"", False
     return second
 
 
@@ -877,7 +917,14 @@ def _find_client_answers(check: ClientCheck) -> InternalServer | None:
             flags = variant_flags(fmt) or "-"
             check.add("variant", Status.PASS, f"{fmt.describe()} (flags: {flags})")
         if not why:
-            check.report.answers = f"{form.words} (serve --classic {form.flags or '(default)'})"
+            record = message.record if message is not None else None
+            words = form.words
+            if record is not None and not record.answered:
+                words = (
+                    "none: it handles no answer signal (it sends on a timer), so none is ever "
+                    "sent to it"
+                )
+            check.report.answers = f"{words} (serve --classic {form.flags or '(default)'})"
             check.add("the answers it needs", Status.PASS, check.report.answers)
             return InternalServer(form, check.report.variant)
         plain = plain or why
@@ -913,7 +960,7 @@ def _client_battery(check: ClientCheck, server: InternalServer, reference: float
         (run,) = check.run(server, message.text)
         why = check.judge(run, message.text)
         detail = why
-        if not why and message.text == BATTERY[-1].text and run.message is not None:
+        if not why and message.text == BATTERY[-1].text and run.message and reference:
             record = run.message.record
             detail = _rate(record.signals, run.message.seconds, reference)
         check.add(message.name, Status.FAIL if why else Status.PASS, detail, seconds=run.seconds)

@@ -34,6 +34,7 @@ from minitalk.transport import monotonic
 
 PID_WAIT = 5.0  # seconds for a server to print its first line
 STOP_WAIT = 1.0  # seconds after SIGTERM before SIGKILL
+KILL_WAIT = 5.0  # seconds for a SIGKILL to take effect (a process in the kernel may linger)
 
 
 class ProgramError(MinitalkError):
@@ -52,6 +53,9 @@ def _descends_from(pid: int, root: int) -> bool:
         except ValueError:
             return False
     return False
+
+
+_PID_LIMIT = 1 << 22  # PID_MAX_LIMIT of linux/threads.h
 
 
 def session_of(pid: int) -> int:
@@ -152,8 +156,13 @@ class Child:
                 self.wait(grace)
         finally:
             self.signal_group(signal.SIGKILL)  # the group's stragglers too, leader or not
-            os.waitpid(self.pid, 0)  # reaped only now: the group number was held till here
-            os.close(self.pidfd)
+            if self.poll() is None:
+                with suppress(ProcessLookupError, PermissionError):
+                    signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+                self.wait(KILL_WAIT)
+            if self.poll() is not None:  # reaped only now: the group number held till here
+                os.waitpid(self.pid, 0)
+            os.close(self.pidfd)  # (one that cannot be stopped, setuid, is let go)
             self.pidfd = -1
         return running
 
@@ -172,9 +181,20 @@ _PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
 def end_strays() -> None:
     """Kill and reap every child this process has left: called when none of the programs it
     started should run any more, it ends what they left behind (orphans that came back to
-    this subreaper). Each is held by a pidfd first: an unreaped child of ours cannot be
-    another process."""
-    for pid in _own_children():
+    this subreaper; each one killed may leave its own: until none is left). Each is held by
+    a pidfd first: an unreaped child of ours cannot be another process. For the CLI only: it
+    ends every child of this process."""
+    seen: set[int] = set()
+    for _ in range(64):
+        children = [pid for pid in _own_children() if pid not in seen]
+        if not children:
+            return
+        seen.update(children)  # (one that cannot be ended is tried once)
+        _kill_and_reap(children)
+
+
+def _kill_and_reap(children: list[int]) -> None:
+    for pid in children:
         try:
             pidfd = os.pidfd_open(pid)
         except OSError:
@@ -182,8 +202,11 @@ def end_strays() -> None:
         try:
             with suppress(ProcessLookupError):
                 signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-            with suppress(ChildProcessError):
-                os.waitpid(pid, 0)
+            if select.select([pidfd], [], [], KILL_WAIT)[0]:  # (not one it may not signal)
+                with suppress(ChildProcessError):
+                    os.waitpid(pid, 0)
+        except PermissionError:
+            pass  # a setuid child: let go
         finally:
             os.close(pidfd)
 
@@ -290,6 +313,8 @@ class Program:
             )
         for number in re.findall(rb"\d+", line):
             pid = int(number)
+            if pid > _PID_LIMIT:
+                continue  # no PID: the kernel's limit is 2^22
             if pid == self.pid:
                 self.pid_read = pid
                 return pid

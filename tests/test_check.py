@@ -10,14 +10,17 @@ after it.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from minitalk.check import _without_line_end, client_argv
+from minitalk.check import Seen, ServerCheck, _without_line_end, client_argv
 from minitalk.check_report import (
     VARIANTS,
     CheckResult,
@@ -95,6 +98,25 @@ def test_messages_in_a_row_must_each_end_a_line() -> None:
     assert _without_line_end(b"\nfirst message\nsecond message, a little longer\nthird") == ""
 
 
+def test_a_server_is_held_to_how_it_printed_the_probe() -> None:
+    """After the probe came out alone on a line with a newline after it, a message must too:
+    an old message before it on its line, or a stale byte after it, is a difference."""
+    check = ServerCheck(["./server"], lambda _result: None)
+    check.learn_ending(Seen(b"minitalk check: probe\n", 0.0), "minitalk check: probe")
+    assert (check.line_start, check.ending) == (True, b"\n")
+    assert check.differs(Seen(b"third\n", 0.0), "third", MSB) is None
+    stale = check.differs(Seen(b"thirdd message\n", 0.0), "third", MSB)
+    assert stale is not None
+    assert (stale.offset, stale.expected, stale.received) == (5, ord("\n"), ord("d"))
+    kept = check.differs(Seen(b"first messagethird\n", 0.0), "third", MSB)
+    assert kept is not None
+    assert (kept.offset, kept.received) == (0, ord("f"))
+    # a server that wraps the text in words of its own is judged by the text and line end
+    check.learn_ending(Seen(b"Message from 42: probe\n", 0.0), "probe")
+    assert not check.line_start
+    assert check.differs(Seen(b"Message from 43: third\n", 0.0), "third", MSB) is None
+
+
 def test_the_variants_tried_are_distinct_and_start_with_the_plain_one() -> None:
     assert VARIANTS[0] == ClassicFormat()
     assert len(set(VARIANTS)) == len(VARIANTS)
@@ -130,12 +152,17 @@ def test_colours_only_when_asked() -> None:
 def _check(*args: str) -> tuple[int, dict[str, Any]]:
     """Run `minitalk check --json ARGS`; its exit code and its report. The programs it starts
     are its own to stop: the test checks after it that they are gone."""
-    done = subprocess.run(
-        [*MINITALK, "check", "--json", "--speed-limit", SPEED_GUARD, *args],
-        capture_output=True,
-        timeout=HANG_GUARD,
-        check=False,
-    )
+    marker = f"minitalk-check-test-{uuid.uuid4().hex}"
+    try:
+        done = subprocess.run(
+            [*MINITALK, "check", "--json", "--speed-limit", SPEED_GUARD, *args],
+            capture_output=True,
+            timeout=HANG_GUARD,
+            check=False,
+            env={**os.environ, MARKER: marker},
+        )
+    finally:
+        _end_marked(marker)
     assert done.stderr == b"", done.stderr
     report: dict[str, Any] = json.loads(done.stdout)
     return done.returncode, report
@@ -144,6 +171,29 @@ def _check(*args: str) -> tuple[int, dict[str, Any]]:
 # The speed check's limit in these tests: a guard against a hang, not a measure (speed lives
 # in the report and in bench/, never in an assertion on a shared machine).
 SPEED_GUARD = "60"
+
+
+MARKER = "MINITALK_CHECK_TEST"  # in the environment of the check, and so of all it starts
+
+
+def _end_marked(marker: str) -> None:
+    """Kill whatever still carries ``marker`` in its environment: only what this test's
+    check started (a check that hung or failed may have left it, in a session of its own).
+    Each is held by a pidfd and its marker read again through /proc before the signal."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            pidfd = os.pidfd_open(int(entry.name))
+        except OSError:
+            continue
+        try:
+            if f"{MARKER}={marker}".encode() in (entry / "environ").read_bytes():
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        except OSError:
+            pass
+        finally:
+            os.close(pidfd)
 
 
 def _results(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -284,12 +334,17 @@ def test_a_program_that_cannot_start_or_shows_no_pid_fails_the_first_check() -> 
 
 @pytest.mark.e2e
 def test_the_text_report_on_a_pipe_has_no_colours(c_peers: dict[str, str]) -> None:
-    done = subprocess.run(
-        [*MINITALK, "check", "--quick", "--speed-limit", SPEED_GUARD, "--", c_peers["server"]],
-        capture_output=True,
-        timeout=HANG_GUARD,
-        check=False,
-    )
+    marker = f"minitalk-check-test-{uuid.uuid4().hex}"
+    try:
+        done = subprocess.run(
+            [*MINITALK, "check", "--quick", "--speed-limit", SPEED_GUARD, "--", c_peers["server"]],
+            capture_output=True,
+            timeout=HANG_GUARD,
+            check=False,
+            env={**os.environ, MARKER: marker},
+        )
+    finally:
+        _end_marked(marker)
     out = done.stdout.decode()
     assert done.returncode == ExitCode.OK, out
     assert "\033[" not in out
