@@ -149,13 +149,13 @@ def test_colours_only_when_asked() -> None:
 # -- the tester, against C peers -----------------------------------------------------------------
 
 
-def _check(*args: str) -> tuple[int, dict[str, Any]]:
-    """Run `minitalk check --json ARGS`; its exit code and its report. The programs it starts
-    are its own to stop: the test checks after it that they are gone."""
+def _run_check(*args: str) -> subprocess.CompletedProcess[bytes]:
+    """Run `minitalk check --speed-limit SPEED_GUARD ARGS`, and end whatever it left running
+    (it stops what it started itself; this is for a check that hung or failed)."""
     marker = f"minitalk-check-test-{uuid.uuid4().hex}"
     try:
-        done = subprocess.run(
-            [*MINITALK, "check", "--json", "--speed-limit", SPEED_GUARD, *args],
+        return subprocess.run(
+            [*MINITALK, "check", "--speed-limit", SPEED_GUARD, *args],
             capture_output=True,
             timeout=HANG_GUARD,
             check=False,
@@ -163,6 +163,11 @@ def _check(*args: str) -> tuple[int, dict[str, Any]]:
         )
     finally:
         _end_marked(marker)
+
+
+def _check(*args: str) -> tuple[int, dict[str, Any]]:
+    """Run `minitalk check --json ARGS`; its exit code and its report."""
+    done = _run_check("--json", *args)
     assert done.stderr == b"", done.stderr
     report: dict[str, Any] = json.loads(done.stdout)
     return done.returncode, report
@@ -334,17 +339,7 @@ def test_a_program_that_cannot_start_or_shows_no_pid_fails_the_first_check() -> 
 
 @pytest.mark.e2e
 def test_the_text_report_on_a_pipe_has_no_colours(c_peers: dict[str, str]) -> None:
-    marker = f"minitalk-check-test-{uuid.uuid4().hex}"
-    try:
-        done = subprocess.run(
-            [*MINITALK, "check", "--quick", "--speed-limit", SPEED_GUARD, "--", c_peers["server"]],
-            capture_output=True,
-            timeout=HANG_GUARD,
-            check=False,
-            env={**os.environ, MARKER: marker},
-        )
-    finally:
-        _end_marked(marker)
+    done = _run_check("--quick", "--", c_peers["server"])
     out = done.stdout.decode()
     assert done.returncode == ExitCode.OK, out
     assert "\033[" not in out
